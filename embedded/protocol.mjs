@@ -1,0 +1,159 @@
+// PostgreSQL wire-protocol helpers: framing, message builders and the few
+// message rewrites the embedded server needs. No I/O here.
+
+export const SSL_REQUEST = 80877103;
+export const GSSENC_REQUEST = 80877104;
+export const CANCEL_REQUEST = 80877102;
+export const PROTOCOL_3 = 196608;
+export const MAX_MESSAGE = 1024 * 1024 * 1024; // PostgreSQL's own limit (MaxAllocSize)
+export const MAX_STARTUP = 10000; // postmaster's MAX_STARTUP_PACKET_LENGTH
+
+export function cstr(s) {
+  return Buffer.concat([Buffer.from(s, 'utf8'), Buffer.from([0])]);
+}
+
+export function message(type, body = Buffer.alloc(0)) {
+  const out = Buffer.allocUnsafe(5 + body.length);
+  out.write(type, 0, 'latin1');
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}
+
+export const query = (sql) => message('Q', cstr(sql));
+export const sync = () => message('S');
+export const closeStatement = (name) => message('C', Buffer.concat([Buffer.from('S'), cstr(name)]));
+export const commandComplete = (tag) => message('C', cstr(tag));
+export const readyForQuery = (status) => message('Z', Buffer.from(status, 'latin1'));
+export const authenticationOk = () => message('R', Buffer.from([0, 0, 0, 0]));
+export const parameterStatus = (k, v) => message('S', Buffer.concat([cstr(k), cstr(v)]));
+
+export function backendKeyData(pid, secret) {
+  const b = Buffer.alloc(8);
+  b.writeInt32BE(pid, 0);
+  b.writeInt32BE(secret, 4);
+  return message('K', b);
+}
+
+export function errorResponse(severity, code, text) {
+  return message('E', Buffer.concat([
+    Buffer.from('S'), cstr(severity), Buffer.from('V'), cstr(severity),
+    Buffer.from('C'), cstr(code), Buffer.from('M'), cstr(text), Buffer.from([0]),
+  ]));
+}
+
+export function copyInResponse(binary, ncols) {
+  const b = Buffer.alloc(3 + 2 * ncols);
+  b.writeInt8(binary ? 1 : 0, 0);
+  b.writeInt16BE(ncols, 1);
+  for (let i = 0; i < ncols; i++) b.writeInt16BE(binary ? 1 : 0, 3 + 2 * i);
+  return message('G', b);
+}
+
+// Splits a buffer of backend messages and returns the status byte of the last
+// ReadyForQuery ('I', 'T', 'E') or null when there is none.
+export function lastReadyStatus(buf) {
+  let status = null;
+  let i = 0;
+  while (i + 5 <= buf.length) {
+    const len = buf.readInt32BE(i + 1);
+    if (buf[i] === 0x5a /* Z */) status = String.fromCharCode(buf[i + 5]);
+    i += 1 + len;
+  }
+  return status;
+}
+
+// Reads NUL-terminated strings from a message body.
+export function readCStrings(body, count, offset = 0) {
+  const out = [];
+  let pos = offset;
+  for (let n = 0; n < count; n++) {
+    const end = body.indexOf(0, pos);
+    if (end < 0) throw new Error('unterminated string in message');
+    out.push(body.toString('utf8', pos, end));
+    pos = end + 1;
+  }
+  return { strings: out, next: pos };
+}
+
+export function parseStartupParams(body) {
+  // body starts after the protocol code
+  const params = {};
+  let pos = 0;
+  while (pos < body.length && body[pos] !== 0) {
+    const { strings, next } = readCStrings(body, 2, pos);
+    params[strings[0]] = strings[1];
+    pos = next;
+  }
+  return params;
+}
+
+// Rewrites the statement name inside Parse ('P'), Bind ('B'), Describe ('D')
+// and Close ('C') messages so that each client's prepared statements live in
+// their own namespace on the shared session. Returns { msg, name } where name
+// is the client's original statement name ('' for the unnamed statement).
+export function renameStatement(type, msg, prefix) {
+  const body = msg.subarray(5);
+  let pos = 0;
+  let head = Buffer.alloc(0);
+  if (type === 'B') {
+    const portal = readCStrings(body, 1, 0);
+    head = body.subarray(0, portal.next);
+    pos = portal.next;
+  } else if (type === 'D' || type === 'C') {
+    if (body[0] !== 0x53 /* S */) return { msg, name: null };
+    head = body.subarray(0, 1);
+    pos = 1;
+  }
+  const { strings, next } = readCStrings(body, 1, pos);
+  const name = strings[0];
+  if (name === '') return { msg, name };
+  const renamed = Buffer.concat([head, cstr(prefix + name), body.subarray(next)]);
+  return { msg: message(type, renamed), name };
+}
+
+export function parseQueryText(msg) {
+  const body = msg.subarray(5);
+  const end = body.indexOf(0);
+  return body.toString('utf8', 0, end < 0 ? body.length : end);
+}
+
+export function parseParseMessage(msg) {
+  const { strings } = readCStrings(msg.subarray(5), 2, 0);
+  return { name: strings[0], sql: strings[1] };
+}
+
+// Everything before the first statement: whitespace and comments.
+function stripLeading(sql) {
+  let s = sql;
+  for (;;) {
+    const t = s.replace(/^\s+/, '');
+    if (t.startsWith('--')) { const nl = t.indexOf('\n'); s = nl < 0 ? '' : t.slice(nl + 1); continue; }
+    if (t.startsWith('/*')) { const e = t.indexOf('*/'); s = e < 0 ? '' : t.slice(e + 2); continue; }
+    return t;
+  }
+}
+
+const COPY_FROM_STDIN = /^copy\s+([\s\S]+?)\s+from\s+stdin\b([\s\S]*)$/i;
+
+// Recognises a single `COPY target FROM STDIN [options]` statement. Returns
+// null when the text is something else. `mentionsStdin` is true for any text
+// that could start a COPY FROM STDIN (PGlite aborts on those, so the server
+// refuses what it cannot rewrite).
+export function analyseCopy(sql) {
+  const mentionsStdin = /\bcopy\b[\s\S]*\bfrom\s+stdin\b/i.test(sql);
+  if (!mentionsStdin) return { mentionsStdin: false, copy: null };
+  const text = stripLeading(sql).replace(/[\s;]+$/, '');
+  const m = COPY_FROM_STDIN.exec(text);
+  if (!m || text.replace(/'(?:[^']|'')*'/g, "''").includes(';')) return { mentionsStdin: true, copy: null };
+  const target = m[1].trim();
+  const options = m[2].trim();
+  const binary = /\bformat\s*'?binary\b/i.test(options) || /^(with\s+)?binary\b/i.test(options);
+  const paren = target.indexOf('(');
+  const table = paren < 0 ? target : target.slice(0, paren).trim();
+  const columns = paren < 0 ? null : target.slice(paren + 1, target.lastIndexOf(')')).split(',').length;
+  return {
+    mentionsStdin: true,
+    copy: { sql: `COPY ${target} FROM '/dev/blob' ${options}`, binary, table, columns },
+  };
+}

