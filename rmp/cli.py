@@ -1,0 +1,75 @@
+"""`rmp`: the command line of the Resource Metrics Platform.
+
+Subcommands live next to the code they drive and are imported only when
+used, so `rmp db start` does not pay for pandas and statsmodels.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from rmp.errors import UserError
+
+# name -> "module:attribute" of a click command. One line per command.
+COMMANDS = {
+    "db": "rmp.commands.db:db",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.version_option(package_name="resource-metrics-platform", prog_name="rmp")
+def cli(verbose: bool) -> None:
+    """Resource Metrics Platform: TimescaleDB metrics, dbt marts, forecasts and anomaly reports.
+
+    Uses DATABASE_URL when set, otherwise the embedded TimescaleDB (`rmp db start`).
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="rmp", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("rmp: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.echo(f"rmp: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("rmp: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        import psycopg
+
+        if isinstance(exc, psycopg.Error):
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            click.echo(f"rmp: database error: {first}", err=True)
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

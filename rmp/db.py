@@ -1,0 +1,77 @@
+"""The one place that hands out database connections.
+
+``database_url()`` resolves the engine: ``DATABASE_URL`` when set, otherwise
+the embedded server (started on demand by ``rmp db start`` or ``ensure_engine``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+import psycopg
+import sqlalchemy as sa
+
+from rmp import embedded
+from rmp.errors import EngineError
+from rmp.settings import Settings, get_settings
+
+
+def database_url(settings: Settings | None = None) -> str:
+    s = settings or get_settings()
+    if s.database_url:
+        return s.database_url
+    st = embedded.status(s)
+    if not st.running:
+        raise EngineError("no database: set DATABASE_URL or start the embedded engine with `rmp db start`")
+    return Settings(database_url=None, home=s.home, port=st.port, user=s.user, database=s.database).embedded_url
+
+
+def ensure_engine(settings: Settings | None = None) -> str:
+    """The database URL, starting the embedded engine when nothing else is configured."""
+    s = settings or get_settings()
+    if not s.database_url and not embedded.status(s).running:
+        embedded.start(s)
+    return database_url(s)
+
+
+def connect(url: str | None = None, *, autocommit: bool = False, **kwargs) -> psycopg.Connection:
+    target = url or database_url()
+    try:
+        return psycopg.connect(target, autocommit=autocommit, **kwargs)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineError(f"cannot connect to {redact(target)}: {first}") from exc
+
+
+@contextmanager
+def transaction(url: str | None = None) -> Iterator[psycopg.Connection]:
+    """A connection inside one transaction, committed on success."""
+    with connect(url) as conn, conn.transaction():
+        yield conn
+
+
+def sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> sa.Engine:
+    return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
+
+
+def engine(url: str | None = None) -> sa.Engine:
+    """A SQLAlchemy engine (psycopg 3 driver) for pandas and alembic."""
+    return _engine(url or database_url())
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a message helper must not fail
+        return "<database>"
