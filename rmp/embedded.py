@@ -64,6 +64,11 @@ def _read_pid_file(pid_file: Path) -> tuple[int, int] | None:
 
 
 def _alive(pid: int) -> bool:
+    try:  # reap it if it is our own child, or a zombie would look alive
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
