@@ -17,6 +17,7 @@ from rmp.errors import UserError
 # name -> "module:attribute" of a click command. One line per command.
 COMMANDS = {
     "db": "rmp.commands.db:db",
+    "dbt": "rmp.commands.dbt:dbt",
 }
 
 
