@@ -1,0 +1,245 @@
+"""Bulk load: COPY (binary) into a per-batch staging table, then
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` into the hypertable.
+
+One transaction per batch holds the COPY, the move into the hypertable and
+the batch's rejected rows, so a load killed at any point leaves only whole
+batches behind, and re-running it completes the load without duplicates
+(the conflict clause skips the rows already there).
+
+The staging table is ``TEMP ... ON COMMIT DROP``: it lives inside the batch
+transaction only, which is also what the embedded engine's shared session
+requires. Reading and validating the next batch runs in a thread while the
+database works on the current one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from ingest.formats import Source, open_source
+from ingest.quarantine import QuarantineFile, record_rejections
+from ingest.targets import Column, Target, detect_target, get_target, table_columns
+from ingest.validate import Rejection, Resolver, RowValidator
+from rmp import db
+
+DEFAULT_BATCH_ROWS = 20_000
+STAGING = "rmp_ingest_stage"
+
+
+@dataclass
+class BatchResult:
+    rows: int          # records read in this batch (good + rejected)
+    loaded: int
+    duplicates: int
+    rejected: int
+    position: int      # progress position of the source after this batch
+
+
+@dataclass
+class LoadResult:
+    path: str
+    table: str
+    rows: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    quarantine: Path | None = None
+    rejections: list[Rejection] = field(default_factory=list, repr=False)  # first 100, for messages
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def write_batch(conn: psycopg.Connection, target: Target, columns: Sequence[Column],
+                rows: Sequence[tuple]) -> int:
+    """COPY ``rows`` into staging and move them into the hypertable; returns rows inserted.
+
+    Runs inside the caller's transaction (the staging table drops at commit)."""
+    if not rows:
+        return 0
+    names = [c.name for c in columns]
+    col_list = sql.SQL(", ").join(map(sql.Identifier, names))
+    # types come from the catalog (format_type), never from the input
+    conn.execute(sql.SQL("create temp table {} ({}) on commit drop").format(
+        sql.Identifier(STAGING),
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns),
+    ))
+    with conn.cursor().copy(sql.SQL("copy {} ({}) from stdin (format binary)").format(
+            sql.Identifier(STAGING), col_list)) as copy:
+        copy.set_types([c.oid for c in columns])
+        for row in rows:
+            copy.write_row(row)
+    # a NULL staged for a NOT NULL column with a default means "not given": take the default
+    select_list = sql.SQL(", ").join(
+        sql.SQL("coalesce({}, {})").format(sql.Identifier(c.name), sql.SQL(c.default))
+        if c.not_null and c.default not in (None, "identity") else sql.Identifier(c.name)
+        for c in columns
+    )
+    cur = conn.execute(sql.SQL(
+        "insert into {}.{} ({}) select {} from {} on conflict ({}) do nothing"
+    ).format(
+        sql.Identifier("metrics"), sql.Identifier(target.table), col_list, select_list,
+        sql.Identifier(STAGING), sql.SQL(", ").join(map(sql.Identifier, target.conflict)),
+    ))
+    inserted = cur.rowcount
+    conn.execute(sql.SQL("drop table {}").format(sql.Identifier(STAGING)))
+    return inserted
+
+
+def load_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[tuple],
+              *, batch_rows: int = DEFAULT_BATCH_ROWS,
+              on_batch: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Load already-valid rows (generator, collector): returns (inserted, duplicates).
+
+    ``conn`` must be in autocommit mode; each batch is its own transaction."""
+    target = get_target(table)
+    by_name = {c.name: c for c in table_columns(conn, target)}
+    missing = [c for c in columns if c not in by_name]
+    if missing:
+        raise ValueError(f"{target.qualified} has no column(s) {missing}")
+    cols = [by_name[c] for c in columns]
+    inserted = dupes = 0
+    batch: list[tuple] = []
+
+    def flush() -> None:
+        nonlocal inserted, dupes, batch
+        with conn.transaction():
+            n = write_batch(conn, target, cols, batch)
+        inserted += n
+        dupes += len(batch) - n
+        if on_batch is not None:
+            on_batch(len(batch), n)
+        batch = []
+
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= batch_rows:
+            flush()
+    if batch:
+        flush()
+    return inserted, dupes
+
+
+@dataclass
+class _Batch:
+    good: list[tuple]
+    rejected: list[Rejection]
+    position: int
+
+
+_DONE = object()
+
+
+def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
+                       stop: threading.Event) -> Iterator[_Batch]:
+    good: list[tuple] = []
+    bad: list[Rejection] = []
+    row = validator.row
+    for record in source.records():
+        if stop.is_set():
+            return
+        out = row(record)
+        if isinstance(out, Rejection):
+            bad.append(out)
+        else:
+            good.append(out)
+        if len(good) + len(bad) >= batch_rows:
+            yield _Batch(good, bad, source.position)
+            good, bad = [], []
+    if good or bad:
+        yield _Batch(good, bad, source.position)
+
+
+def _prefetch(batches: Iterator[_Batch], stop: threading.Event, depth: int = 2) -> Iterator[_Batch]:
+    """Run the reader/validator one or two batches ahead in a thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for b in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer and re-raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="ingest-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def load_file(path: str | Path, url: str | None = None, *, table: str | None = None,
+              fmt: str | None = None, assume_utc: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
+              on_start: Callable[[Source, Target], None] | None = None,
+              on_batch: Callable[[BatchResult], None] | None = None) -> LoadResult:
+    """Load one file into its hypertable; rejected rows go to the quarantine.
+
+    Raises ``IngestFileError`` (one line, names the file) when the file as a
+    whole cannot be loaded; individual bad rows never raise."""
+    started = time.perf_counter()
+    source = open_source(path, fmt)
+    stop = threading.Event()
+    quarantine: QuarantineFile | None = None
+    try:
+        target = get_target(table) if table else detect_target(source.columns, source.path)
+        source_file = str(Path(path).resolve())
+        result = LoadResult(path=str(path), table=target.qualified)
+        with db.connect(url, autocommit=True) as conn:
+            validator = RowValidator(
+                target, table_columns(conn, target), source.columns, Resolver(conn, target),
+                assume_utc=assume_utc, path=source.path, all_optional_fields=source.format == "ndjson",
+            )
+            if on_start is not None:
+                on_start(source, target)
+            quarantine = QuarantineFile(path)
+            for batch in _prefetch(_validated_batches(source, validator, batch_rows, stop), stop):
+                with conn.transaction():
+                    inserted = write_batch(conn, target, validator.columns, batch.good)
+                    record_rejections(conn, source_file, target.qualified, batch.rejected)
+                quarantine.write(batch.rejected)
+                b = BatchResult(len(batch.good) + len(batch.rejected), inserted,
+                                len(batch.good) - inserted, len(batch.rejected), batch.position)
+                result.rows += b.rows
+                result.loaded += b.loaded
+                result.duplicates += b.duplicates
+                result.rejected += b.rejected
+                result.batches += 1
+                if len(result.rejections) < 100:
+                    result.rejections.extend(batch.rejected[: 100 - len(result.rejections)])
+                if on_batch is not None:
+                    on_batch(b)
+        result.quarantine = quarantine.written
+    finally:
+        stop.set()
+        if quarantine is not None:
+            quarantine.close()
+        source.close()
+    result.seconds = time.perf_counter() - started
+    return result

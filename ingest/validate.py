@@ -1,0 +1,302 @@
+"""Row validation before COPY: types, ranges, known entities, zoned timestamps.
+
+A row either becomes a tuple in the staging column order or a ``Rejection``
+naming its line, field and reason; one bad row never affects the others.
+Entities (servers, sites, metric types) are resolved with one catalog query
+per load, cached in ``Resolver``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ingest.errors import IngestFileError
+from ingest.formats import Record, raw_text
+from ingest.targets import GENERATED, Column, Target
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    line: int
+    field: str
+    reason: str
+    raw: str
+
+
+class BadValue(ValueError):
+    """A field failed validation; the message is the quarantine reason."""
+
+
+# ---------------------------------------------------------------- entities
+
+class Resolver:
+    """Servers, sites and metric types by id or name, loaded once per load."""
+
+    def __init__(self, conn: psycopg.Connection, target: Target):
+        self.ids: set[int] = set()
+        self.by_org_name: dict[tuple[str, str], int] = {}
+        self.by_name: dict[str, int | None] = {}   # None: name used in several organizations
+        self.metric_ids: set[int] = set()
+        self.metric_by_name: dict[str, int] = {}
+        if target.table == "site_usage":
+            rows = conn.execute(
+                "select s.id, s.name, o.id, o.slug, o.name from tenancy.sites s "
+                "left join tenancy.organizations o on o.id = s.organization_id"
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                "select s.id, s.name, o.id, o.slug, o.name from tenancy.servers s "
+                "join tenancy.organizations o on o.id = s.organization_id"
+            ).fetchall()
+        for eid, name, org_id, slug, org_name in rows:
+            self.ids.add(eid)
+            for key in {str(org_id), slug, org_name} - {None, "None"}:
+                self.by_org_name[(key, name)] = eid
+            self.by_name[name] = None if name in self.by_name else eid
+        if target.table == "metric_samples":
+            for mid, name in conn.execute("select id, name from metrics.metric_types"):
+                self.metric_ids.add(mid)
+                self.metric_by_name[name] = mid
+
+    def entity(self, kind: str, eid: Any, name: Any, org: Any) -> int:
+        if eid not in (None, ""):
+            value = parse_int(eid)
+            if value not in self.ids:
+                raise BadValue(f"unknown {kind} id {value}")
+            return value
+        if name in (None, ""):
+            raise BadValue(f"missing: give {kind}_id or {kind}")
+        name = str(name)
+        if org not in (None, ""):
+            found = self.by_org_name.get((str(org), name))
+            if found is None:
+                raise BadValue(f"unknown {kind} {name!r} in organization {org!r}")
+            return found
+        if name not in self.by_name:
+            raise BadValue(f"unknown {kind} {name!r}")
+        found = self.by_name[name]
+        if found is None:
+            raise BadValue(f"{kind} name {name!r} exists in several organizations; add an organization column")
+        return found
+
+    def metric_type(self, mid: Any, name: Any) -> int:
+        if mid not in (None, ""):
+            value = parse_int(mid)
+            if value not in self.metric_ids:
+                raise BadValue(f"unknown metric type id {value}")
+            return value
+        if name in (None, ""):
+            raise BadValue("missing: give metric_type_id or metric_type")
+        if str(name) not in self.metric_by_name:
+            raise BadValue(f"unknown metric type {name!r}")
+        return self.metric_by_name[str(name)]
+
+
+# ---------------------------------------------------------------- scalar parsers
+
+def parse_int(v: Any) -> int:
+    if isinstance(v, bool):
+        raise BadValue(f"expected an integer, found {v!r}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        if v.is_integer():
+            return int(v)
+        raise BadValue(f"expected an integer, found {v!r}")
+    s = str(v).strip()
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        f = float(s)
+    except ValueError:
+        raise BadValue(f"expected an integer, found {s!r}") from None
+    if math.isfinite(f) and f.is_integer():
+        return int(f)
+    raise BadValue(f"expected an integer, found {s!r}")
+
+
+def parse_float(v: Any) -> float:
+    if isinstance(v, bool):
+        raise BadValue(f"expected a number, found {v!r}")
+    if isinstance(v, float | int):
+        f = float(v)
+    else:
+        try:
+            f = float(str(v).strip())
+        except ValueError:
+            raise BadValue(f"expected a number, found {str(v)!r}") from None
+    if not math.isfinite(f):
+        raise BadValue(f"expected a finite number, found {v!r}")
+    return f
+
+
+def parse_decimal(v: Any) -> Decimal:
+    f = parse_float(v)   # rejects bools, NaN and infinities first
+    try:
+        return Decimal(str(v).strip()) if isinstance(v, str) else Decimal(repr(f))
+    except InvalidOperation:
+        raise BadValue(f"expected a number, found {v!r}") from None
+
+
+_TRUE = {"true", "t", "1", "yes", "y"}
+_FALSE = {"false", "f", "0", "no", "n"}
+
+
+def parse_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise BadValue(f"expected true/false, found {v!r}")
+
+
+def make_timestamp_parser(assume_utc: bool) -> Callable[[Any], datetime]:
+    def parse_ts(v: Any) -> datetime:
+        if isinstance(v, datetime):
+            ts = v
+        else:
+            s = str(v).strip()
+            try:
+                ts = datetime.fromisoformat(s)
+            except ValueError:
+                raise BadValue(f"expected an ISO 8601 timestamp, found {s!r}") from None
+        if ts.tzinfo is None:
+            if not assume_utc:
+                raise BadValue("timestamp has no time zone (add one, e.g. +00:00, or pass --assume-utc)")
+            ts = ts.replace(tzinfo=UTC)
+        return ts
+    return parse_ts
+
+
+def parse_json(v: Any) -> Jsonb:
+    if isinstance(v, dict):
+        return Jsonb(v)
+    try:
+        obj = json.loads(v)
+    except (TypeError, ValueError):
+        raise BadValue(f"expected a JSON object, found {v!r}") from None
+    if not isinstance(obj, dict):
+        raise BadValue(f"expected a JSON object, found {v!r}")
+    return Jsonb(obj)
+
+
+def parse_text(v: Any) -> str:
+    return str(v)
+
+
+def _type_parser(col: Column, assume_utc: bool) -> Callable[[Any], Any]:
+    t = col.type
+    if t in ("smallint", "integer", "bigint"):
+        return parse_int
+    if t in ("real", "double precision"):
+        return parse_float
+    if t.startswith("numeric"):
+        return parse_decimal
+    if t == "timestamp with time zone":
+        return make_timestamp_parser(assume_utc)
+    if t == "boolean":
+        return parse_bool
+    if t in ("jsonb", "json"):
+        return parse_json
+    return parse_text
+
+
+def _range_check(name: str) -> Callable[[Any], None] | None:
+    """Range rule by column meaning: percent 0-100; sizes, counts and durations ≥ 0."""
+    if name.endswith("_percent"):
+        def check(v):
+            if not 0 <= v <= 100:
+                raise BadValue(f"percent out of range 0-100: {v}")
+        return check
+    if name.endswith(("_bytes", "_mb", "_ms", "_cores")) or name.startswith(("load_", "containers_")) \
+            or name in ("requests", "active_requests"):
+        def check(v):
+            if v < 0:
+                raise BadValue(f"must be >= 0: {v}")
+        return check
+    return None
+
+
+# ---------------------------------------------------------------- rows
+
+class RowValidator:
+    def __init__(self, target: Target, table_cols: list[Column], input_fields: list[str],
+                 resolver: Resolver, *, assume_utc: bool, path: object, all_optional_fields: bool):
+        self.target, self.resolver = target, resolver
+        by_name = {c.name: c for c in table_cols}
+        allowed = (set(by_name) - GENERATED) | set(target.references)
+        unknown = [f for f in input_fields if f not in allowed]
+        if unknown:
+            raise IngestFileError(path, f"unknown column(s) for {target.qualified}: {', '.join(unknown)}")
+        # NDJSON: any known field may appear in any object, so stage every column
+        wanted = allowed if all_optional_fields else set(input_fields)
+        self.accepted = wanted
+        ref_cols = set(target.references.values())
+        data_cols = [c for c in table_cols if c.name in wanted and c.name not in ref_cols
+                     and c.name not in GENERATED]
+        self.columns: list[Column] = [by_name[r] for r in dict.fromkeys(target.references.values())] + data_cols
+        missing_required = [c.name for c in table_cols if c.not_null and not c.has_default
+                            and c.name not in ref_cols and c.name not in {d.name for d in data_cols}]
+        if missing_required:
+            raise IngestFileError(path, f"missing required column(s) for {target.qualified}: "
+                                  f"{', '.join(missing_required)}")
+        # A missing value in a NOT NULL column with a default stages as NULL and
+        # takes the default on insert (see loader.write_batch); without a default it is rejected.
+        self._data = [(c.name, _type_parser(c, assume_utc), _range_check(c.name),
+                       c.not_null and not c.has_default) for c in data_cols]
+
+    def row(self, record: Record) -> tuple | Rejection:
+        if record.error is not None:
+            return Rejection(record.line, record.error[0], record.error[1], raw_text(record))
+        values = record.values
+        if not self.accepted.issuperset(values):
+            extra = next(k for k in values if k not in self.accepted)
+            return Rejection(record.line, str(extra), "unknown field", raw_text(record))
+        out: list[Any] = []
+        field = "-"
+        try:
+            t = self.target.table
+            if t == "site_usage":
+                field = "site"
+                out.append(self.resolver.entity("site", values.get("site_id"), values.get("site"),
+                                                values.get("organization")))
+            else:
+                field = "server"
+                out.append(self.resolver.entity("server", values.get("server_id"), values.get("server"),
+                                                values.get("organization")))
+                if t == "metric_samples":
+                    field = "metric_type"
+                    out.append(self.resolver.metric_type(values.get("metric_type_id"), values.get("metric_type")))
+            for name, parse, check, required in self._data:
+                field = name
+                v = values.get(name)
+                if v is None or v == "":
+                    if required:
+                        raise BadValue("missing value")
+                    out.append(None)
+                    continue
+                v = parse(v)
+                if check is not None:
+                    check(v)
+                out.append(v)
+        except BadValue as exc:
+            if field == "server" and values.get("server_id") not in (None, ""):
+                field = "server_id"
+            elif field == "site" and values.get("site_id") not in (None, ""):
+                field = "site_id"
+            return Rejection(record.line, field, str(exc), raw_text(record))
+        return tuple(out)
