@@ -1,0 +1,128 @@
+"""Schema migrations: alembic revisions that apply the plain SQL in ``sql/``.
+
+``sql/preinstall/NNN-*.sql`` create tables once (each revision names the
+files it applies); ``sql/idempotent/*.sql`` (views, functions, catalog rows)
+are ``create or replace`` and re-applied after every upgrade, so changing a
+view is editing one file. Policies are (re)set from ``rmp.settings.RETENTION``
+by ``metrics.configure_policies`` at the end of every upgrade to head.
+
+Python API used by tests, ``rmp demo`` and ``rmp migrate``::
+
+    upgrade(url)                # to head
+    downgrade(url, "base")
+    current(url)                # '0002_aggregates' or None
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from rmp import db
+from rmp.errors import UserError
+from rmp.settings import RETENTION, ROOT, SQL_DIR
+
+ALEMBIC_INI = ROOT / "alembic.ini"
+
+
+class MigrationError(UserError):
+    """A revision name that does not exist, or a migration the database refused."""
+
+
+def _config(url: str) -> Config:
+    cfg = Config(str(ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    cfg.attributes["url"] = url
+    return cfg
+
+
+def head() -> str:
+    return ScriptDirectory.from_config(_config("")).get_current_head()
+
+
+def revisions() -> list[str]:
+    """Revision ids from base to head."""
+    script = ScriptDirectory.from_config(_config(""))
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+def current(url: str | None = None) -> str | None:
+    """The revision the database is at, or None for an unmigrated database."""
+    target = url or db.database_url()
+    with db.engine(target).connect() as conn:
+        return MigrationContext.configure(conn, opts={"version_table_schema": "public"}).get_current_revision()
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> str | None:
+    """Upgrade to ``revision`` and return the revision reached."""
+    target = url or db.database_url()
+    before = current(target)
+    _run(command.upgrade, target, revision)
+    now = current(target)
+    # Revisions apply the idempotent SQL and policies themselves; with nothing
+    # to migrate, re-apply them so an edited view or changed tier takes effect.
+    if now == before == head():
+        with db.engine(target).begin() as conn:
+            apply_idempotent(conn)
+            configure_policies(conn)
+    return now
+
+
+def downgrade(url: str | None = None, revision: str = "-1") -> str | None:
+    target = url or db.database_url()
+    _run(command.downgrade, target, revision)
+    return current(target)
+
+
+def _run(fn, url: str, revision: str) -> None:
+    try:
+        fn(_config(url), revision)
+    except Exception as exc:
+        # alembic's own errors (unknown revision ...) and the database's refusals
+        # become one line; anything else is a bug and keeps its traceback.
+        from alembic.util import CommandError
+
+        if isinstance(exc, CommandError):
+            raise MigrationError(str(exc)) from exc
+        if isinstance(exc, sa.exc.DBAPIError) and isinstance(exc.orig, psycopg.Error):
+            first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            raise MigrationError(f"migration to {revision} failed: {first}") from exc
+        raise
+
+
+# ---------------------------------------------------------------- helpers --
+# Used by the revisions in alembic/versions with op.get_bind().
+
+
+def _driver_cursor(conn: sa.Connection) -> psycopg.Cursor:
+    # The raw psycopg cursor: no parameter parsing, so '%' and ':x' in SQL files stay as written.
+    return conn.connection.dbapi_connection.cursor()
+
+
+def apply_sql(conn: sa.Connection, *relative_paths: str) -> None:
+    """Run SQL files (paths relative to ``sql/``) in the given order, in the caller's transaction."""
+    with _driver_cursor(conn) as cur:
+        for rel in relative_paths:
+            path = SQL_DIR / rel
+            cur.execute(path.read_text())
+
+
+def idempotent_files() -> list[Path]:
+    return sorted((SQL_DIR / "idempotent").glob("*.sql"))
+
+
+def apply_idempotent(conn: sa.Connection) -> None:
+    apply_sql(conn, *(str(p.relative_to(SQL_DIR)) for p in idempotent_files()))
+
+
+def configure_policies(conn: sa.Connection, tiers: dict[str, str | None] | None = None) -> None:
+    """(Re)set refresh, compression and retention policies from the retention tiers."""
+    with _driver_cursor(conn) as cur:
+        cur.execute("select metrics.configure_policies(%s::jsonb)", (json.dumps(tiers or RETENTION),))

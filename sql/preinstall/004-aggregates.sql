@@ -1,0 +1,223 @@
+-- 004-aggregates: continuous aggregates of metrics.server_metrics at 1 minute,
+-- 5 minutes, 1 hour and 1 day, and a daily aggregate of metrics.site_usage.
+-- Every level reads the RAW hypertable, never a finer aggregate: percentiles
+-- (percentile_cont) are exact per bucket, which averaging finer percentiles
+-- would not be. Network rates are per-sample deltas / 30 s (the collection
+-- interval). Real-time (materialized_only = false): dashboards see the
+-- not-yet-materialized tail too. Created with no data; refresh, compression
+-- and retention policies are set by metrics.configure_policies()
+-- (sql/idempotent/policies.sql) from rmp/settings.py RETENTION.
+
+create materialized view metrics.server_metrics_1m
+with (timescaledb.continuous, timescaledb.materialized_only = false) as
+select
+    time_bucket('1 minute', collected_at) as bucket,
+    server_id,
+    count(*) as sample_count,
+    avg(cpu_percent) as cpu_avg_percent,
+    min(cpu_percent) as cpu_min_percent,
+    max(cpu_percent) as cpu_max_percent,
+    percentile_cont(0.50) within group (order by cpu_percent) as cpu_p50_percent,
+    percentile_cont(0.95) within group (order by cpu_percent) as cpu_p95_percent,
+    percentile_cont(0.99) within group (order by cpu_percent) as cpu_p99_percent,
+    avg(memory_used_bytes::double precision) as memory_used_avg_bytes,
+    min(memory_used_bytes::double precision) as memory_used_min_bytes,
+    max(memory_used_bytes::double precision) as memory_used_max_bytes,
+    percentile_cont(0.50) within group (order by memory_used_bytes::double precision) as memory_used_p50_bytes,
+    percentile_cont(0.95) within group (order by memory_used_bytes::double precision) as memory_used_p95_bytes,
+    percentile_cont(0.99) within group (order by memory_used_bytes::double precision) as memory_used_p99_bytes,
+    avg(memory_percent) as memory_avg_percent,
+    max(memory_percent) as memory_max_percent,
+    avg(disk_used_bytes::double precision) as disk_used_avg_bytes,
+    min(disk_used_bytes::double precision) as disk_used_min_bytes,
+    max(disk_used_bytes::double precision) as disk_used_max_bytes,
+    percentile_cont(0.50) within group (order by disk_used_bytes::double precision) as disk_used_p50_bytes,
+    percentile_cont(0.95) within group (order by disk_used_bytes::double precision) as disk_used_p95_bytes,
+    percentile_cont(0.99) within group (order by disk_used_bytes::double precision) as disk_used_p99_bytes,
+    avg(disk_percent) as disk_avg_percent,
+    max(disk_percent) as disk_max_percent,
+    avg(network_rx_bytes / 30.0::double precision) as network_rx_avg_bytes_per_sec,
+    min(network_rx_bytes / 30.0::double precision) as network_rx_min_bytes_per_sec,
+    max(network_rx_bytes / 30.0::double precision) as network_rx_max_bytes_per_sec,
+    percentile_cont(0.50) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p50_bytes_per_sec,
+    percentile_cont(0.95) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p95_bytes_per_sec,
+    percentile_cont(0.99) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p99_bytes_per_sec,
+    avg(network_tx_bytes / 30.0::double precision) as network_tx_avg_bytes_per_sec,
+    min(network_tx_bytes / 30.0::double precision) as network_tx_min_bytes_per_sec,
+    max(network_tx_bytes / 30.0::double precision) as network_tx_max_bytes_per_sec,
+    percentile_cont(0.50) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p50_bytes_per_sec,
+    percentile_cont(0.95) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p95_bytes_per_sec,
+    percentile_cont(0.99) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p99_bytes_per_sec
+from metrics.server_metrics
+group by 1, 2
+with no data;
+alter materialized view metrics.server_metrics_1m set (
+    timescaledb.compress = true,
+    timescaledb.compress_segmentby = 'server_id',
+    timescaledb.compress_orderby = 'bucket desc'
+);
+
+create materialized view metrics.server_metrics_5m
+with (timescaledb.continuous, timescaledb.materialized_only = false) as
+select
+    time_bucket('5 minutes', collected_at) as bucket,
+    server_id,
+    count(*) as sample_count,
+    avg(cpu_percent) as cpu_avg_percent,
+    min(cpu_percent) as cpu_min_percent,
+    max(cpu_percent) as cpu_max_percent,
+    percentile_cont(0.50) within group (order by cpu_percent) as cpu_p50_percent,
+    percentile_cont(0.95) within group (order by cpu_percent) as cpu_p95_percent,
+    percentile_cont(0.99) within group (order by cpu_percent) as cpu_p99_percent,
+    avg(memory_used_bytes::double precision) as memory_used_avg_bytes,
+    min(memory_used_bytes::double precision) as memory_used_min_bytes,
+    max(memory_used_bytes::double precision) as memory_used_max_bytes,
+    percentile_cont(0.50) within group (order by memory_used_bytes::double precision) as memory_used_p50_bytes,
+    percentile_cont(0.95) within group (order by memory_used_bytes::double precision) as memory_used_p95_bytes,
+    percentile_cont(0.99) within group (order by memory_used_bytes::double precision) as memory_used_p99_bytes,
+    avg(memory_percent) as memory_avg_percent,
+    max(memory_percent) as memory_max_percent,
+    avg(disk_used_bytes::double precision) as disk_used_avg_bytes,
+    min(disk_used_bytes::double precision) as disk_used_min_bytes,
+    max(disk_used_bytes::double precision) as disk_used_max_bytes,
+    percentile_cont(0.50) within group (order by disk_used_bytes::double precision) as disk_used_p50_bytes,
+    percentile_cont(0.95) within group (order by disk_used_bytes::double precision) as disk_used_p95_bytes,
+    percentile_cont(0.99) within group (order by disk_used_bytes::double precision) as disk_used_p99_bytes,
+    avg(disk_percent) as disk_avg_percent,
+    max(disk_percent) as disk_max_percent,
+    avg(network_rx_bytes / 30.0::double precision) as network_rx_avg_bytes_per_sec,
+    min(network_rx_bytes / 30.0::double precision) as network_rx_min_bytes_per_sec,
+    max(network_rx_bytes / 30.0::double precision) as network_rx_max_bytes_per_sec,
+    percentile_cont(0.50) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p50_bytes_per_sec,
+    percentile_cont(0.95) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p95_bytes_per_sec,
+    percentile_cont(0.99) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p99_bytes_per_sec,
+    avg(network_tx_bytes / 30.0::double precision) as network_tx_avg_bytes_per_sec,
+    min(network_tx_bytes / 30.0::double precision) as network_tx_min_bytes_per_sec,
+    max(network_tx_bytes / 30.0::double precision) as network_tx_max_bytes_per_sec,
+    percentile_cont(0.50) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p50_bytes_per_sec,
+    percentile_cont(0.95) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p95_bytes_per_sec,
+    percentile_cont(0.99) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p99_bytes_per_sec
+from metrics.server_metrics
+group by 1, 2
+with no data;
+alter materialized view metrics.server_metrics_5m set (
+    timescaledb.compress = true,
+    timescaledb.compress_segmentby = 'server_id',
+    timescaledb.compress_orderby = 'bucket desc'
+);
+
+create materialized view metrics.server_metrics_1h
+with (timescaledb.continuous, timescaledb.materialized_only = false) as
+select
+    time_bucket('1 hour', collected_at) as bucket,
+    server_id,
+    count(*) as sample_count,
+    avg(cpu_percent) as cpu_avg_percent,
+    min(cpu_percent) as cpu_min_percent,
+    max(cpu_percent) as cpu_max_percent,
+    percentile_cont(0.50) within group (order by cpu_percent) as cpu_p50_percent,
+    percentile_cont(0.95) within group (order by cpu_percent) as cpu_p95_percent,
+    percentile_cont(0.99) within group (order by cpu_percent) as cpu_p99_percent,
+    avg(memory_used_bytes::double precision) as memory_used_avg_bytes,
+    min(memory_used_bytes::double precision) as memory_used_min_bytes,
+    max(memory_used_bytes::double precision) as memory_used_max_bytes,
+    percentile_cont(0.50) within group (order by memory_used_bytes::double precision) as memory_used_p50_bytes,
+    percentile_cont(0.95) within group (order by memory_used_bytes::double precision) as memory_used_p95_bytes,
+    percentile_cont(0.99) within group (order by memory_used_bytes::double precision) as memory_used_p99_bytes,
+    avg(memory_percent) as memory_avg_percent,
+    max(memory_percent) as memory_max_percent,
+    avg(disk_used_bytes::double precision) as disk_used_avg_bytes,
+    min(disk_used_bytes::double precision) as disk_used_min_bytes,
+    max(disk_used_bytes::double precision) as disk_used_max_bytes,
+    percentile_cont(0.50) within group (order by disk_used_bytes::double precision) as disk_used_p50_bytes,
+    percentile_cont(0.95) within group (order by disk_used_bytes::double precision) as disk_used_p95_bytes,
+    percentile_cont(0.99) within group (order by disk_used_bytes::double precision) as disk_used_p99_bytes,
+    avg(disk_percent) as disk_avg_percent,
+    max(disk_percent) as disk_max_percent,
+    avg(network_rx_bytes / 30.0::double precision) as network_rx_avg_bytes_per_sec,
+    min(network_rx_bytes / 30.0::double precision) as network_rx_min_bytes_per_sec,
+    max(network_rx_bytes / 30.0::double precision) as network_rx_max_bytes_per_sec,
+    percentile_cont(0.50) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p50_bytes_per_sec,
+    percentile_cont(0.95) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p95_bytes_per_sec,
+    percentile_cont(0.99) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p99_bytes_per_sec,
+    avg(network_tx_bytes / 30.0::double precision) as network_tx_avg_bytes_per_sec,
+    min(network_tx_bytes / 30.0::double precision) as network_tx_min_bytes_per_sec,
+    max(network_tx_bytes / 30.0::double precision) as network_tx_max_bytes_per_sec,
+    percentile_cont(0.50) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p50_bytes_per_sec,
+    percentile_cont(0.95) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p95_bytes_per_sec,
+    percentile_cont(0.99) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p99_bytes_per_sec
+from metrics.server_metrics
+group by 1, 2
+with no data;
+alter materialized view metrics.server_metrics_1h set (
+    timescaledb.compress = true,
+    timescaledb.compress_segmentby = 'server_id',
+    timescaledb.compress_orderby = 'bucket desc'
+);
+
+create materialized view metrics.server_metrics_1d
+with (timescaledb.continuous, timescaledb.materialized_only = false) as
+select
+    time_bucket('1 day', collected_at) as bucket,
+    server_id,
+    count(*) as sample_count,
+    avg(cpu_percent) as cpu_avg_percent,
+    min(cpu_percent) as cpu_min_percent,
+    max(cpu_percent) as cpu_max_percent,
+    percentile_cont(0.50) within group (order by cpu_percent) as cpu_p50_percent,
+    percentile_cont(0.95) within group (order by cpu_percent) as cpu_p95_percent,
+    percentile_cont(0.99) within group (order by cpu_percent) as cpu_p99_percent,
+    avg(memory_used_bytes::double precision) as memory_used_avg_bytes,
+    min(memory_used_bytes::double precision) as memory_used_min_bytes,
+    max(memory_used_bytes::double precision) as memory_used_max_bytes,
+    percentile_cont(0.50) within group (order by memory_used_bytes::double precision) as memory_used_p50_bytes,
+    percentile_cont(0.95) within group (order by memory_used_bytes::double precision) as memory_used_p95_bytes,
+    percentile_cont(0.99) within group (order by memory_used_bytes::double precision) as memory_used_p99_bytes,
+    avg(memory_percent) as memory_avg_percent,
+    max(memory_percent) as memory_max_percent,
+    avg(disk_used_bytes::double precision) as disk_used_avg_bytes,
+    min(disk_used_bytes::double precision) as disk_used_min_bytes,
+    max(disk_used_bytes::double precision) as disk_used_max_bytes,
+    percentile_cont(0.50) within group (order by disk_used_bytes::double precision) as disk_used_p50_bytes,
+    percentile_cont(0.95) within group (order by disk_used_bytes::double precision) as disk_used_p95_bytes,
+    percentile_cont(0.99) within group (order by disk_used_bytes::double precision) as disk_used_p99_bytes,
+    avg(disk_percent) as disk_avg_percent,
+    max(disk_percent) as disk_max_percent,
+    avg(network_rx_bytes / 30.0::double precision) as network_rx_avg_bytes_per_sec,
+    min(network_rx_bytes / 30.0::double precision) as network_rx_min_bytes_per_sec,
+    max(network_rx_bytes / 30.0::double precision) as network_rx_max_bytes_per_sec,
+    percentile_cont(0.50) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p50_bytes_per_sec,
+    percentile_cont(0.95) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p95_bytes_per_sec,
+    percentile_cont(0.99) within group (order by network_rx_bytes / 30.0::double precision) as network_rx_p99_bytes_per_sec,
+    avg(network_tx_bytes / 30.0::double precision) as network_tx_avg_bytes_per_sec,
+    min(network_tx_bytes / 30.0::double precision) as network_tx_min_bytes_per_sec,
+    max(network_tx_bytes / 30.0::double precision) as network_tx_max_bytes_per_sec,
+    percentile_cont(0.50) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p50_bytes_per_sec,
+    percentile_cont(0.95) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p95_bytes_per_sec,
+    percentile_cont(0.99) within group (order by network_tx_bytes / 30.0::double precision) as network_tx_p99_bytes_per_sec
+from metrics.server_metrics
+group by 1, 2
+with no data;
+alter materialized view metrics.server_metrics_1d set (
+    timescaledb.compress = true,
+    timescaledb.compress_segmentby = 'server_id',
+    timescaledb.compress_orderby = 'bucket desc'
+);
+
+create materialized view metrics.site_usage_daily
+with (timescaledb.continuous, timescaledb.materialized_only = false) as
+select
+    time_bucket('1 day', collected_at) as bucket,
+    site_id,
+    avg(memory_used_mb) as memory_avg_mb,
+    max(memory_used_mb) as memory_max_mb,
+    avg(cpu_percent) as cpu_avg_percent,
+    max(cpu_percent) as cpu_max_percent,
+    sum(bandwidth_mb) as bandwidth_total_mb,
+    sum(requests) as requests_total,
+    avg(response_time_ms) as response_time_avg_ms,
+    100.0 * avg(is_up::int) as uptime_percent,
+    count(*) as sample_count
+from metrics.site_usage
+group by 1, 2
+with no data;

@@ -1,0 +1,93 @@
+"""alembic revisions apply sql/ and can be undone, on the real engine."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from rmp import migrations
+from rmp.testing import timescale_engine
+
+EXPECTED_TABLES = {
+    ("tenancy", "organizations"), ("tenancy", "users"), ("tenancy", "memberships"),
+    ("tenancy", "servers"), ("tenancy", "sites"), ("tenancy", "applications"),
+    ("tenancy", "databases"), ("tenancy", "deployments"), ("tenancy", "licences"),
+    ("tenancy", "organization_settings"),
+    ("metrics", "server_metrics"), ("metrics", "metric_samples"), ("metrics", "metric_types"),
+    ("metrics", "site_usage"), ("metrics", "scaling_events"), ("metrics", "rejected_rows"),
+    ("analytics", "forecasts"), ("analytics", "anomalies"), ("analytics", "report_runs"),
+}
+EXPECTED_AGGREGATES = {
+    "server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d", "site_usage_daily",
+}
+
+
+def _tables(conn: psycopg.Connection) -> set[tuple[str, str]]:
+    return set(conn.execute(
+        "select table_schema, table_name from information_schema.tables"
+        " where table_schema in ('tenancy', 'metrics', 'analytics') and table_type = 'BASE TABLE'"
+    ).fetchall())
+
+
+def _aggregates(conn: psycopg.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("select view_name from timescaledb_information.continuous_aggregates")}
+
+
+def _project_jobs(conn: psycopg.Connection) -> int:
+    return conn.execute(
+        "select count(*) from timescaledb_information.jobs where job_id >= 1000"
+    ).fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def fresh_url(tmp_path_factory):
+    """A private empty engine: this module migrates it up and down."""
+    with timescale_engine(tmp_path_factory.mktemp("migrations")) as url:
+        yield url
+
+
+def test_upgrade_downgrade_upgrade_on_empty_database(fresh_url):
+    assert migrations.current(fresh_url) is None
+
+    assert migrations.upgrade(fresh_url) == migrations.head() == "0002_aggregates"
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        assert _tables(conn) == EXPECTED_TABLES
+        assert _aggregates(conn) == EXPECTED_AGGREGATES
+        hypertables = {r[0] for r in conn.execute(
+            "select hypertable_name from timescaledb_information.hypertables where hypertable_schema = 'metrics'")}
+        assert hypertables == {"server_metrics", "metric_samples", "site_usage", "scaling_events"}
+        # 3 raw compression + 3 raw retention + 5 refresh + 4 aggregate compression
+        # + 3 aggregate retention (1m, 5m, 1h; 1d is kept forever) + 1 organization retention
+        assert _project_jobs(conn) == 19
+
+    assert migrations.downgrade(fresh_url, "0001_core") == "0001_core"
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        assert _tables(conn) == EXPECTED_TABLES
+        assert _aggregates(conn) == set()
+        assert _project_jobs(conn) == 0
+
+    assert migrations.downgrade(fresh_url, "base") is None
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        assert _tables(conn) == set()
+        assert conn.execute(
+            "select count(*) from pg_namespace where nspname in ('tenancy', 'metrics', 'analytics')"
+        ).fetchone()[0] == 0
+
+    assert migrations.upgrade(fresh_url) == "0002_aggregates"
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        assert _tables(conn) == EXPECTED_TABLES
+        assert _aggregates(conn) == EXPECTED_AGGREGATES
+        assert _project_jobs(conn) == 19
+
+
+def test_upgrade_at_head_reapplies_policies_without_duplicates(fresh_url):
+    migrations.upgrade(fresh_url)
+    migrations.upgrade(fresh_url)
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        assert _project_jobs(conn) == 19
+        assert conn.execute("select count(*) from metrics.metric_types").fetchone()[0] == 20
+
+
+def test_unknown_revision_is_a_user_error(fresh_url):
+    with pytest.raises(migrations.MigrationError, match="nosuchrev"):
+        migrations.upgrade(fresh_url, "nosuchrev")
