@@ -1,0 +1,89 @@
+{#-
+    capacity_score = 100 - (use of the tightest resource), clamped to 0..100.
+    Use of a resource is its worst hourly p95 over the last
+    capacity_window_hours hours before as_of, in percent: cpu_p95_percent,
+    memory_used_p95_bytes / memory_total_bytes, disk_used_p95_bytes /
+    disk_total_bytes. The worst hour, not an average of p95s: percentiles do
+    not average, and a deployment must fit the busy hour too.
+-#}
+
+with
+
+servers as (
+    select * from {{ ref('stg_servers') }}
+),
+
+hourly_metrics as (
+    select * from {{ ref('stg_server_metrics_1h') }}
+),
+
+recent_hours as (
+    select *
+    from hourly_metrics
+    where hour_start_at >= {{ as_of() }} - interval '{{ var("capacity_window_hours") | int }} hours'
+        and hour_start_at < {{ as_of() }}
+),
+
+recent_peaks as (
+    select
+        server_id,
+        count(*) as count_hours,
+        sum(sample_count) as sample_count,
+        max(cpu_p95_percent) as cpu_p95_percent,
+        max(memory_used_p95_bytes) as memory_used_p95_bytes,
+        max(disk_used_p95_bytes) as disk_used_p95_bytes
+    from recent_hours
+    group by 1
+),
+
+resource_use as (
+    select
+        servers.server_id,
+        servers.organization_id,
+        servers.server_name,
+        servers.server_status,
+        coalesce(recent_peaks.count_hours, 0)::bigint as count_recent_hours,
+        coalesce(recent_peaks.sample_count, 0)::bigint as recent_sample_count,
+        recent_peaks.cpu_p95_percent::double precision as cpu_p95_percent,
+        (100 * recent_peaks.memory_used_p95_bytes / nullif(servers.memory_total_bytes, 0))::double precision
+            as memory_p95_percent,
+        (100 * recent_peaks.disk_used_p95_bytes / nullif(servers.disk_total_bytes, 0))::double precision
+            as disk_p95_percent
+    from servers
+    left join recent_peaks
+        on recent_peaks.server_id = servers.server_id
+),
+
+-- greatest() skips nulls: a server without a total for one resource is
+-- scored on the others; no recent data at all leaves the score null
+scored as (
+    select
+        *,
+        round(
+            greatest(0, least(100, 100 - greatest(cpu_p95_percent, memory_p95_percent, disk_p95_percent)))::numeric,
+            2
+        ) as capacity_score,
+        case greatest(cpu_p95_percent, memory_p95_percent, disk_p95_percent)
+            when cpu_p95_percent then 'cpu'
+            when memory_p95_percent then 'memory'
+            when disk_p95_percent then 'disk'
+        end as bottleneck_resource
+    from resource_use
+),
+
+-- the server to pick for the next deployment in an organization has rank 1;
+-- only active servers with recent data are ranked
+ranked as (
+    select
+        *,
+        case
+            when server_status = 'active' and capacity_score is not null
+                then row_number() over (
+                    partition by organization_id, server_status = 'active' and capacity_score is not null
+                    order by capacity_score desc, server_id
+                )
+        end as capacity_rank_in_organization
+    from scored
+)
+
+select * from ranked
