@@ -18,6 +18,7 @@ from rmp.errors import UserError
 COMMANDS = {
     "db": "rmp.commands.db:db",
     "dbt": "rmp.commands.dbt:dbt",
+    "bench": "bench.cli:bench",
 }
 
 
