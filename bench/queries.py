@@ -487,3 +487,6 @@ def _targets(result: dict) -> list[dict]:
         out.append({"target": f"raw storage reduced > {TARGET_STORAGE_REDUCTION_PERCENT:g} %",
                     "measured": f"{red} %", "met": red is not None and red > TARGET_STORAGE_REDUCTION_PERCENT})
     return out
+
+# Sizes for `rmp bench --quick` (a smoke run of a minute or so).
+QUICK = {"servers": 3, "days": 3, "refresh_servers": 100, "repeats": 5}

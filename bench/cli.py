@@ -1,0 +1,56 @@
+"""`rmp bench` / `python -m bench`: run the benchmarks and write bench/results/latest.{json,md}."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from bench.runner import BENCHMARKS, RESULTS_DIR, parse_params, run_all
+from rmp.errors import UserError
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--only", "-o", multiple=True, metavar="NAME",
+              help=f"Run only this benchmark (repeatable): {', '.join(BENCHMARKS)}.")
+@click.option("--param", "-p", "params", multiple=True, metavar="BENCH.ARG=VALUE",
+              help="A size or option passed to that benchmark's run(), e.g. -p queries.servers=20 "
+                   "-p queries.refresh_servers=2000 (repeatable).")
+@click.option("--quick", is_flag=True,
+              help="Small sizes for a smoke run (each benchmark's QUICK values; --param still wins).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS_DIR,
+              show_default=True, help="Directory for latest.json, latest.md and <benchmark>.json.")
+def bench(only: tuple[str, ...], params: tuple[str, ...], quick: bool, out_dir: Path) -> None:
+    """Run every benchmark present and print a Markdown table of the results.
+
+    Each benchmark gets a fresh private embedded engine (migrated), or the
+    server in DATABASE_URL — which then receives benchmark data under the
+    organization slug `bench-*` (deleted afterwards). The default sizes fit
+    in about 15 minutes on 2 cores.
+    """
+    console = Console(stderr=True)
+    report = run_all(list(only), parse_params(params), quick=quick, out_dir=out_dir, console=console)
+    click.echo((out_dir / "latest.md").read_text())
+    console.print(f"results: {out_dir / 'latest.json'} and {out_dir / 'latest.md'}")
+    if any(b["status"] == "failed" for b in report["benchmarks"].values()):
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench`: the same command with the CLI's one-line errors."""
+    try:
+        bench.main(args=argv, prog_name="python -m bench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("bench: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.echo(f"bench: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("bench: interrupted", err=True)
+        sys.exit(130)

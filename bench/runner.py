@@ -1,0 +1,291 @@
+"""Run every benchmark module present and write bench/results/latest.{json,md}.
+
+A benchmark is a module ``bench.<name>`` with ``run(...) -> dict``. The
+runner passes only the keyword arguments ``run`` declares: ``url`` (a
+migrated engine — a fresh private embedded server per benchmark unless
+``DATABASE_URL`` is set), ``console``, ``cleanup`` and the sizes given as
+``--param <name>.<arg>=<value>``. A module's optional ``QUICK`` dict holds
+its smoke-test sizes (``--quick``). Modules not written yet are reported as
+skipped; a failing benchmark is reported and the others still run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import platform
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from rmp.errors import UserError
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# Order of the run and of the report. One line per benchmark module.
+BENCHMARKS: dict[str, str] = {
+    "ingest": "bench.ingest",
+    "queries": "bench.queries",
+    "marts": "bench.marts",
+    "anomaly_eval": "bench.anomaly_eval",
+    "forecast_eval": "bench.forecast_eval",
+}
+
+
+class BenchParamError(UserError):
+    """A --param or --only the benchmarks do not know."""
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str  # ok | failed | skipped
+    seconds: float = 0.0
+    result: dict = field(default_factory=dict)
+    error: str | None = None
+    traceback: str | None = None
+
+    def as_dict(self) -> dict:
+        out: dict[str, Any] = {"status": self.status, "seconds": round(self.seconds, 1)}
+        if self.error:
+            out["error"] = self.error
+        if self.traceback:
+            out["traceback"] = self.traceback
+        if self.result:
+            out["result"] = self.result
+        return out
+
+
+def parse_value(text: str) -> Any:
+    """``10`` -> 10, ``0.5`` -> 0.5, ``true`` -> True, anything else stays text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_params(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``["queries.servers=20"]`` -> ``{"queries": {"servers": 20}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, arg = key.partition(".")
+        if not sep or not dot or not name or not arg:
+            raise BenchParamError(f"--param {item!r}: expected <benchmark>.<argument>=<value>, e.g. queries.servers=20")
+        if name not in BENCHMARKS:
+            raise BenchParamError(f"--param {item!r}: no benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+        out.setdefault(name, {})[arg] = parse_value(value)
+    return out
+
+
+def _load(module_name: str):
+    """The module, or None when it does not exist (yet)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+
+
+def _accepts(func, name: str) -> bool:
+    params = inspect.signature(func).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _check_params(module, name: str, params: Mapping[str, Any]) -> None:
+    run = getattr(module, "run", None)
+    if run is None:
+        raise BenchParamError(f"bench.{name} has no run() function")
+    for arg in params:
+        if not _accepts(run, arg):
+            known = [p for p in inspect.signature(run).parameters if p not in ("url", "console", "cleanup", "out_dir")]
+            raise BenchParamError(f"--param {name}.{arg}: bench.{name}.run() takes no {arg!r}; it takes {', '.join(known)}")
+
+
+def run_all(
+    only: list[str] | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+    *,
+    quick: bool = False,
+    out_dir: Path = RESULTS_DIR,
+    console: Console | None = None,
+) -> dict:
+    """Run the selected benchmarks in order; write latest.json and latest.md; return the report."""
+    console = console or Console(stderr=True)
+    params = params or {}
+    names = list(only) if only else list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise BenchParamError(f"--only {', '.join(unknown)}: unknown benchmark; known: {', '.join(BENCHMARKS)}")
+
+    modules = {}
+    outcomes: list[Outcome] = []
+    for name in names:
+        try:
+            modules[name] = _load(BENCHMARKS[name])
+        except Exception as exc:  # noqa: BLE001 - a broken module must not stop the others
+            outcomes.append(Outcome(name, "failed", error=f"import failed: {_one_line(exc)}",
+                                    traceback=traceback.format_exc()))
+            continue
+        if modules[name] is None:
+            outcomes.append(Outcome(name, "skipped", error=f"{BENCHMARKS[name]} is not present"))
+            continue
+        given = {**(getattr(modules[name], "QUICK", {}) if quick else {}), **params.get(name, {})}
+        _check_params(modules[name], name, given)
+        params[name] = given
+
+    started = datetime.now(UTC)
+    runnable = [n for n in names if modules.get(n) is not None]
+    for i, name in enumerate(runnable, 1):
+        console.rule(f"[bold]bench {i}/{len(runnable)}: {name}[/] {params.get(name) or ''}")
+        outcome = _run_one(name, modules[name], params.get(name, {}), console, out_dir)
+        style = "green" if outcome.status == "ok" else "red"
+        console.print(f"[{style}]{name}: {outcome.status}[/] in {outcome.seconds:.1f} s"
+                      + (f" — {outcome.error}" if outcome.error else ""))
+        outcomes.append(outcome)
+    order = {n: i for i, n in enumerate(names)}
+    outcomes.sort(key=lambda o: order[o.name])
+
+    report = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "engine": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded (PGlite + TimescaleDB, WebAssembly)",
+        "quick": quick,
+        "parameters": {n: params.get(n, {}) for n in names},
+        "benchmarks": {o.name: o.as_dict() for o in outcomes},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out_dir / "latest.md").write_text(markdown(report))
+    return report
+
+
+def _run_one(name: str, module, params: dict[str, Any], console: Console, out_dir: Path) -> Outcome:
+    run = module.run
+    t = time.perf_counter()
+    try:
+        if _accepts(run, "url"):
+            from bench.engine import bench_engine
+
+            with bench_engine() as eng:
+                kwargs = _kwargs(run, params, url=eng.url, console=console, cleanup=not eng.private,
+                                 out_dir=out_dir)
+                result = run(**kwargs)
+        else:
+            result = run(**_kwargs(run, params, console=console, out_dir=out_dir))
+    except Exception as exc:  # noqa: BLE001 - report it, run the next benchmark
+        return Outcome(name, "failed", time.perf_counter() - t, error=_one_line(exc),
+                       traceback=traceback.format_exc())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return Outcome(name, "ok", time.perf_counter() - t, result=result if isinstance(result, dict) else {"value": result})
+
+
+def _kwargs(run, params: dict[str, Any], **offered: Any) -> dict[str, Any]:
+    return {**{k: v for k, v in offered.items() if _accepts(run, k)}, **params}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def machine() -> dict:
+    import psutil
+
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+# ----------------------------------------------------------------- markdown --
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:,.2f}" if abs(value) < 1e6 else f"{value:,.0f}"
+    elif isinstance(value, bool) or value is None:
+        text = {True: "yes", False: "no", None: "—"}[value]
+    elif isinstance(value, int):
+        text = f"{value:,}"
+    elif isinstance(value, list):
+        text = ", ".join(_cell(v) for v in value)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(rows: list[dict]) -> list[str]:
+    cols: list[str] = []
+    for row in rows:
+        cols += [k for k in row if k not in cols]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in cols) + " |" for row in rows]
+    return lines
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """Scalars (and scalar lists) of a nested dict under dotted keys."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif not (isinstance(v, list) and v and isinstance(v[0], dict)):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _render(d: dict, level: int) -> list[str]:
+    lines: list[str] = []
+    scalars = {k: v for k, v in d.items() if not isinstance(v, dict | list) or
+               (isinstance(v, list) and not (v and isinstance(v[0], dict)))}
+    if scalars:
+        lines += _table([{"metric": k, "value": v} for k, v in scalars.items()]) + [""]
+    for k, v in d.items():
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            lines += [f"{'#' * level} {k}", ""] + _table(v) + [""]
+        elif isinstance(v, dict):
+            nested_tables = any(isinstance(x, list) and x and isinstance(x[0], dict) for x in v.values())
+            if nested_tables:
+                lines += [f"{'#' * level} {k}", ""] + _render(v, level + 1)
+            else:
+                lines += [f"{'#' * level} {k}", ""] + _table(
+                    [{"metric": kk, "value": vv} for kk, vv in _flatten(v).items()]) + [""]
+    return lines
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown: a summary table, then each benchmark's tables."""
+    m = report["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"{report['started_at']} → {report['finished_at']}; engine: {report['engine']}; "
+        f"{m['cpus']} CPUs, {m['memory_gb']} GB RAM, Python {m['python']}"
+        + ("; **quick sizes**" if report.get("quick") else ""),
+        "",
+    ]
+    lines += _table([
+        {"benchmark": name, "status": b["status"], "seconds": b["seconds"],
+         "parameters": ", ".join(f"{k}={v}" for k, v in report["parameters"].get(name, {}).items()),
+         "note": b.get("error", "")}
+        for name, b in report["benchmarks"].items()
+    ]) + [""]
+    for name, b in report["benchmarks"].items():
+        if b["status"] != "ok":
+            continue
+        lines += [f"## {name}", ""] + _render(b["result"], 3)
+    return "\n".join(lines).rstrip() + "\n"
