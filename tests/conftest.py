@@ -30,7 +30,25 @@ def migrated_url(engine_url) -> str:
     from rmp import migrations
 
     migrations.upgrade(engine_url)
+    _wait_for_first_job_runs(engine_url)
     return engine_url
+
+
+def _wait_for_first_job_runs(url: str, timeout: float = 60) -> None:
+    """New policies are due at once; let them run now, not in the middle of a test."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            pending = conn.execute(
+                "select count(*) from timescaledb_information.jobs j"
+                " left join timescaledb_information.job_stats s using (job_id)"
+                " where j.scheduled and s.last_run_started_at is null"
+            ).fetchone()[0]
+            if pending == 0:
+                return
+            time.sleep(0.5)
 
 
 # Tables every test starts without rows. metric_types is re-seeded afterwards.
