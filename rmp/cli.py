@@ -19,6 +19,9 @@ COMMANDS = {
     "db": "rmp.commands.db:db",
     "dbt": "rmp.commands.dbt:dbt",
     "bench": "bench.cli:bench",
+    "ingest": "ingest.cli:ingest",
+    "generate": "ingest.cli:generate",
+    "collect": "ingest.cli:collect",
 }
 
 
