@@ -24,6 +24,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from ingest.errors import IngestSetupError
 from ingest.formats import Source, open_source
 from ingest.quarantine import QuarantineFile, record_rejections
 from ingest.targets import Column, Target, detect_target, get_target, table_columns
@@ -61,40 +62,95 @@ class LoadResult:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
+class BatchWriter:
+    """Writes batches of valid rows into one hypertable, inside the caller's transaction.
+
+    Optimistic path: COPY straight into the hypertable under a savepoint. Only
+    when that hits a unique (re-sent rows) or NOT NULL (column left to its
+    default) violation does the batch take the staging path: COPY into a
+    temp table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. Fresh
+    data thus pays for one COPY; re-loads stay exact. After a fallback the
+    staging path is used until a batch turns out to hold no duplicates.
+    """
+
+    def __init__(self, conn: psycopg.Connection, target: Target, columns: Sequence[Column]):
+        self.conn, self.target, self.columns = conn, target, list(columns)
+        _require_unique_index(conn, target)
+        self.oids = [c.oid for c in columns]
+        col_list = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+        table = sql.SQL("{}.{}").format(sql.Identifier("metrics"), sql.Identifier(target.table))
+        self.copy_direct = sql.SQL("copy {} ({}) from stdin (format binary)").format(table, col_list)
+        # types come from the catalog (format_type), never from the input
+        self.create_staging = sql.SQL("create temp table {} ({}) on commit drop").format(
+            sql.Identifier(STAGING),
+            sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns),
+        )
+        self.copy_staging = sql.SQL("copy {} ({}) from stdin (format binary)").format(
+            sql.Identifier(STAGING), col_list)
+        # a NULL staged for a NOT NULL column with a default means "not given": take the default
+        select_list = sql.SQL(", ").join(
+            sql.SQL("coalesce({}, {})").format(sql.Identifier(c.name), sql.SQL(c.default))
+            if c.not_null and c.default not in (None, "identity") else sql.Identifier(c.name)
+            for c in columns
+        )
+        self.move = sql.SQL("insert into {} ({}) select {} from {} on conflict ({}) do nothing").format(
+            table, col_list, select_list, sql.Identifier(STAGING),
+            sql.SQL(", ").join(map(sql.Identifier, target.conflict)),
+        )
+        self.drop_staging = sql.SQL("drop table {}").format(sql.Identifier(STAGING))
+        self.optimistic = True
+        self.direct_batches = self.staged_batches = 0
+
+    def _copy(self, statement: sql.Composed, rows: Sequence[tuple]) -> None:
+        with self.conn.cursor().copy(statement) as copy:
+            copy.set_types(self.oids)
+            for row in rows:
+                copy.write_row(row)
+
+    def write(self, rows: Sequence[tuple]) -> int:
+        """Rows inserted; the rest of ``rows`` were already present (duplicates)."""
+        if not rows:
+            return 0
+        if self.optimistic:
+            try:
+                with self.conn.transaction():          # savepoint
+                    self._copy(self.copy_direct, rows)
+                self.direct_batches += 1
+                return len(rows)
+            except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation):
+                pass
+        self.conn.execute(self.create_staging)
+        self._copy(self.copy_staging, rows)
+        inserted = self.conn.execute(self.move).rowcount
+        self.conn.execute(self.drop_staging)
+        self.staged_batches += 1
+        self.optimistic = inserted == len(rows)
+        return inserted
+
+
+def _require_unique_index(conn: psycopg.Connection, target: Target) -> None:
+    """The conflict key must be backed by a unique index, or re-loads would duplicate."""
+    found = conn.execute(
+        """
+        select 1 from pg_index i
+        where i.indrelid = to_regclass(%s) and i.indisunique
+          and (select array_agg(a.attname::text order by a.attname)
+               from pg_attribute a where a.attrelid = i.indrelid and a.attnum = any(i.indkey))
+              = (select array_agg(c order by c) from unnest(%s::text[]) c)
+        """,
+        (target.qualified, list(target.conflict)),
+    ).fetchone()
+    if not found:
+        raise IngestSetupError(f"{target.qualified} has no unique index on ({', '.join(target.conflict)}); "
+                               "run the migrations (alembic upgrade head)")
+
+
 def write_batch(conn: psycopg.Connection, target: Target, columns: Sequence[Column],
                 rows: Sequence[tuple]) -> int:
-    """COPY ``rows`` into staging and move them into the hypertable; returns rows inserted.
-
-    Runs inside the caller's transaction (the staging table drops at commit)."""
-    if not rows:
-        return 0
-    names = [c.name for c in columns]
-    col_list = sql.SQL(", ").join(map(sql.Identifier, names))
-    # types come from the catalog (format_type), never from the input
-    conn.execute(sql.SQL("create temp table {} ({}) on commit drop").format(
-        sql.Identifier(STAGING),
-        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns),
-    ))
-    with conn.cursor().copy(sql.SQL("copy {} ({}) from stdin (format binary)").format(
-            sql.Identifier(STAGING), col_list)) as copy:
-        copy.set_types([c.oid for c in columns])
-        for row in rows:
-            copy.write_row(row)
-    # a NULL staged for a NOT NULL column with a default means "not given": take the default
-    select_list = sql.SQL(", ").join(
-        sql.SQL("coalesce({}, {})").format(sql.Identifier(c.name), sql.SQL(c.default))
-        if c.not_null and c.default not in (None, "identity") else sql.Identifier(c.name)
-        for c in columns
-    )
-    cur = conn.execute(sql.SQL(
-        "insert into {}.{} ({}) select {} from {} on conflict ({}) do nothing"
-    ).format(
-        sql.Identifier("metrics"), sql.Identifier(target.table), col_list, select_list,
-        sql.Identifier(STAGING), sql.SQL(", ").join(map(sql.Identifier, target.conflict)),
-    ))
-    inserted = cur.rowcount
-    conn.execute(sql.SQL("drop table {}").format(sql.Identifier(STAGING)))
-    return inserted
+    """One batch through the staging path (no optimistic COPY); returns rows inserted."""
+    writer = BatchWriter(conn, target, columns)
+    writer.optimistic = False
+    return writer.write(rows)
 
 
 def load_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[tuple],
@@ -109,13 +165,14 @@ def load_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows
     if missing:
         raise ValueError(f"{target.qualified} has no column(s) {missing}")
     cols = [by_name[c] for c in columns]
+    writer = BatchWriter(conn, target, cols)
     inserted = dupes = 0
     batch: list[tuple] = []
 
     def flush() -> None:
         nonlocal inserted, dupes, batch
         with conn.transaction():
-            n = write_batch(conn, target, cols, batch)
+            n = writer.write(batch)
         inserted += n
         dupes += len(batch) - n
         if on_batch is not None:
@@ -218,10 +275,11 @@ def load_file(path: str | Path, url: str | None = None, *, table: str | None = N
             )
             if on_start is not None:
                 on_start(source, target)
+            writer = BatchWriter(conn, target, validator.columns)
             quarantine = QuarantineFile(path)
             for batch in _prefetch(_validated_batches(source, validator, batch_rows, stop), stop):
                 with conn.transaction():
-                    inserted = write_batch(conn, target, validator.columns, batch.good)
+                    inserted = writer.write(batch.good)
                     record_rejections(conn, source_file, target.qualified, batch.rejected)
                 quarantine.write(batch.rejected)
                 b = BatchResult(len(batch.good) + len(batch.rejected), inserted,
