@@ -17,6 +17,8 @@ from rmp.errors import UserError
 # name -> "module:attribute" of a click command. One line per command.
 COMMANDS = {
     "db": "rmp.commands.db:db",
+    "migrate": "rmp.commands.migrate:migrate",
+    "doctor": "rmp.commands.doctor:doctor",
     "dbt": "rmp.commands.dbt:dbt",
     "bench": "bench.cli:bench",
     "ingest": "ingest.cli:ingest",
