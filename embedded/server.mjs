@@ -64,7 +64,6 @@ const RESET_SESSION_SQL = [
   // starts from the settings a stock server would give it instead.
   `SET search_path TO "$user", public`, 'SET enable_seqscan TO on', 'SET client_min_messages TO notice',
   "SET TimeZone TO 'UTC'", 'SET exit_on_error TO off', 'SET allow_system_table_mods TO off',
-  'SET ignore_invalid_pages TO off',
 ];
 // Session settings that are not the client's to save or restore.
 const UNSAVED_SETTINGS = new Set(['session_authorization', 'role', 'is_superuser', 'transaction_isolation',
@@ -85,8 +84,23 @@ const quoteLiteral = (s) => "'" + s.replace(/'/g, "''") + "'";
 
 async function openEngine() {
   fs.mkdirSync(opts['data-dir'], { recursive: true });
+  if (!fs.existsSync(path.join(opts['data-dir'], 'PG_VERSION'))) {
+    // A new data directory: PGlite's initdb runs in this same backend and its
+    // catalog caches keep pre-initdb privileges on shared catalogs (a plain
+    // role is then refused pg_database). Create the extension, close, and
+    // open again so clients meet a normally started server.
+    const fresh = await PGlite.create({ dataDir: opts['data-dir'], extensions: { timescaledb } });
+    await fresh.exec('CREATE EXTENSION IF NOT EXISTS timescaledb');
+    await fresh.close();
+  }
   db = await PGlite.create({ dataDir: opts['data-dir'], extensions: { timescaledb } });
-  await db.exec('CREATE EXTENSION IF NOT EXISTS timescaledb');
+  // TimescaleDB's licensed (TSL) module is not loaded by itself on an opened
+  // data directory (no shared_preload_libraries here): without it policies,
+  // compression and continuous aggregates fail with a licence error. It links
+  // against the main library, so that one goes first.
+  const ext = (await db.query("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")).rows[0];
+  await db.exec(`LOAD '$libdir/timescaledb-${ext.extversion}'`);
+  await db.exec(`LOAD '$libdir/timescaledb-tsl-${ext.extversion}'`);
   serverVersion = (await db.query('SHOW server_version')).rows[0].server_version;
   await refreshCatalogCache();
   sessionUser = JOBS;
@@ -198,8 +212,10 @@ async function switchTo(client) {
       prev.gucs = new Map(rows.filter((r) => !UNSAVED_SETTINGS.has(r.name)).map((r) => [r.name, r.setting]));
     } catch (err) { debug('could not save settings', err.message); }
   }
+  // Back to the superuser first (RESET SESSION AUTHORIZATION does not go back
+  // in PGlite: it keeps the role last set), then reset as the superuser.
+  await db.exec('SET SESSION AUTHORIZATION postgres');
   for (const sql of RESET_SESSION_SQL) await execQuiet(sql);
-  await execQuiet('RESET SESSION AUTHORIZATION');
   if (client.user !== 'postgres') await db.exec(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`);
   for (const [name, value] of client.gucs) {
     try { await exec('SELECT set_config($1, $2, false)', [name, value]); } catch (err) { debug('setting not restored', name, err.message); }
@@ -228,6 +244,7 @@ function tryStartup(client) {
 }
 
 async function startup(client) {
+  await switchTo(JOBS); // the catalogs are read as the superuser
   await refreshCatalogCache();
   finishStartup(client);
 }
@@ -451,7 +468,13 @@ async function pump() {
       await serve(client);
     }
   } catch (err) {
-    await engineFailure(err);
+    if (isSqlError(err)) {
+      // An internal statement failed (not the engine): drop that client only.
+      log('internal statement failed:', err.message);
+      if (owner) { owner.fatal(err.code || 'XX000', err.message); owner = null; }
+    } else {
+      await engineFailure(err);
+    }
   } finally {
     pumping = false;
   }
@@ -532,7 +555,7 @@ async function runDueJobs() {
         log(`job ${job.id} failed: ${err.message}`);
       } finally {
         await execQuiet('ROLLBACK');
-        await execQuiet('RESET SESSION AUTHORIZATION');
+        await execQuiet('SET SESSION AUTHORIZATION postgres');
       }
       const finished = new Date();
       await exec(RECORD_RUN, [job.id, started, finished, ok]);
@@ -549,6 +572,10 @@ async function runDueJobs() {
 }
 
 // ------------------------------------------------------- failure, shutdown --
+
+// PGlite reports SQL errors as DatabaseError with a SQLSTATE; anything else
+// (a WebAssembly RuntimeError) means the runtime itself is gone.
+const isSqlError = (err) => Boolean(err && typeof err.code === 'string' && err.severity);
 
 async function engineFailure(err) {
   log('engine failure, restarting the engine:', err && err.stack ? err.stack : err);
