@@ -16,18 +16,25 @@ Python API used by tests, ``rmp demo`` and ``rmp migrate``::
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
-from rmp import db
-from rmp.errors import UserError
-from rmp.settings import RETENTION, ROOT, SQL_DIR
+# alembic logs its plugin set-up at INFO on import and every step after; the CLI's
+# INFO logging would print them all. -v (DEBUG) keeps them.
+if not logging.getLogger().isEnabledFor(logging.DEBUG):
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+
+from rmp import db  # noqa: E402
+from rmp.errors import UserError  # noqa: E402
+from rmp.settings import RETENTION, ROOT, SQL_DIR  # noqa: E402
 
 ALEMBIC_INI = ROOT / "alembic.ini"
 

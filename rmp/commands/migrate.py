@@ -1,0 +1,47 @@
+"""`rmp migrate upgrade|downgrade|current`: apply the alembic revisions in alembic/versions."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+
+from rmp import db
+
+
+@click.group()
+def migrate() -> None:
+    """Create or change the database schema (sql/ applied by alembic revisions)."""
+
+
+@migrate.command()
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Upgrade to REVISION (default: head); at head, re-apply views, functions and policies."""
+    from rmp import migrations
+
+    url = db.database_url()
+    with Console(stderr=True).status(f"upgrading to {revision}..."):
+        before = migrations.current(url)
+        after = migrations.upgrade(url, revision)
+    click.echo(f"database at {after} (was {before or 'empty'})")
+
+
+@migrate.command()
+@click.argument("revision")
+def downgrade(revision: str) -> None:
+    """Downgrade to REVISION ('base' removes the whole schema and its data, '-1' goes one back)."""
+    from rmp import migrations
+
+    url = db.database_url()
+    with Console(stderr=True).status(f"downgrading to {revision}..."):
+        before = migrations.current(url)
+        after = migrations.downgrade(url, revision)
+    click.echo(f"database at {after or 'base'} (was {before or 'empty'})")
+
+
+@migrate.command()
+def current() -> None:
+    """Print the revision the database is at and the head revision."""
+    from rmp import migrations
+
+    click.echo(f"current {migrations.current(db.database_url()) or 'base (not migrated)'}, head {migrations.head()}")

@@ -1,0 +1,228 @@
+"""`rmp doctor`: audit a live database against what the migrations promise.
+
+Checks the extension version, the migration revision, every expected
+hypertable, continuous aggregate and policy (tiers from rmp.settings.RETENTION),
+the invariant that each aggregate's refresh window lies inside its source's
+retention horizon (else a refresh after a retention run deletes aggregated
+history), and jobs that failed their last run or are overdue. Reads only
+timescaledb_information views and the alembic version table; changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+
+from rmp.settings import RETENTION
+
+MIN_TIMESCALEDB = (2, 13)
+HYPERTABLES = ("server_metrics", "metric_samples", "site_usage", "scaling_events")
+# aggregate -> its retention tier (None: kept forever)
+AGGREGATES = {
+    "server_metrics_1m": "1m",
+    "server_metrics_5m": "5m",
+    "server_metrics_1h": "1h",
+    "server_metrics_1d": "1d",
+    "site_usage_daily": None,
+}
+COMPRESSED_AGGREGATES = ("server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d")
+RAW_WITH_POLICIES = ("server_metrics", "metric_samples", "site_usage")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def run(conn: psycopg.Connection, *, overdue_grace: timedelta = timedelta(minutes=10)) -> list[Check]:
+    """Every check, in report order. ``conn`` should be in autocommit mode."""
+    checks = [_extension(conn)]
+    if not checks[0].ok:
+        return checks
+    checks.append(_revision(conn))
+    checks += _hypertables(conn)
+    checks += _aggregates(conn)
+    checks += _policies(conn)
+    checks += _refresh_inside_retention(conn)
+    checks += _jobs(conn, overdue_grace)
+    return checks
+
+
+def problems(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if not c.ok]
+
+
+def _extension(conn: psycopg.Connection) -> Check:
+    row = conn.execute("select extversion from pg_extension where extname = 'timescaledb'").fetchone()
+    if row is None:
+        return Check("extension", False, "timescaledb extension is not installed (create extension timescaledb)")
+    version = row[0]
+    parts = tuple(int(p) for p in version.split("-")[0].split(".")[:2])
+    ok = parts >= MIN_TIMESCALEDB
+    want = ".".join(map(str, MIN_TIMESCALEDB))
+    return Check("extension", ok, f"timescaledb {version}" + ("" if ok else f" is older than {want}"))
+
+
+def _revision(conn: psycopg.Connection) -> Check:
+    from rmp import migrations
+
+    head = migrations.head()
+    if conn.execute("select to_regclass('public.alembic_version')").fetchone()[0] is None:
+        return Check("migrations", False, f"database is not migrated (run `rmp migrate upgrade`; head is {head})")
+    rows = conn.execute("select version_num from public.alembic_version").fetchall()
+    current = rows[0][0] if rows else None
+    if current != head:
+        return Check("migrations", False, f"database is at revision {current}, head is {head} (run `rmp migrate upgrade`)")
+    return Check("migrations", True, f"at head {head}")
+
+
+def _hypertables(conn: psycopg.Connection) -> list[Check]:
+    present = {r[0] for r in conn.execute(
+        "select hypertable_name from timescaledb_information.hypertables where hypertable_schema = 'metrics'")}
+    return [
+        Check(f"hypertable metrics.{name}", name in present, "present" if name in present else "missing")
+        for name in HYPERTABLES
+    ]
+
+
+def _aggregates(conn: psycopg.Connection) -> list[Check]:
+    found = {r[0]: r for r in conn.execute(
+        "select view_name, materialized_only, compression_enabled"
+        " from timescaledb_information.continuous_aggregates where view_schema = 'metrics'")}
+    checks = []
+    for name in AGGREGATES:
+        row = found.get(name)
+        if row is None:
+            checks.append(Check(f"aggregate metrics.{name}", False, "missing"))
+            continue
+        issues = []
+        if row[1]:
+            issues.append("materialized_only = true (dashboards would not see the newest data)")
+        if name in COMPRESSED_AGGREGATES and not row[2]:
+            issues.append("compression not enabled")
+        checks.append(Check(f"aggregate metrics.{name}", not issues, "; ".join(issues) or "present, real-time"))
+    return checks
+
+
+def _jobs_by_target(conn: psycopg.Connection) -> dict[tuple[str, str], dict]:
+    """(proc_name, relation name) -> job row; relation is the hypertable or aggregate view."""
+    rows = conn.execute(
+        "select job_id, proc_name, hypertable_name, config from timescaledb_information.jobs"
+        " where hypertable_schema = 'metrics'"
+    ).fetchall()
+    return {(r[1], r[2]): {"job_id": r[0], "config": r[3] or {}} for r in rows}
+
+
+def _same_interval(conn: psycopg.Connection, a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return conn.execute("select %s::interval = %s::interval", (a, b)).fetchone()[0]
+
+
+def _policies(conn: psycopg.Connection) -> list[Check]:
+    jobs = _jobs_by_target(conn)
+    checks: list[Check] = []
+
+    def retention(relation: str, tier_value: str | None) -> None:
+        job = jobs.get(("policy_retention", relation))
+        got = job["config"].get("drop_after") if job else None
+        ok = _same_interval(conn, got, tier_value)
+        want = tier_value or "none (kept forever)"
+        checks.append(Check(f"retention metrics.{relation}", ok,
+                            f"drop_after {got or 'none'}" + ("" if ok else f", settings say {want}")))
+
+    def present(proc: str, relation: str, label: str) -> None:
+        job = jobs.get((proc, relation))
+        checks.append(Check(f"{label} metrics.{relation}", job is not None,
+                            f"job {job['job_id']}" if job else f"no {label} policy"))
+
+    for table in RAW_WITH_POLICIES:
+        present("policy_compression", table, "compression")
+        retention(table, RETENTION["raw"])
+    for view, tier in AGGREGATES.items():
+        present("policy_refresh_continuous_aggregate", view, "refresh")
+        if view in COMPRESSED_AGGREGATES:
+            present("policy_compression", view, "compression")
+        if tier is not None:
+            retention(view, RETENTION[tier])
+
+    org = conn.execute(
+        "select job_id, config from timescaledb_information.jobs"
+        " where proc_schema = 'metrics' and proc_name = 'apply_organization_retention'"
+    ).fetchall()
+    if len(org) != 1:
+        checks.append(Check("organization retention job", False, f"{len(org)} jobs (expected 1)"))
+    else:
+        got = (org[0][1] or {}).get("raw_retention")
+        ok = _same_interval(conn, got, RETENTION["raw"])
+        checks.append(Check("organization retention job", ok,
+                            f"job {org[0][0]}, raw_retention {got}" + ("" if ok else f", settings say {RETENTION['raw']}")))
+    return checks
+
+
+def _refresh_inside_retention(conn: psycopg.Connection) -> list[Check]:
+    rows = conn.execute(
+        """
+        select ca.view_schema, ca.view_name, ca.hypertable_schema, ca.hypertable_name,
+               refresh.config ->> 'start_offset' as start_offset,
+               ret.config ->> 'drop_after' as source_drop_after,
+               case
+                   when refresh.job_id is null or ret.job_id is null then true
+                   when refresh.config ->> 'start_offset' is null then false
+                   else (refresh.config ->> 'start_offset')::interval < (ret.config ->> 'drop_after')::interval
+               end as inside
+        from timescaledb_information.continuous_aggregates as ca
+        left join timescaledb_information.jobs as refresh
+            on refresh.proc_name = 'policy_refresh_continuous_aggregate'
+           and refresh.hypertable_schema = ca.view_schema and refresh.hypertable_name = ca.view_name
+        left join timescaledb_information.jobs as ret
+            on ret.proc_name = 'policy_retention'
+           and ret.hypertable_schema = ca.hypertable_schema and ret.hypertable_name = ca.hypertable_name
+        order by ca.view_schema, ca.view_name
+        """
+    ).fetchall()
+    checks = []
+    for schema, view, src_schema, src, start_offset, drop_after, inside in rows:
+        name = f"refresh window {schema}.{view}"
+        if drop_after is None:
+            detail = f"starts {start_offset or 'at the beginning'} back; source {src_schema}.{src} keeps everything"
+        elif inside:
+            detail = f"starts {start_offset} back, inside {src_schema}.{src} retention of {drop_after}"
+        else:
+            detail = (f"{schema}.{view} refreshes from {start_offset or 'the beginning'} back, past the "
+                      f"{drop_after} retention of its source {src_schema}.{src}: a refresh after a retention "
+                      "run deletes aggregated history")
+        checks.append(Check(name, bool(inside), detail))
+    return checks
+
+
+def _jobs(conn: psycopg.Connection, overdue_grace: timedelta) -> list[Check]:
+    rows = conn.execute(
+        """
+        select j.job_id, j.proc_schema || '.' || j.proc_name as proc,
+               coalesce(j.hypertable_schema || '.' || j.hypertable_name, '-') as target,
+               s.last_run_status, s.next_start, s.total_failures,
+               (select e.err_message from timescaledb_information.job_errors as e
+                 where e.job_id = j.job_id order by e.finish_time desc limit 1) as last_error,
+               j.scheduled and s.next_start < now() - %s::interval as overdue
+        from timescaledb_information.jobs as j
+        left join timescaledb_information.job_stats as s on s.job_id = j.job_id
+        order by j.job_id
+        """,
+        (overdue_grace,),
+    ).fetchall()
+    checks = []
+    for job_id, proc, target, status, next_start, _failures, last_error, overdue in rows:
+        if status == "Failed":
+            checks.append(Check(f"job {job_id} {proc} {target}", False,
+                                f"last run failed: {last_error or 'no error recorded'}"))
+        elif overdue:
+            checks.append(Check(f"job {job_id} {proc} {target}", False,
+                                f"overdue: next start was {next_start:%Y-%m-%d %H:%M:%S %Z}"))
+    if not checks:
+        checks.append(Check("jobs", True, f"{len(rows)} jobs, none failing or overdue"))
+    return checks
