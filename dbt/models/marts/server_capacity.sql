@@ -55,20 +55,29 @@ resource_use as (
 ),
 
 -- greatest() skips nulls: a server without a total for one resource is
--- scored on the others; no recent data at all leaves the score null
+-- scored on the others
+tightest as (
+    select
+        *,
+        greatest(cpu_p95_percent, memory_p95_percent, disk_p95_percent) as tightest_p95_percent
+    from resource_use
+),
+
+-- no recent data at all leaves the score null (least/greatest would turn
+-- a null into 100)
 scored as (
     select
         *,
-        round(
-            greatest(0, least(100, 100 - greatest(cpu_p95_percent, memory_p95_percent, disk_p95_percent)))::numeric,
-            2
-        ) as capacity_score,
-        case greatest(cpu_p95_percent, memory_p95_percent, disk_p95_percent)
+        case
+            when tightest_p95_percent is not null
+                then round(greatest(0, least(100, 100 - tightest_p95_percent))::numeric, 2)
+        end as capacity_score,
+        case tightest_p95_percent
             when cpu_p95_percent then 'cpu'
             when memory_p95_percent then 'memory'
             when disk_p95_percent then 'disk'
         end as bottleneck_resource
-    from resource_use
+    from tightest
 ),
 
 -- the server to pick for the next deployment in an organization has rank 1;
