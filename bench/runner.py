@@ -33,6 +33,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Order of the run and of the report. One line per benchmark module.
 BENCHMARKS: dict[str, str] = {
     "ingest": "bench.ingest",
+    "copy_vs_insert": "bench.copy_vs_insert",
     "queries": "bench.queries",
     "marts": "bench.marts",
     "anomaly_eval": "bench.anomaly_eval",

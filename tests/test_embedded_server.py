@@ -6,6 +6,7 @@ under test), whatever engine the rest of the suite uses.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import socket
@@ -109,10 +110,9 @@ def test_copy_fail_rolls_back(conn):
     class GaveUp(Exception):
         pass
 
-    with pytest.raises(GaveUp):
-        with conn.cursor() as cur, cur.copy("copy copy_fail (ts, n) from stdin") as copy:
-            copy.write_row((dt.datetime(2024, 1, 1, tzinfo=UTC), 1))
-            raise GaveUp
+    with pytest.raises(GaveUp), conn.cursor() as cur, cur.copy("copy copy_fail (ts, n) from stdin") as copy:
+        copy.write_row((dt.datetime(2024, 1, 1, tzinfo=UTC), 1))
+        raise GaveUp
     assert count(conn, "copy_fail") == 0
     assert conn.execute("select 1").fetchone() == (1,)
 
@@ -237,10 +237,8 @@ def test_malformed_messages_do_not_kill_the_server(server):
         with socket.create_connection(("127.0.0.1", server.settings.port)) as s:
             s.sendall(payload)
             s.settimeout(5)
-            try:
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
                 s.recv(1000)
-            except (TimeoutError, ConnectionResetError):
-                pass
     # A logged-in client sending an unknown message type and an absurd length.
     c = psycopg.connect(server.url)
     s = socket.socket(fileno=c.fileno())
