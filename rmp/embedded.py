@@ -6,6 +6,7 @@ file so ``rmp db status|stop|url`` find it again from another shell.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -22,15 +23,23 @@ START_TIMEOUT_S = 90
 
 
 def ensure_node_modules(embedded_dir: Path = EMBEDDED_DIR) -> None:
-    """Install the pinned npm packages (package-lock.json) the first time."""
-    if (embedded_dir / "node_modules" / "@unni-craftsman" / "pglite").is_dir():
+    """Install the pinned npm packages (package-lock.json) the first time.
+
+    A file lock keeps parallel test workers from running `npm ci` together.
+    """
+    marker = embedded_dir / "node_modules" / "@unni-craftsman" / "pglite" / "package.json"
+    if marker.is_file():
         return
     npm = shutil.which("npm")
     if npm is None:
         raise EngineError("npm not found: the embedded engine needs Node.js 20+ with npm")
-    result = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"], cwd=embedded_dir, capture_output=True, text=True
-    )
+    with open(embedded_dir / ".npm-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file():
+            return
+        result = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=embedded_dir, capture_output=True, text=True
+        )
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["?"]
         raise EngineError(f"npm ci in {embedded_dir} failed: {tail[0]}")
