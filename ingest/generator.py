@@ -353,7 +353,7 @@ def _place_anomalies(rng: np.random.Generator, servers: list[Server], start: dat
 def _daily_weekly(ts: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
     hours = ts.hour.to_numpy() + ts.minute.to_numpy() / 60 + ts.second.to_numpy() / 3600
     daily = 0.5 * (1 - np.cos(2 * np.pi * (hours - 3) / 24))       # 0 at 03:00, 1 at 15:00
-    weekly = np.where(ts.dayofweek.to_numpy() >= 5, 0.55, 1.0)      # weekends are quieter
+    weekly = np.where(ts.day_of_week.to_numpy() >= 5, 0.55, 1.0)      # weekends are quieter
     return daily, weekly
 
 
