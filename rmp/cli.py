@@ -24,6 +24,7 @@ COMMANDS = {
     "ingest": "ingest.cli:ingest",
     "generate": "ingest.cli:generate",
     "collect": "ingest.cli:collect",
+    "demo": "rmp.commands.demo:demo",
 }
 
 
