@@ -1,0 +1,70 @@
+-- organization_totals: per organization, its own servers and those of all its
+-- sub-organizations (any depth): capacity, current use (each server's last
+-- sample) and the CPU average of the last 24 hours (sample-weighted mean of
+-- the hourly aggregate, which equals the mean over the raw samples).
+-- psql: psql -f sql/queries/organization_totals.sql
+with recursive org_tree as (
+    select
+        organizations.id as root_id,
+        organizations.id as organization_id
+    from tenancy.organizations as organizations
+    union all
+    select
+        org_tree.root_id,
+        children.id
+    from org_tree
+    join tenancy.organizations as children on children.parent_id = org_tree.organization_id
+),
+
+org_servers as (
+    select
+        org_tree.root_id,
+        servers.id as server_id,
+        servers.cpu_cores,
+        servers.memory_total_bytes,
+        servers.disk_total_bytes
+    from org_tree
+    join tenancy.servers as servers on servers.organization_id = org_tree.organization_id
+),
+
+cpu_last_24h as (
+    select
+        server_metrics_1h.server_id,
+        sum(server_metrics_1h.cpu_avg_percent * server_metrics_1h.sample_count) as cpu_percent_sum,
+        sum(server_metrics_1h.sample_count) as sample_count
+    from metrics.server_metrics_1h as server_metrics_1h
+    where server_metrics_1h.bucket >= now() - interval '24 hours'
+    group by 1
+),
+
+totals as (
+    select
+        org_servers.root_id as organization_id,
+        count(org_servers.server_id) as count_servers,
+        sum(org_servers.cpu_cores) as cpu_cores_total,
+        sum(org_servers.memory_total_bytes) as memory_total_bytes,
+        sum(org_servers.disk_total_bytes) as disk_total_bytes,
+        sum(server_last_point.memory_used_bytes) as memory_used_bytes,
+        sum(server_last_point.disk_used_bytes) as disk_used_bytes,
+        sum(cpu_last_24h.cpu_percent_sum) / nullif(sum(cpu_last_24h.sample_count), 0) as cpu_avg_percent_24h,
+        max(server_last_point.last_metrics_at) as last_metrics_at
+    from org_servers
+    left join metrics.server_last_point as server_last_point on server_last_point.server_id = org_servers.server_id
+    left join cpu_last_24h on cpu_last_24h.server_id = org_servers.server_id
+    group by 1
+)
+
+select
+    organizations.id as organization_id,
+    organizations.name as organization_name,
+    coalesce(totals.count_servers, 0) as count_servers,
+    totals.cpu_cores_total,
+    totals.memory_total_bytes,
+    totals.disk_total_bytes,
+    totals.memory_used_bytes,
+    totals.disk_used_bytes,
+    totals.cpu_avg_percent_24h,
+    totals.last_metrics_at
+from tenancy.organizations as organizations
+left join totals on totals.organization_id = organizations.id
+order by organizations.id;

@@ -1,0 +1,18 @@
+-- server_last_24h: one server's last 24 hours in 5-minute buckets (288 points),
+-- from metrics.server_metrics_5m (real-time, so the newest minutes are included).
+-- psql: psql -v server_id=1 -f sql/queries/server_last_24h.sql
+select
+    bucket,
+    sample_count,
+    cpu_avg_percent,
+    cpu_max_percent,
+    cpu_p95_percent,
+    memory_used_avg_bytes,
+    memory_used_max_bytes,
+    disk_used_max_bytes,
+    network_rx_avg_bytes_per_sec,
+    network_tx_avg_bytes_per_sec
+from metrics.server_metrics_5m
+where server_id = :server_id
+  and bucket >= now() - interval '24 hours'
+order by bucket;

@@ -1,0 +1,18 @@
+-- server_last_30d: one server's last 30 days in 1-day buckets (30-31 points),
+-- from metrics.server_metrics_1d (real-time, so the newest minutes are included).
+-- psql: psql -v server_id=1 -f sql/queries/server_last_30d.sql
+select
+    bucket,
+    sample_count,
+    cpu_avg_percent,
+    cpu_max_percent,
+    cpu_p95_percent,
+    memory_used_avg_bytes,
+    memory_used_max_bytes,
+    disk_used_max_bytes,
+    network_rx_avg_bytes_per_sec,
+    network_tx_avg_bytes_per_sec
+from metrics.server_metrics_1d
+where server_id = :server_id
+  and bucket >= now() - interval '30 days'
+order by bucket;
