@@ -1,0 +1,296 @@
+-- tenant-security: who sees which organization, and the privileges of the
+-- three group roles (created in sql/preinstall/005-security.sql).
+--   * tenancy.visible_organization_ids(): the organizations granted to the
+--     login (tenancy.tenant_grants) and all their descendants;
+--     tenancy.sees_all(): superusers and members of rmp_admin see everything.
+--   * Row-level security on every tenancy table and analytics table.
+--   * tenant.*: security-barrier views over the metric hypertables,
+--     continuous aggregates and metrics.server_last_point, filtered the same
+--     way (hypertables with columnstore refuse RLS; aggregates cannot have it).
+--     dbt sources read these, and marts are security_invoker views, so a
+--     mart shows an analyst only its organizations' rows.
+--   * metrics.ingest_servers()/ingest_sites(): the name -> id resolution the
+--     loader needs, so rmp_ingest never reads a tenancy table.
+--   * Audit triggers on licences, organization_settings, memberships and
+--     tenant_grants writing tenancy.audit_log.
+-- Every idempotent file runs after each revision; until revision 0003 has
+-- created tenancy.tenant_grants (and the aggregates exist) this one does
+-- nothing, hence the guard around the whole file.
+
+do $guard$
+begin
+if to_regclass('tenancy.tenant_grants') is null or to_regclass('metrics.server_metrics_1d') is null then
+    return;
+end if;
+
+-- ------------------------------------------------------------ visibility
+-- session_user, not current_user: inside these security-definer functions
+-- current_user is their owner, and a login cannot change its session_user
+-- (the embedded server refuses SET SESSION AUTHORIZATION to non-superusers).
+
+create or replace function tenancy.sees_all() returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $f$
+    select coalesce((select r.rolsuper from pg_roles r where r.rolname = session_user), false)
+        or pg_has_role(session_user, 'rmp_admin', 'member')
+$f$;
+
+create or replace function tenancy.visible_organization_ids() returns setof bigint
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $f$
+    with recursive visible(id) as (
+        select g.organization_id from tenancy.tenant_grants g where g.login = session_user
+        union
+        select o.id from tenancy.organizations o join visible v on o.parent_id = v.id
+    )
+    select id from visible
+$f$;
+
+create or replace function tenancy.visible_server_ids() returns setof bigint
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $f$
+    select s.id from tenancy.servers s
+    where s.organization_id in (select tenancy.visible_organization_ids())
+$f$;
+
+-- Sites owned by a visible organization, or by a user who is a member of one.
+create or replace function tenancy.visible_site_ids() returns setof bigint
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $f$
+    select s.id from tenancy.sites s
+    where s.organization_id in (select tenancy.visible_organization_ids())
+       or s.user_id in (select m.user_id from tenancy.memberships m
+                        where m.organization_id in (select tenancy.visible_organization_ids()))
+$f$;
+
+-- --------------------------------------------------------- ingest lookup
+
+create or replace function metrics.ingest_servers()
+returns table (id bigint, name text, organization_id bigint, organization_slug text, organization_name text)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $f$
+    select s.id, s.name, o.id, o.slug, o.name
+    from tenancy.servers s join tenancy.organizations o on o.id = s.organization_id
+$f$;
+
+create or replace function metrics.ingest_sites()
+returns table (id bigint, name text, organization_id bigint, organization_slug text, organization_name text)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $f$
+    select s.id, s.name, o.id, o.slug, o.name
+    from tenancy.sites s left join tenancy.organizations o on o.id = s.organization_id
+$f$;
+
+revoke execute on function metrics.ingest_servers() from public;
+revoke execute on function metrics.ingest_sites() from public;
+grant execute on function metrics.ingest_servers() to rmp_ingest, rmp_admin;
+grant execute on function metrics.ingest_sites() to rmp_ingest, rmp_admin;
+
+-- ----------------------------------------------------------------- audit
+-- Security definer so that writers need no privilege on audit_log (and so
+-- cannot forge rows); acting_role is read from the `role` setting because
+-- current_user is the function owner here.
+
+create or replace function tenancy.audit_change() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $f$
+declare
+    old_row jsonb := to_jsonb(old);
+    new_row jsonb := to_jsonb(new);
+begin
+    if tg_op = 'UPDATE' and old_row = new_row then
+        return null;   -- nothing changed
+    end if;
+    insert into tenancy.audit_log (login, acting_role, table_name, action, organization_id, old_row, new_row)
+    values (session_user,
+            coalesce(nullif(current_setting('role'), 'none'), session_user),
+            tg_table_name,
+            lower(tg_op),
+            coalesce((new_row ->> 'organization_id')::bigint, (old_row ->> 'organization_id')::bigint),
+            old_row,
+            new_row);
+    return null;
+end
+$f$;
+
+create or replace trigger licences_audit
+    after insert or update or delete on tenancy.licences
+    for each row execute function tenancy.audit_change();
+create or replace trigger organization_settings_audit
+    after insert or update or delete on tenancy.organization_settings
+    for each row execute function tenancy.audit_change();
+create or replace trigger memberships_audit
+    after insert or update or delete on tenancy.memberships
+    for each row execute function tenancy.audit_change();
+create or replace trigger tenant_grants_audit
+    after insert or update or delete on tenancy.tenant_grants
+    for each row execute function tenancy.audit_change();
+
+-- ------------------------------------------------- row-level security
+-- One policy per table, for every command; the table owner (the migrating
+-- role) bypasses it, so jobs and migrations see everything.
+
+alter table tenancy.organizations enable row level security;
+drop policy if exists tenant_scope on tenancy.organizations;
+create policy tenant_scope on tenancy.organizations
+    using ((select tenancy.sees_all()) or id in (select tenancy.visible_organization_ids()));
+
+alter table tenancy.users enable row level security;
+drop policy if exists tenant_scope on tenancy.users;
+create policy tenant_scope on tenancy.users
+    using ((select tenancy.sees_all()) or id in (
+        select m.user_id from tenancy.memberships m
+        where m.organization_id in (select tenancy.visible_organization_ids())));
+
+alter table tenancy.memberships enable row level security;
+drop policy if exists tenant_scope on tenancy.memberships;
+create policy tenant_scope on tenancy.memberships
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+
+alter table tenancy.servers enable row level security;
+drop policy if exists tenant_scope on tenancy.servers;
+create policy tenant_scope on tenancy.servers
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+
+alter table tenancy.sites enable row level security;
+drop policy if exists tenant_scope on tenancy.sites;
+create policy tenant_scope on tenancy.sites
+    using ((select tenancy.sees_all()) or id in (select tenancy.visible_site_ids()));
+
+alter table tenancy.applications enable row level security;
+drop policy if exists tenant_scope on tenancy.applications;
+create policy tenant_scope on tenancy.applications
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+
+alter table tenancy.databases enable row level security;
+drop policy if exists tenant_scope on tenancy.databases;
+create policy tenant_scope on tenancy.databases
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+
+alter table tenancy.deployments enable row level security;
+drop policy if exists tenant_scope on tenancy.deployments;
+create policy tenant_scope on tenancy.deployments
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+
+alter table tenancy.licences enable row level security;
+drop policy if exists tenant_scope on tenancy.licences;
+create policy tenant_scope on tenancy.licences
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+
+alter table tenancy.organization_settings enable row level security;
+drop policy if exists tenant_scope on tenancy.organization_settings;
+create policy tenant_scope on tenancy.organization_settings
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+
+-- A login sees its own grants (what `rmp tenant list` shows it); admins all.
+alter table tenancy.tenant_grants enable row level security;
+drop policy if exists tenant_scope on tenancy.tenant_grants;
+create policy tenant_scope on tenancy.tenant_grants
+    using ((select tenancy.sees_all()) or login = session_user);
+
+alter table tenancy.audit_log enable row level security;
+drop policy if exists tenant_scope on tenancy.audit_log;
+create policy tenant_scope on tenancy.audit_log
+    using ((select tenancy.sees_all()));
+
+alter table analytics.forecasts enable row level security;
+drop policy if exists tenant_scope on analytics.forecasts;
+create policy tenant_scope on analytics.forecasts
+    using ((select tenancy.sees_all())
+           or (entity_type = 'server' and entity_id in (select tenancy.visible_server_ids()))
+           or (entity_type = 'organization' and entity_id in (select tenancy.visible_organization_ids())));
+
+alter table analytics.anomalies enable row level security;
+drop policy if exists tenant_scope on analytics.anomalies;
+create policy tenant_scope on analytics.anomalies
+    using ((select tenancy.sees_all()) or server_id in (select tenancy.visible_server_ids()));
+
+-- Report runs belong to no organization (a run covers the fleet): admins only.
+alter table analytics.report_runs enable row level security;
+drop policy if exists tenant_scope on analytics.report_runs;
+create policy tenant_scope on analytics.report_runs
+    using ((select tenancy.sees_all()));
+
+-- ------------------------------------------------------- tenant views
+-- Owned by the migrating role, so they read schema metrics with its rights;
+-- security_barrier keeps a caller's functions from seeing filtered rows.
+
+create or replace view tenant.server_metrics with (security_barrier) as
+select m.* from metrics.server_metrics m
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+
+create or replace view tenant.metric_samples with (security_barrier) as
+select m.* from metrics.metric_samples m
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+
+create or replace view tenant.site_usage with (security_barrier) as
+select m.* from metrics.site_usage m
+where (select tenancy.sees_all()) or m.site_id in (select tenancy.visible_site_ids());
+
+create or replace view tenant.scaling_events with (security_barrier) as
+select m.* from metrics.scaling_events m
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+
+create or replace view tenant.metric_types as
+select * from metrics.metric_types;
+
+create or replace view tenant.server_metrics_1m with (security_barrier) as
+select m.* from metrics.server_metrics_1m m
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+
+create or replace view tenant.server_metrics_5m with (security_barrier) as
+select m.* from metrics.server_metrics_5m m
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+
+create or replace view tenant.server_metrics_1h with (security_barrier) as
+select m.* from metrics.server_metrics_1h m
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+
+create or replace view tenant.server_metrics_1d with (security_barrier) as
+select m.* from metrics.server_metrics_1d m
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+
+create or replace view tenant.site_usage_daily with (security_barrier) as
+select m.* from metrics.site_usage_daily m
+where (select tenancy.sees_all()) or m.site_id in (select tenancy.visible_site_ids());
+
+create or replace view tenant.server_last_point with (security_barrier) as
+select m.* from metrics.server_last_point m
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+
+-- ------------------------------------------------------------ privileges
+
+grant usage on schema tenancy, metrics, analytics, tenant to rmp_admin;
+grant all on all tables in schema tenancy, metrics, analytics, tenant to rmp_admin;
+grant all on all sequences in schema tenancy, metrics, analytics to rmp_admin;
+-- the audit log is append-only, and only through the trigger
+revoke insert, update, delete, truncate on tenancy.audit_log from rmp_admin;
+
+grant usage on schema metrics to rmp_ingest;
+-- select too: the loader's `insert ... on conflict (key) do nothing` needs it
+-- (a column-level grant on the key fails: TimescaleDB copies it to the
+-- compressed hypertable, whose columns differ). Metrics only, every tenant:
+-- ingest is the fleet's loader, not a tenant.
+grant select, insert on metrics.server_metrics, metrics.metric_samples, metrics.site_usage,
+    metrics.scaling_events to rmp_ingest;
+-- the loader reads the type catalog and de-duplicates its own rejections
+grant select on metrics.metric_types to rmp_ingest;
+grant select, insert on metrics.rejected_rows to rmp_ingest;
+
+grant usage on schema tenancy, analytics, tenant to rmp_analyst;
+grant select on tenancy.organizations, tenancy.users, tenancy.memberships, tenancy.servers, tenancy.sites,
+    tenancy.applications, tenancy.databases, tenancy.deployments, tenancy.licences,
+    tenancy.organization_settings, tenancy.tenant_grants
+    to rmp_analyst;
+grant select on all tables in schema analytics to rmp_analyst;
+grant select on all tables in schema tenant to rmp_analyst;
+
+end
+$guard$;
