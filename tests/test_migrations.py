@@ -91,3 +91,17 @@ def test_upgrade_at_head_reapplies_policies_without_duplicates(fresh_url):
 def test_unknown_revision_is_a_user_error(fresh_url):
     with pytest.raises(migrations.MigrationError, match="nosuchrev"):
         migrations.upgrade(fresh_url, "nosuchrev")
+
+
+def test_migrate_command_reports_revisions_and_one_line_errors(fresh_url, monkeypatch, capsys):
+    from rmp.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", fresh_url)
+    main(["migrate", "current"])
+    assert capsys.readouterr().out == "current 0002_aggregates, head 0002_aggregates\n"
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["migrate", "upgrade", "nosuchrev"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "rmp: error: Can't locate revision identified by 'nosuchrev'\n"
