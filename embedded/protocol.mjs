@@ -63,6 +63,15 @@ export function lastReadyStatus(buf) {
   return status;
 }
 
+export function hasError(buf) {
+  let i = 0;
+  while (i + 5 <= buf.length) {
+    if (buf[i] === 0x45 /* E */) return true;
+    i += 1 + buf.readInt32BE(i + 1);
+  }
+  return false;
+}
+
 // Reads NUL-terminated strings from a message body.
 export function readCStrings(body, count, offset = 0) {
   const out = [];

@@ -198,13 +198,23 @@ async function exec(sql, params = []) {
   return db.query(sql, params);
 }
 
+// Runs internal SQL through the raw protocol (no result parsing); true when
+// it ended without an error.
+async function execRawOk(sql) {
+  const out = Buffer.from(await db.execProtocolRaw(P.query(sql), { syncToFs: false }));
+  return !P.hasError(out);
+}
+
 async function execQuiet(sql) {
   try { await db.exec(sql); } catch (err) { debug('internal statement failed', sql, err.message); }
 }
 
-// Hands the session from whoever carries it to `client`.
+// Hands the session from whoever carries it to `client`: three round trips
+// (save the previous client's settings, reset, apply the new client's role
+// and settings), each one multi-statement query.
 async function switchTo(client) {
   if (sessionUser === client) return;
+  const t0 = performance.now();
   const prev = sessionUser;
   if (prev && !prev.closed && prev !== JOBS) {
     try {
@@ -215,12 +225,19 @@ async function switchTo(client) {
   // Back to the superuser first (RESET SESSION AUTHORIZATION does not go back
   // in PGlite: it keeps the role last set), then reset as the superuser.
   await db.exec('SET SESSION AUTHORIZATION postgres');
-  for (const sql of RESET_SESSION_SQL) await execQuiet(sql);
-  if (client.user !== 'postgres') await db.exec(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`);
-  for (const [name, value] of client.gucs) {
-    try { await exec('SELECT set_config($1, $2, false)', [name, value]); } catch (err) { debug('setting not restored', name, err.message); }
+  if (!await execRawOk(RESET_SESSION_SQL.join('; '))) {
+    for (const sql of RESET_SESSION_SQL) await execQuiet(sql);
+  }
+  // As the client's role: a login may only restore what it may set.
+  const apply = [...client.gucs].map(([name, value]) => `SELECT set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`);
+  if (client.user !== 'postgres') apply.unshift(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`);
+  if (apply.length && !await execRawOk(apply.join('; '))) {
+    // One bad value (a startup parameter, a setting the role may not set) must not cost the others.
+    if (client.user !== 'postgres') await db.exec(apply.shift());
+    for (const stmt of apply) await execQuiet(stmt);
   }
   sessionUser = client;
+  debug(`session handed to client ${client.id} in ${(performance.now() - t0).toFixed(1)} ms`);
 }
 
 // Roles and databases, looked up through the session when a login needs them.
