@@ -273,6 +273,12 @@ def test_login_role_is_applied(server):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 r.execute(escape)
         assert r.execute("select current_user").fetchone() == ("reader_1",)
+    # Startup settings are applied as the login's role: a superuser-only one is not.
+    with psycopg.connect(url, autocommit=True, options="-c allow_system_table_mods=on -c work_mem=8MB") as r:
+        with psycopg.connect(server.url, autocommit=True) as other:
+            other.execute("select 1")  # makes the session change hands once more
+        assert r.execute("show allow_system_table_mods").fetchone() == ("off",)
+        assert r.execute("show work_mem").fetchone() == ("8MB",)
     with pytest.raises(psycopg.OperationalError, match='role "nobody_here" does not exist'):
         psycopg.connect(server.url.replace("postgres@", "nobody_here@"))
     with pytest.raises(psycopg.OperationalError, match='database "nodb" does not exist'):
