@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,17 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
         raise IngestFileError(path, f"unknown format {''.join(path.suffixes) or '(no extension)'!r} "
                               "(expected .csv, .ndjson/.jsonl or .parquet, optionally .gz; or pass --format)")
     return found
+
+
+@dataclass(slots=True)
+class RowBatch:
+    """A batch of CSV rows split into fields, for column-wise validation."""
+
+    lines: list[int]           # line number of each row
+    rows: list[list[str]]      # each exactly as many fields as the header
+    raws: list[str]
+    broken: list[Record]       # empty lines, wrong field counts, CSV errors
+    position: int
 
 
 class Source:
@@ -152,11 +164,60 @@ class CsvSource(Source):
     def position(self) -> int:
         return self.tap.consumed
 
+    def row_batches(self, batch_rows: int) -> Iterator[RowBatch]:
+        """Rows in batches of ``batch_rows`` lines. Lines without a quote are split on
+        commas directly (one line, one record); a chunk with quotes goes through the
+        csv module, which may read on past the chunk to finish a quoted field."""
+        ncols = len(self.columns)
+        tap = self.tap
+        while True:
+            try:
+                chunk = list(itertools.islice(self.fh, batch_rows))
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                raise IngestFileError(self.path, f"read failed after line {tap.line}: {exc}") from None
+            if not chunk:
+                return
+            lines: list[int] = []
+            rows: list[list[str]] = []
+            raws: list[str] = []
+            broken: list[Record] = []
+            if any('"' in text for text in chunk):
+                end = tap.line + len(chunk)
+                tap.fh = itertools.chain(chunk, self.fh)
+                for rec in self._records(stop_after_line=end):
+                    if rec.values is None:
+                        broken.append(rec)
+                    else:
+                        lines.append(rec.line)
+                        rows.append(list(rec.values.values()))
+                        raws.append(rec.raw)
+                tap.fh = self.fh
+            else:
+                line = tap.line
+                for text in chunk:
+                    line += 1
+                    raw = text.rstrip("\r\n")
+                    fields = raw.split(",")
+                    if len(fields) == ncols:
+                        lines.append(line)
+                        rows.append(fields)
+                        raws.append(raw)
+                    elif not raw.strip():
+                        broken.append(Record(line, None, raw, ("-", "empty line")))
+                    else:
+                        broken.append(Record(line, None, raw, ("-", f"expected {ncols} fields, found {len(fields)}")))
+                tap.line = line
+                tap.consumed += sum(map(len, chunk))
+            yield RowBatch(lines, rows, raws, broken, tap.consumed)
+
     def records(self) -> Iterator[Record]:
+        return self._records()
+
+    def _records(self, stop_after_line: int | None = None) -> Iterator[Record]:
         ncols = len(self.columns)
         columns = self.columns
         tap = self.tap
-        while True:
+        while stop_after_line is None or tap.line < stop_after_line:
             start = tap.line + 1
             try:
                 row = next(self.reader)

@@ -25,10 +25,10 @@ import psycopg
 from psycopg import sql
 
 from ingest.errors import IngestSetupError
-from ingest.formats import Source, open_source
+from ingest.formats import CsvSource, Source, open_source
 from ingest.quarantine import QuarantineFile, record_rejections
 from ingest.targets import Column, Target, detect_target, get_target, table_columns
-from ingest.validate import Rejection, Resolver, RowValidator
+from ingest.validate import ColumnValidator, Rejection, Resolver, RowValidator
 from rmp import db
 
 DEFAULT_BATCH_ROWS = 20_000
@@ -200,6 +200,16 @@ _DONE = object()
 
 def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
                        stop: threading.Event) -> Iterator[_Batch]:
+    if isinstance(source, CsvSource):
+        columns = ColumnValidator(validator, source.columns)
+        for rb in source.row_batches(batch_rows):
+            if stop.is_set():
+                return
+            good, bad = columns.validate(rb.lines, rb.rows, rb.raws)
+            bad.extend(validator.row(rec) for rec in rb.broken)
+            bad.sort(key=lambda r: r.line)
+            yield _Batch(good, bad, rb.position)
+        return
     good: list[tuple] = []
     bad: list[Rejection] = []
     row = validator.row
