@@ -163,6 +163,6 @@ export function analyseCopy(sql) {
   const columns = paren < 0 ? null : target.slice(paren + 1, target.lastIndexOf(')')).split(',').length;
   return {
     mentionsStdin: true,
-    copy: { sql: `COPY ${target} FROM '/dev/blob' ${options}`, binary, table, columns },
+    copy: { sql: `COPY ${target} FROM '/dev/blob' ${options}`, binary, table, columns, options },
   };
 }

@@ -343,7 +343,7 @@ async function translate(client, item) {
             ncols = Number((await exec('SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped', [copy.table])).rows[0].n);
           } catch { ncols = 0; }
         }
-        client.copy = { sql: copy.sql, chunks: [], bytes: 0 };
+        client.copy = { sql: copy.sql, table: copy.table, options: copy.options, chunks: [], bytes: 0 };
         client.send(P.copyInResponse(copy.binary, ncols));
         return null;
       }
@@ -389,10 +389,21 @@ async function translate(client, item) {
       if (!copy) return null;
       client.copy = null;
       if (type === 'f') return raiseMessage('57014', `COPY from stdin failed: ${P.parseQueryText(msg)}`);
+      let asSuper = false;
+      if (!client.isSuper) {
+        const refusal = await copyRefusal(client, copy);
+        if (refusal) return raiseMessage(refusal[0], refusal[1]);
+        asSuper = true;
+      }
+      // before the blob: db.exec() clears a pending blob
+      if (asSuper) await db.exec('SET SESSION AUTHORIZATION postgres');
       await db._handleBlob(new Blob(copy.chunks));
       try {
         await runRaw(client, P.query(copy.sql));
       } finally {
+        // In a failed transaction this SET fails too; the rollback then
+        // restores the login's role (SET is transactional).
+        if (asSuper) await execQuiet(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`);
         await db._cleanupBlob();
       }
       return null;
@@ -400,6 +411,46 @@ async function translate(client, item) {
     default:
       return null; // 'p' outside authentication: ignored like a server would after trust auth
   }
+}
+
+// COPY ... FROM '/dev/blob' reads a server file, which only superusers may
+// do, so a login's COPY FROM STDIN runs as the superuser for that one
+// statement. First it gets the checks a real server's COPY FROM STDIN makes
+// (INSERT privilege, no row-level security), and nothing of the login's own
+// making may run code inside it: no WHERE clause, and the target is either a
+// superuser's table (its triggers, defaults and constraints are the owner's)
+// or the login's own temp table with no triggers, defaults, check
+// constraints, expression indexes or user-defined column types.
+// Returns [sqlstate, message] to refuse, or null.
+async function copyRefusal(client, copy) {
+  if (/\bwhere\b/i.test(copy.options.replace(/'(?:[^']|'')*'/g, "''"))) {
+    return ['0A000', 'COPY FROM STDIN ... WHERE is only allowed for superusers on the embedded server'];
+  }
+  let row;
+  try {
+    row = (await exec(`SELECT has_table_privilege($1::name, c.oid, 'INSERT') AS may_insert,
+        c.relrowsecurity AS rls, o.rolsuper AS owner_super,
+        (c.relkind = 'r' AND c.relpersistence = 't' AND c.relnamespace = pg_my_temp_schema()
+         AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid)
+         AND NOT EXISTS (SELECT 1 FROM pg_attrdef d WHERE d.adrelid = c.oid)
+         AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype IN ('c', 'f', 'x'))
+         AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+                         AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL))
+         AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                         AND a.atttypid >= 16384)) AS plain_temp
+      FROM pg_class c JOIN pg_roles o ON o.oid = c.relowner WHERE c.oid = to_regclass($2)`,
+    [client.user, copy.table])).rows[0];
+  } catch (err) {
+    return ['42P01', `COPY target ${copy.table}: ${err.message}`];
+  }
+  if (!row) return ['42P01', `relation "${copy.table}" does not exist`];
+  if (!row.may_insert) return ['42501', `permission denied for table ${copy.table}`];
+  if (row.rls) return ['0A000', 'COPY FROM not supported with row-level security'];
+  if (!row.owner_super && !row.plain_temp) {
+    return ['42501', `COPY FROM STDIN into ${copy.table} is refused for non-superusers on the embedded server `
+      + '(only tables owned by a superuser, or plain temp tables of the session)'];
+  }
+  return null;
 }
 
 async function runInternal(buf) {
