@@ -1,0 +1,130 @@
+"""Forecasting algorithms on series whose right answers are known (no database)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics.forecast import (
+    STATUS_INSUFFICIENT,
+    ForecastConfig,
+    backtest,
+    forecast_series,
+    linear_fit,
+    mase,
+    predict_linear,
+    predict_seasonal_naive,
+)
+
+START = pd.Timestamp("2024-03-01", tz="UTC")
+
+
+def hourly(values: np.ndarray) -> pd.Series:
+    return pd.Series(values, index=pd.date_range(START, periods=len(values), freq="h"))
+
+
+def test_linear_fit_of_an_exact_line():
+    days = np.arange(24 * 10) / 24
+    fit = linear_fit(hourly(20 + 1.5 * days))
+    assert fit.slope_per_day == pytest.approx(1.5, abs=1e-9)
+    assert fit.intercept == pytest.approx(20.0, abs=1e-9)
+    assert fit.r_squared == pytest.approx(1.0)
+    assert fit.trend == "increasing"
+    assert linear_fit(hourly(80 - 0.5 * days)).trend == "decreasing"
+
+
+def test_flat_noise_is_stable():
+    rng = np.random.default_rng(3)
+    fit = linear_fit(hourly(50 + rng.normal(0, 1, 24 * 10)))
+    assert fit.trend == "stable"
+    assert abs(fit.slope_per_day) < 0.1
+
+
+def test_mase_arithmetic():
+    train = np.array([1.0, 2.0, 3.0, 5.0, 6.0, 7.0])  # season 3: |5-1|,|6-2|,|7-3| -> scale 4
+    actual = np.array([8.0, 9.0])
+    predicted = np.array([6.0, 11.0])  # errors 2 and 2 -> MAE 2
+    assert mase(actual, predicted, train, 3) == pytest.approx(0.5)
+    assert mase(actual, actual, np.ones(6), 3) == 0.0
+    assert mase(actual, predicted, np.ones(6), 3) == math.inf
+
+
+def test_seasonal_naive_repeats_the_last_season():
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    pred = predict_seasonal_naive(y, 5, 3, 0.95)
+    assert list(pred.mean) == [4.0, 5.0, 6.0, 4.0, 5.0]
+    # seasonal differences are all 3 -> sigma 3; the second season is sqrt(2) wider
+    half = pred.hi - pred.mean
+    assert half[0] == pytest.approx(1.959964 * 3, rel=1e-5)
+    assert half[3] == pytest.approx(1.959964 * 3 * math.sqrt(2), rel=1e-5)
+
+
+def test_linear_prediction_interval_formula():
+    y = np.array([1.0, 3.0, 2.0, 4.0])  # OLS: slope 0.8, intercept 1.3; residual SS 1.8
+    pred = predict_linear(y, 1, 24, 0.95)
+    assert pred.mean[0] == pytest.approx(1.3 + 0.8 * 4)
+    s = math.sqrt(1.8 / 2)
+    se = s * math.sqrt(1 + 1 / 4 + (4 - 1.5) ** 2 / 5)
+    assert pred.hi[0] - pred.mean[0] == pytest.approx(4.302653 * se, rel=1e-5)
+
+
+def test_known_linear_disk_trend_gives_time_to_90_within_10_percent():
+    rng = np.random.default_rng(7)
+    n = 24 * 21
+    days = np.arange(n) / 24
+    # 40 % rising 1.0 point/day with a small daily cycle: the line reaches 90 % after 50 days
+    disk = 40 + 1.0 * days + 0.5 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 0.3, n)
+    result = forecast_series(hourly(disk), threshold=90.0)
+    assert result.status == "ok"
+    true_remaining = START + pd.Timedelta(days=50) - hourly(disk).index[-1]
+    predicted_remaining = result.threshold_crossing_at - hourly(disk).index[-1]
+    assert abs(predicted_remaining / true_remaining - 1) < 0.10
+    assert result.crossing_lo_at <= result.threshold_crossing_at
+    assert result.crossing_hi_at is None or result.crossing_hi_at >= result.threshold_crossing_at
+    assert result.trend == "increasing"
+    assert result.slope_per_day == pytest.approx(1.0, abs=0.02)
+    assert len(result.points) == 14 * 24
+    assert (result.points["lo"] <= result.points["yhat"]).all()
+    assert (result.points["yhat"] <= result.points["hi"]).all()
+
+
+def test_daily_seasonal_series_is_forecast_better_by_the_seasonal_model():
+    rng = np.random.default_rng(11)
+    n = 24 * 14
+    cpu = 35 + 20 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 2, n)
+    result = forecast_series(hourly(cpu))
+    assert result.model in ("ets_daily", "seasonal_naive")
+    assert result.mase < result.backtest["linear"]
+    assert result.backtest["linear"] > 3 * result.mase
+    # the forecast keeps the daily cycle: peak minus trough near 2 * 20
+    day = result.points["yhat"].iloc[:24]
+    assert day.max() - day.min() == pytest.approx(40, rel=0.15)
+
+
+def test_backtest_of_seasonal_naive_on_a_pure_cycle_is_zero():
+    y = np.tile(np.arange(24, dtype=float), 5)
+    assert backtest(y, "seasonal_naive", 24, 24, 3) == 0.0
+
+
+def test_short_series_gives_insufficient_data_and_no_numbers():
+    result = forecast_series(hourly(np.linspace(10, 20, 40)), threshold=90.0)
+    assert result.status == STATUS_INSUFFICIENT
+    assert result.n_points == 40
+    assert result.points is None
+    assert result.model is None and result.slope_per_day is None and result.mase is None
+    assert result.threshold_crossing_at is None
+
+
+def test_already_over_threshold_crosses_at_the_last_observation():
+    series = hourly(np.linspace(91, 95, 24 * 4))
+    result = forecast_series(series, threshold=90.0)
+    assert result.threshold_crossing_at == series.index[-1]
+
+
+def test_minimum_history_is_three_days_of_hours():
+    assert ForecastConfig().min_points == 72
+    assert forecast_series(hourly(np.linspace(10, 20, 71))).status == STATUS_INSUFFICIENT
+    assert forecast_series(hourly(np.linspace(10, 20, 72))).status == "ok"
