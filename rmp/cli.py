@@ -25,6 +25,7 @@ COMMANDS = {
     "generate": "ingest.cli:generate",
     "collect": "ingest.cli:collect",
     "demo": "rmp.commands.demo:demo",
+    "tenant": "rmp.commands.tenant:tenant",
 }
 
 
