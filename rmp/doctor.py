@@ -76,7 +76,7 @@ def _revision(conn: psycopg.Connection) -> Check:
     rows = conn.execute("select version_num from public.alembic_version").fetchall()
     current = rows[0][0] if rows else None
     if current != head:
-        return Check("migrations", False, f"database is at revision {current}, head is {head} (run `rmp migrate upgrade`)")
+        return Check("migrations", False, f"database is at revision {current or 'base (empty)'}, head is {head} (run `rmp migrate upgrade`)")
     return Check("migrations", True, f"at head {head}")
 
 
