@@ -36,7 +36,8 @@ def variables(name: str) -> set[str]:
 
 def _text(name: str) -> str:
     path = QUERIES_DIR / f"{name}.sql"
-    if not path.is_file():
+    # Only the files listed here: a name like '../preinstall/001-tenancy' must not run other SQL.
+    if name not in names() or not path.is_file():
         raise QueryError(f"no query {name!r} in {QUERIES_DIR} (have: {', '.join(names())})")
     return path.read_text()
 
