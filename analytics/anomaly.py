@@ -126,8 +126,10 @@ def stl_residual_scores(series: pd.Series, period: int, sensitivity: float = DEF
         raise InsufficientHistory(f"STL needs at least {2 * period + 1} points (two seasons), got {len(series)}")
     y = series.to_numpy(dtype=float)
     window = max(5, period // 12) | 1
-    median = series.rolling(window, center=True, min_periods=1).median().to_numpy()
-    cleaned = np.where(np.abs(robust_z(y - median)) > sensitivity, median, y)
+    # full windows only: a one-sided median at the ends sits off a slope and would "clean" good points
+    median = series.rolling(window, center=True).median().to_numpy()
+    deviation = np.nan_to_num(y - median)
+    cleaned = np.where(np.abs(robust_z(deviation)) > sensitivity, median, y)
     # Jumps of ~10 % of each smoother's span: Cleveland et al. (1990) show the fit
     # barely changes, and it is far faster on 5-minute data (period 288).
     low_pass = period + 1 if period % 2 == 0 else period + 2
