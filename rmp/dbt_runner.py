@@ -58,6 +58,14 @@ class DbtResult:
         """unique_id -> status ('success', 'pass', 'fail', 'error', ...) of every node run."""
         return {r.node.unique_id: str(r.status) for r in getattr(self.result, "results", None) or []}
 
+    def failures(self) -> dict[str, str]:
+        """unique_id -> dbt's message, for every node that did not succeed or pass."""
+        return {
+            r.node.unique_id: str(r.message)
+            for r in getattr(self.result, "results", None) or []
+            if str(r.status) not in ("success", "pass")
+        }
+
 
 def is_embedded(url: str) -> bool:
     """True when the URL points at the embedded engine (its only database is template1)."""

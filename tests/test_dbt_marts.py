@@ -194,7 +194,8 @@ def rows(url: str, query: str, params: tuple = ()) -> list[dict]:
 
 def test_build_passes_every_model_and_test(built):
     _, result, _ = built
-    assert result.success, result.statuses()
+    assert result.success, result.failures()
+    assert result.failures() == {}
     statuses = result.statuses()
     marts = [k for k in statuses if k.startswith("model.rmp.") and ".stg_" not in k]
     assert sorted(m.split(".")[-1] for m in marts) == [
