@@ -25,6 +25,10 @@ COMMANDS = {
     "generate": "ingest.cli:generate",
     "collect": "ingest.cli:collect",
     "demo": "rmp.commands.demo:demo",
+    "forecast": "analytics.cli:forecast",
+    "anomalies": "analytics.cli:anomalies",
+    "report": "analytics.cli:report",
+    "export": "analytics.cli:export",
     "tenant": "rmp.commands.tenant:tenant",
 }
 
