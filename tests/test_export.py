@@ -1,0 +1,79 @@
+"""`rmp export`: CSV and JSON parse back to exactly the numbers in the database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+from test_forecast_db import DAYS, fleet  # noqa: F401 - the fixture is used by name
+
+from analytics.export import ExportError, export, fetch
+from analytics.pipeline import run_anomalies, run_forecasts
+
+
+@pytest.fixture
+def results(db, migrated_url, fleet):  # noqa: F811
+    run_forecasts(migrated_url)
+    run_anomalies(migrated_url, metrics=["cpu"], detectors=["stl_mad", "baseline_rule"], days=DAYS)
+    return fleet
+
+
+def test_forecasts_json_round_trips(db, results, tmp_path):
+    out = tmp_path / "forecasts.json"
+    n, _ = export(db, "forecasts", "json", out)
+    parsed = json.loads(out.read_text())
+    rows = db.execute("select entity_type, entity_id, metric, slope_per_day, r_squared, mase,"
+                      " threshold_crossing_at, forecast from analytics.forecasts"
+                      " order by entity_type, entity_id, metric, horizon_start").fetchall()
+    assert n == len(parsed) == len(rows) == 10
+    for p, r in zip(parsed, rows, strict=True):
+        assert (p["entity_type"], p["entity_id"], p["metric"]) == r[:3]
+        assert (p["slope_per_day"], p["r_squared"], p["mase"]) == r[3:6]  # exact floats
+        assert (None if p["threshold_crossing_at"] is None
+                else datetime.fromisoformat(p["threshold_crossing_at"])) == r[6]
+        assert p["forecast"] == r[7]
+
+
+def test_anomalies_csv_round_trips(db, results, tmp_path):
+    out = tmp_path / "anomalies.csv"
+    export(db, "anomalies", "csv", out)
+    parsed = list(csv.DictReader(io.StringIO(out.read_text())))
+    rows = db.execute("select server_id, detector, started_at, observed, expected, score, direction"
+                      " from analytics.anomalies order by server_id, metric, detector, started_at").fetchall()
+    assert len(parsed) == len(rows) > 0
+    for p, r in zip(parsed, rows, strict=True):
+        assert (int(p["server_id"]), p["detector"], datetime.fromisoformat(p["started_at"])) == r[:3]
+        assert (float(p["observed"]), float(p["expected"]), float(p["score"]), p["direction"]) == r[3:]
+
+
+def test_aggregate_export_filtered_by_server(db, results):
+    _, text = export(db, "server_metrics_1h", "csv", None, entity_id=results["db"])
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert len(parsed) == 48  # two days of hours for db-01
+    assert {p["server_id"] for p in parsed} == {str(results["db"])}
+    cols, rows = fetch(db, "server_metrics_1h", entity_id=results["db"])
+    first = dict(zip(cols, rows[0], strict=True))
+    assert float(parsed[0]["disk_avg_percent"]) == first["disk_avg_percent"]
+    assert int(parsed[0]["sample_count"]) == first["sample_count"] == 12
+
+
+def test_unknown_names_are_refused_without_touching_sql(db):
+    with pytest.raises(ExportError, match="cannot export 'tenancy.users'"):
+        fetch(db, "tenancy.users")
+    with pytest.raises(ExportError, match="unknown format 'xml'"):
+        export(db, "forecasts", "xml", None)
+
+
+def test_cli_rejects_a_relation_outside_the_allow_list(migrated_url):
+    env = {**os.environ, "DATABASE_URL": migrated_url}
+    done = subprocess.run([sys.executable, "-m", "rmp.cli", "export", "pg_authid"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert "Invalid value for '{forecasts|anomalies" in done.stderr
+    assert "Traceback" not in done.stderr

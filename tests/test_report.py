@@ -1,0 +1,82 @@
+"""`rmp report` against the real engine: files with images, run records, failure leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from test_forecast_db import DAYS, fleet  # noqa: F401 - the fixture is used by name
+
+from analytics.pipeline import run_anomalies, run_forecasts
+from analytics.report import ReportFailed, write_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_has_every_section_and_its_images(db, migrated_url, fleet, tmp_path):  # noqa: F811
+    run_forecasts(migrated_url)
+    run_anomalies(migrated_url, metrics=["cpu"], detectors=["stl_mad"], days=DAYS)
+    path = write_report(migrated_url, tmp_path, days=DAYS, top=5)
+
+    assert path.parent == tmp_path and path.name.startswith("report-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary directory left
+    images = sorted(p.name for p in (path / "img").iterdir())
+    anomaly_id = db.execute("select id from analytics.anomalies").fetchone()[0]
+    assert images == sorted([
+        "fleet_overview.png",
+        f"exhaustion_1_{fleet['web']}.png",
+        f"anomaly_1_{anomaly_id}.png",
+    ])
+    for name in images:
+        assert (path / "img" / name).read_bytes()[:8] == PNG
+    html = (path / "index.html").read_text()
+    md = (path / "report.md").read_text()
+    spike = fleet["start"] + timedelta(hours=24 * 15 + 10)
+    for text in (html, md):
+        for name in images:
+            assert f"img/{name}" in text
+        assert "web-01 (Acme): disk_percent reaches 90" in text
+        assert f"web-01 cpu_percent: up {spike:%Y-%m-%d %H:%M} UTC" in text
+        assert "Organizations nearest their quotas" in text
+    run = db.execute("select kind, status, output_path, error from analytics.report_runs"
+                     " where kind = 'report'").fetchall()
+    assert run == [("report", "ok", str(path), None)]
+
+
+def test_failed_report_is_recorded_and_leaves_no_files(db, migrated_url, fleet, tmp_path):  # noqa: F811
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    with pytest.raises(ReportFailed, match=r"report run \d+ failed: FileExistsError"):
+        write_report(migrated_url, blocker, days=DAYS)
+    status, error, output = db.execute(
+        "select status, error, output_path from analytics.report_runs where kind = 'report'").fetchone()
+    assert status == "failed" and "FileExistsError" in error and output is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-directory"]
+
+
+def test_cli_report_failure_exits_non_zero_with_one_line(db, migrated_url, fleet, tmp_path):  # noqa: F811
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    env = {**os.environ, "DATABASE_URL": migrated_url}
+    done = subprocess.run([sys.executable, "-m", "rmp.cli", "report", "--no-refresh", "--out", str(blocker / "reports")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ERROR" in lines[0] and "report run" in lines[0]
+    assert "Traceback" not in done.stderr
+    assert db.execute("select status from analytics.report_runs").fetchall() == [("failed",)]
+
+
+def test_cli_report_writes_a_report(db, migrated_url, fleet, tmp_path):  # noqa: F811
+    env = {**os.environ, "DATABASE_URL": migrated_url}
+    done = subprocess.run([sys.executable, "-m", "rmp.cli", "report", "--days", str(DAYS), "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (report_dir,) = list(tmp_path.iterdir())
+    assert done.stdout.strip() == f"report written to {report_dir / 'index.html'} and {report_dir / 'report.md'}"
+    assert (report_dir / "img" / "fleet_overview.png").read_bytes()[:8] == PNG
+    kinds = db.execute("select kind, status from analytics.report_runs order by id").fetchall()
+    assert kinds == [("forecast", "ok"), ("report", "ok")]
