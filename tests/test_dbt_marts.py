@@ -348,19 +348,32 @@ def test_server_capacity_score_and_ordering(built):
     assert [r["server_id"] for r in ordered] == [5, 1, 6, 2, 4]
 
 
-def test_capacity_window_excludes_hours_before_it(built):
-    """as_of 23 h later: the 24 h window starts D 11:00:20, so only the 12:00 bucket counts."""
+def test_capacity_window_is_each_servers_latest_hours(built):
+    """A 1 h window keeps only each server's last hour before as_of; a lookback
+    that ends before the data leaves no score."""
     url, _, env = built
-    later = AS_OF + timedelta(hours=23)
-    result = run_dbt(["run", "--select", "server_capacity", "--vars",
-                      json.dumps({"as_of": later.isoformat()})], url, extra_env=env)
+
+    def capacity(vars_: dict) -> dict:
+        result = run_dbt(["run", "--select", "server_capacity", "--vars", json.dumps(vars_)],
+                         url, extra_env=env)
+        assert result.success, result.failures()
+        return {r["server_id"]: (r["latest_hour_start_at"], r["count_recent_hours"],
+                                 r["recent_sample_count"],
+                                 None if r["capacity_score"] is None else float(r["capacity_score"]))
+                for r in rows(url, "select * from marts.server_capacity")}
+
     try:
-        assert result.success
-        got = {r["server_id"]: (r["count_recent_hours"], r["recent_sample_count"],
-                                None if r["capacity_score"] is None else float(r["capacity_score"]))
-               for r in rows(url, "select * from marts.server_capacity")}
-        assert got == {1: (1, 1, 70.0), 2: (1, 1, 25.0), 3: (0, 0, None), 4: (0, 0, None),
-                       5: (0, 0, None), 6: (0, 0, None), 7: (0, 0, None)}
+        # s4's last hour is 11:00 (cpu 20, disk 85 %): its hour-10 cpu p95 of 90 drops out
+        assert capacity({"as_of": AS_OF.isoformat(), "capacity_window_hours": 1}) == {
+            1: (at(12), 1, 1, 70.0), 2: (at(12), 1, 1, 25.0), 3: (None, 0, 0, None),
+            4: (at(11), 1, 120, 15.0), 5: (at(11), 1, 119, 87.5), 6: (at(10), 1, 120, 50.0),
+            7: (None, 0, 0, None),
+        }
+        # as_of 12:00:00 sees hours before it only: the 12:00 bucket is out
+        assert capacity({"as_of": at(12).isoformat()})[1] == (at(11), 2, 240, 70.0)
+        # data 8 days before as_of is outside the 7-day lookback
+        late = capacity({"as_of": (AS_OF + timedelta(days=8)).isoformat()})
+        assert set(late.values()) == {(None, 0, 0, None)}
     finally:
         restored = run_dbt(["run", "--select", "server_capacity", "--vars",
                             json.dumps({"as_of": AS_OF.isoformat()})], url, extra_env=env)

@@ -11,7 +11,7 @@ import click
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def dbt(args: tuple[str, ...]) -> None:
-    """Run dbt with the project's settings, e.g. `rmp dbt build`, `rmp dbt docs generate`.
+    """Run dbt on the project's dbt/ against the platform's database: `rmp dbt build`.
 
     The connection is DATABASE_URL, else the running embedded engine (`rmp db
     start`); --project-dir and --profiles-dir point at dbt/. Every argument

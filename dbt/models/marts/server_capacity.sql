@@ -1,10 +1,13 @@
 {#-
     capacity_score = 100 - (use of the tightest resource), clamped to 0..100.
-    Use of a resource is its worst hourly p95 over the last
-    capacity_window_hours hours before as_of, in percent: cpu_p95_percent,
+    Use of a resource is its worst hourly p95, in percent, over the server's
+    latest capacity_window_hours hours of data (ending at its last hour
+    before as_of, looked for within capacity_lookback_days): cpu_p95_percent,
     memory_used_p95_bytes / memory_total_bytes, disk_used_p95_bytes /
     disk_total_bytes. The worst hour, not an average of p95s: percentiles do
-    not average, and a deployment must fit the busy hour too.
+    not average, and a deployment must fit the busy hour too. Anchoring the
+    window at the server's own last hour keeps a score for a fleet whose
+    data arrives late; server_current says how old it is.
 -#}
 
 with
@@ -17,16 +20,37 @@ hourly_metrics as (
     select * from {{ ref('stg_server_metrics_1h') }}
 ),
 
-recent_hours as (
+-- the lookback bound lets the aggregate's time index skip old history
+hours_before_as_of as (
     select *
     from hourly_metrics
-    where hour_start_at >= {{ as_of() }} - interval '{{ var("capacity_window_hours") | int }} hours'
+    where hour_start_at >= {{ as_of() }} - interval '{{ var("capacity_lookback_days") | int }} days'
         and hour_start_at < {{ as_of() }}
+),
+
+latest_hours as (
+    select
+        server_id,
+        max(hour_start_at) as latest_hour_start_at
+    from hours_before_as_of
+    group by 1
+),
+
+recent_hours as (
+    select
+        hours_before_as_of.*,
+        latest_hours.latest_hour_start_at
+    from hours_before_as_of
+    inner join latest_hours
+        on latest_hours.server_id = hours_before_as_of.server_id
+    where hours_before_as_of.hour_start_at
+        > latest_hours.latest_hour_start_at - interval '{{ var("capacity_window_hours") | int }} hours'
 ),
 
 recent_peaks as (
     select
         server_id,
+        max(latest_hour_start_at) as latest_hour_start_at,
         count(*) as count_hours,
         sum(sample_count) as sample_count,
         max(cpu_p95_percent) as cpu_p95_percent,
@@ -42,6 +66,7 @@ resource_use as (
         servers.organization_id,
         servers.server_name,
         servers.server_status,
+        recent_peaks.latest_hour_start_at,
         coalesce(recent_peaks.count_hours, 0)::bigint as count_recent_hours,
         coalesce(recent_peaks.sample_count, 0)::bigint as recent_sample_count,
         recent_peaks.cpu_p95_percent::double precision as cpu_p95_percent,
