@@ -95,7 +95,7 @@ scored as (
         *,
         case
             when tightest_p95_percent is not null
-                then round(greatest(0, least(100, 100 - tightest_p95_percent))::numeric, 2)
+                then round(greatest(0, least(100, 100 - tightest_p95_percent))::numeric, 2)::numeric(5, 2)
         end as capacity_score,
         case tightest_p95_percent
             when cpu_p95_percent then 'cpu'
