@@ -34,6 +34,7 @@ import psycopg
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"rows": 20_000, "slow_rows": 5_000}
+EXECUTEMANY_CHUNK = 2_000
 ORG_SLUG = "bench-ingest"
 
 
@@ -98,7 +99,7 @@ def _parse_rows(path: Path) -> list[tuple]:
     return out
 
 
-def run(url: str, rows: int = 200_000, slow_rows: int = 50_000, servers: int = 20, console=None,
+def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 20, console=None,
         cleanup: bool = True, out_dir: Path = RESULTS_DIR) -> dict:
     say = console.print if console else print
     from ingest.loader import load_file
@@ -122,12 +123,29 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 50_000, servers: int = 2
             timings[name] = {"rows": n, "seconds": round(seconds, 3), "rows_per_s": round(n / seconds), **extra}
             say(f"  {name:<34} {n:>10,} rows {seconds:8.2f} s {n / seconds:>10,.0f} rows/s")
 
+        env = {**os.environ, "DATABASE_URL": url}
+        rmp_exe = shutil.which("rmp") or str(Path(sys.executable).parent / "rmp")
+        psql_cmd = ["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
+                    f"\\copy metrics.server_metrics ({cols}) from '{csv_path}' with (format csv, header true)"]
+
+        # warm-up: creates the chunks once, so no method pays for them
+        subprocess.run(psql_cmd, check=True, stdout=subprocess.DEVNULL)
         _clear(url, ids)
-        say("rmp ingest (loader API) ...")
-        t = time.perf_counter()
-        r = load_file(csv_path, url)
-        record("rmp_ingest", rows, time.perf_counter() - t)
-        assert r.loaded == rows and r.rejected == 0
+
+        # the two fast methods alternate twice; the best of each counts (noise on a shared machine)
+        for rnd in (1, 2):
+            _clear(url, ids)
+            say(f"psql \\copy (round {rnd}) ...")
+            t = time.perf_counter()
+            subprocess.run(psql_cmd, check=True, stdout=subprocess.DEVNULL)
+            record(f"psql_copy_{rnd}", rows, time.perf_counter() - t)
+
+            _clear(url, ids)
+            say(f"rmp ingest, loader API (round {rnd}) ...")
+            t = time.perf_counter()
+            r = load_file(csv_path, url)
+            record(f"rmp_ingest_{rnd}", rows, time.perf_counter() - t)
+            assert r.loaded == rows and r.rejected == 0
 
         say("rmp ingest, same file again (all duplicates) ...")
         t = time.perf_counter()
@@ -136,33 +154,29 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 50_000, servers: int = 2
         assert r2.loaded == 0 and r2.duplicates == rows
 
         _clear(url, ids)
-        say("rmp ingest (CLI subprocess) ...")
-        rmp_exe = shutil.which("rmp") or str(Path(sys.executable).parent / "rmp")
-        env = {**os.environ, "DATABASE_URL": url}
+        say("rmp ingest (CLI subprocess, includes interpreter start-up) ...")
         t = time.perf_counter()
         subprocess.run([rmp_exe, "ingest", "--quiet", str(csv_path)], check=True, env=env,
                        stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - t
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        record("rmp_ingest_cli", rows, seconds, peak_rss_mb=round(peak_kb / 1024, 1))
-
-        _clear(url, ids)
-        say("psql \\copy ...")
-        t = time.perf_counter()
-        subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
-                        f"\\copy metrics.server_metrics ({cols}) from '{csv_path}' with (format csv, header true)"],
-                       check=True, stdout=subprocess.DEVNULL)
-        record("psql_copy", rows, time.perf_counter() - t)
+        record("rmp_ingest_cli", rows, seconds, peak_rss_mb_of_children=round(peak_kb / 1024, 1))
+        for name in ("psql_copy", "rmp_ingest"):
+            best = max((timings.pop(f"{name}_{k}") for k in (1, 2)), key=lambda m: m["rows_per_s"])
+            timings[name] = best
 
         _clear(url, ids)
         say(f"executemany INSERT of {slow_rows:,} rows ...")
         t = time.perf_counter()
         data = _parse_rows(slow_path)
         placeholders = ", ".join(["%s"] * len(header))
+        insert = (f"insert into metrics.server_metrics ({cols}) values ({placeholders}) "
+                  "on conflict (server_id, collected_at) do nothing")
         with psycopg.connect(url) as conn:
             with conn.cursor() as cur:
-                cur.executemany(f"insert into metrics.server_metrics ({cols}) values ({placeholders}) "
-                                "on conflict (server_id, collected_at) do nothing", data)
+                # chunks: one pipeline of ~10,000 statements stalls the embedded server
+                for i in range(0, len(data), EXECUTEMANY_CHUNK):
+                    cur.executemany(insert, data[i:i + EXECUTEMANY_CHUNK])
             conn.commit()
         record("executemany_insert", slow_rows, time.perf_counter() - t)
 
@@ -220,7 +234,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--slow-rows", type=int, default=50_000, help="rows for executemany and to_sql")
+    parser.add_argument("--slow-rows", type=int, default=20_000, help="rows for executemany and to_sql")
     parser.add_argument("--servers", type=int, default=20)
     args = parser.parse_args()
     with bench_engine() as eng:

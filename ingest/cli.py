@@ -33,7 +33,7 @@ def _rate_column() -> TextColumn:
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson", "parquet"]),
               help="Input format (default: from the file extension).")
 @click.option("--assume-utc", is_flag=True, help="Read timestamps without a zone as UTC instead of rejecting them.")
-@click.option("--batch-rows", default=20_000, show_default=True, type=click.IntRange(1),
+@click.option("--batch-rows", default=10_000, show_default=True, type=click.IntRange(1),
               help="Rows per transaction (a killed load leaves only whole batches).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary.")
 def ingest(files: tuple[Path, ...], table: str | None, fmt: str | None, assume_utc: bool,

@@ -31,7 +31,7 @@ from ingest.targets import Column, Target, detect_target, get_target, table_colu
 from ingest.validate import ColumnValidator, Rejection, Resolver, RowValidator
 from rmp import db
 
-DEFAULT_BATCH_ROWS = 20_000
+DEFAULT_BATCH_ROWS = 10_000
 STAGING = "rmp_ingest_stage"
 
 
