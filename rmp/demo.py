@@ -8,9 +8,11 @@ running the demo twice gives the same database and a new report.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -22,15 +24,16 @@ from rmp.settings import get_settings
 
 EXAMPLE_QUERIES = [
     ("Organizations nearest their quotas",
-     "select organization_name, quota, used, quota_limit, percent_used, is_exceeded\n"
+     "select organization_id, quota_name, used_value, limit_value, percent_used, is_exceeded\n"
      "  from marts.org_quota_status order by percent_used desc nulls last limit 10;"),
-    ("Last 24 h of one server, 5-minute buckets from the continuous aggregate",
+    ("The newest 24 h of one server, 5-minute buckets from the continuous aggregate",
      "select bucket, cpu_avg_percent, cpu_p95_percent, memory_avg_percent, disk_avg_percent\n"
      "  from metrics.server_metrics_5m where server_id = 1\n"
-     "   and bucket > now() - interval '24 hours' order by bucket;"),
+     "   and bucket > (select max(bucket) from metrics.server_metrics_5m) - interval '24 hours'\n"
+     " order by bucket;"),
     ("Servers predicted to fill their disk soonest",
      "select entity_id as server_id, threshold_crossing_at, crossing_lo_at, crossing_hi_at, mase\n"
-     "  from analytics.forecasts where entity_type = 'server' and metric = 'disk'\n"
+     "  from analytics.forecasts where entity_type = 'server' and metric = 'disk_percent'\n"
      "   and threshold_crossing_at is not null order by threshold_crossing_at limit 5;"),
 ]
 
@@ -118,9 +121,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     _step(console, result, "migrate", lambda: upgrade(url))
 
     def generate():
-        fleet = generate_fleet(seed=opts.seed, organizations=opts.organizations, servers=opts.servers,
-                               days=opts.days)
         opts.workdir.mkdir(parents=True, exist_ok=True)
+        fleet = generate_fleet(seed=opts.seed, organizations=opts.organizations, servers=opts.servers,
+                               days=opts.days, start=_previous_start(opts))
+        _remember(opts, fleet.start)
         with db.connect(url, autocommit=True) as conn:
             write_tenancy(conn, fleet)
         with _progress(console) as progress:
@@ -158,19 +162,60 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     return result
 
 
+def _fleet_key(opts: DemoOptions) -> dict:
+    return {"seed": opts.seed, "organizations": opts.organizations, "servers": opts.servers, "days": opts.days}
+
+
+def _previous_start(opts: DemoOptions) -> datetime | None:
+    """The start of an earlier demo with the same fleet, so a re-run (even on
+    another day) regenerates the very same rows and loads nothing twice."""
+    state = opts.workdir / "demo.json"
+    try:
+        saved = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("fleet") != _fleet_key(opts):
+        return None
+    return datetime.fromisoformat(saved["start"])
+
+
+def _remember(opts: DemoOptions, start: datetime) -> None:
+    (opts.workdir / "demo.json").write_text(
+        json.dumps({"fleet": _fleet_key(opts), "start": start.isoformat()}, indent=2) + "\n"
+    )
+
+
 def _progress(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console, transient=True)
 
 
 def _analytics_steps(console: Console, result: DemoResult, opts: DemoOptions, url: str) -> None:
-    from analytics.pipeline import run_anomalies, run_forecasts, write_report
+    from analytics.pipeline import run_anomalies, run_forecasts
+    from analytics.report import write_report
 
-    _step(console, result, "forecasts", lambda: run_forecasts(url, horizon_days=opts.forecast_days))
-    _step(console, result, "anomalies", lambda: run_anomalies(url))
+    def with_bar(label: str, fn: Callable) -> object:
+        with _progress(console) as progress:
+            task = progress.add_task(label, total=None)
+            return fn(progress=lambda done, total: progress.update(task, completed=done, total=total))
+
+    def forecasts():
+        s = with_bar("series", lambda progress: run_forecasts(
+            url, history_days=opts.days, horizon_days=opts.forecast_days, progress=progress))
+        models = ", ".join(f"{k} {v}" for k, v in sorted(s.models.items()))
+        console.print(f"{s.series} series: {s.ok} forecast ({models}), {s.insufficient} insufficient data")
+
+    def anomalies():
+        # 5-minute buckets: a spike of a few minutes is diluted away in an hourly mean.
+        s = with_bar("series", lambda progress: run_anomalies(url, days=opts.days, resolution="5m",
+                                                              progress=progress))
+        per = ", ".join(f"{k} {v}" for k, v in sorted(s.by_detector.items())) or "none"
+        console.print(f"{s.series} series, {s.anomalies} anomalies ({per})")
 
     def report():
-        paths = write_report(url, opts.reports_dir)
-        result.report_html, result.report_markdown = paths.html, paths.markdown
+        path = write_report(url, opts.reports_dir, days=opts.days)
+        result.report_html, result.report_markdown = path / "index.html", path / "report.md"
 
+    _step(console, result, "forecasts", forecasts)
+    _step(console, result, "anomalies", anomalies)
     _step(console, result, "report", report)
