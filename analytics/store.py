@@ -95,13 +95,15 @@ def replace_anomalies(conn: psycopg.Connection, server_id: int, metric: str, det
             " and started_at >= %s and started_at <= %s",
             (server_id, metric, detector, window_start, window_end),
         )
-        with conn.cursor() as cur:
-            cur.executemany(
+        # one execute per row: executemany's pipeline mode waits forever on the embedded
+        # engine when there are no rows, and anomalies per series are few
+        for row in rows:
+            conn.execute(
                 "insert into analytics.anomalies (server_id, metric, detector, started_at, ended_at,"
                 " observed, expected, score, direction) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " on conflict (server_id, metric, detector, started_at) do update set"
                 " ended_at = excluded.ended_at, observed = excluded.observed, expected = excluded.expected,"
                 " score = excluded.score, direction = excluded.direction, created_at = now()",
-                rows,
+                row,
             )
     return len(rows)

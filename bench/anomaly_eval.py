@@ -1,0 +1,241 @@
+"""Score both anomaly detectors on labelled NAB-format series loaded as servers.
+
+Each CSV (timestamp,value) becomes a server of organization ``bench-nab``
+and goes through the normal ingest path (``ingest.loader.load_file``): cpu
+series into metrics.server_metrics.cpu_percent, others into
+metrics.metric_samples under the metric type their file name names. The
+continuous aggregates are refreshed, ``rmp anomalies`` runs (the same
+pipeline function) at 5-minute and hourly resolution, and the stored
+anomalies are scored against ``anomaly_windows.json``:
+
+- a window is detected when at least one anomaly (start..end) overlaps it;
+- an anomaly overlapping no window is a false positive;
+- recall = detected windows / windows, precision = anomalies overlapping a
+  window / all anomalies, F1 = their harmonic mean (window level).
+
+Each series is shifted by whole days so its newest point is within the last
+day: retention (90 days raw) would otherwise drop 2014 data, and whole days
+keep the time-of-day pattern. Its windows are shifted by the same amount.
+
+    python -m bench.anomaly_eval [--data DIR]      # prints one JSON line last
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nab"
+RESULTS = Path(__file__).resolve().parent / "results" / "anomaly_eval.json"
+ORG = "bench-nab"
+RESOLUTIONS = ("5m", "1h")
+QUICK: dict = {"resolutions": ["1h"]}
+
+# file-name keyword -> (table, metric). Checked in order; the first match wins.
+KEYWORDS: list[tuple[str, str, str]] = [
+    ("cpu", "server_metrics", "cpu_percent"),
+    ("disk_write", "metric_samples", "disk_io_writes"),
+    ("disk_read", "metric_samples", "disk_io_reads"),
+    ("network_in", "metric_samples", "network_rx_bytes"),
+    ("network_out", "metric_samples", "network_tx_bytes"),
+    ("memory", "server_metrics", "memory_percent"),
+    ("request", "metric_samples", "batch_requests_sec"),
+    ("latency", "metric_samples", "wait_time_ms"),
+]
+
+
+class EvalInputError(ValueError):
+    """The data directory is not in NAB format; the message names the file."""
+
+
+def metric_for(path: Path) -> tuple[str, str]:
+    name = path.stem.lower()
+    for key, table, metric in KEYWORDS:
+        if key in name:
+            return table, metric
+    raise EvalInputError(f"{path}: cannot tell the metric from the file name; it must contain one of "
+                         f"{', '.join(k for k, _, _ in KEYWORDS)}")
+
+
+def read_inputs(data: Path) -> tuple[dict[str, pd.Series], dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]]:
+    windows_file = data / "anomaly_windows.json"
+    if not windows_file.is_file():
+        raise EvalInputError(f"{windows_file}: missing (NAB format: file name -> [[start, end], ...])")
+    raw = json.loads(windows_file.read_text())
+    series: dict[str, pd.Series] = {}
+    windows: dict[str, list] = {}
+    for name, spans in raw.items():
+        path = data / name
+        if not path.is_file():
+            raise EvalInputError(f"{windows_file}: names {name}, which is not in {data}")
+        df = pd.read_csv(path)
+        if list(df.columns[:2]) != ["timestamp", "value"]:
+            raise EvalInputError(f"{path}:1: header must be timestamp,value")
+        s = pd.Series(df["value"].to_numpy(dtype=float), index=pd.to_datetime(df["timestamp"], utc=True))
+        series[name] = s.sort_index()
+        windows[name] = [(pd.Timestamp(a, tz="UTC"), pd.Timestamp(b, tz="UTC")) for a, b in spans]
+    return series, windows
+
+
+def score(anomalies: list[tuple[datetime, datetime]], windows: list[tuple[pd.Timestamp, pd.Timestamp]],
+          step: timedelta) -> dict:
+    """Window-level outcome for one series. An anomaly covers [start, end + step)."""
+    def overlaps(a, w) -> bool:
+        return a[0] <= w[1] and a[1] + step > w[0]
+
+    detected = [any(overlaps(a, w) for a in anomalies) for w in windows]
+    true_pos = sum(1 for a in anomalies if any(overlaps(a, w) for w in windows))
+    return {"windows": len(windows), "detected": detected, "anomalies": len(anomalies),
+            "true_positives": true_pos, "false_positives": len(anomalies) - true_pos}
+
+
+def prf(windows: int, detected: int, anomalies: int, true_pos: int) -> dict:
+    recall = detected / windows if windows else math.nan
+    precision = true_pos / anomalies if anomalies else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
+
+
+def _load(url: str, series: dict[str, pd.Series], shifts: dict[str, timedelta],
+          work: Path) -> dict[str, tuple[int, str]]:
+    """Create the servers, write ingest-format CSVs and load them; name -> (server_id, metric)."""
+    from ingest.loader import load_file
+
+    out: dict[str, tuple[int, str]] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        org = conn.execute(
+            "insert into tenancy.organizations (name, slug) values (%s, %s)"
+            " on conflict (slug) do update set name = excluded.name returning id", ("Bench NAB", ORG)).fetchone()[0]
+        for name in series:
+            server = Path(name).stem[:60]
+            sid = conn.execute(
+                "insert into tenancy.servers (organization_id, name) values (%s, %s)"
+                " on conflict (organization_id, name) do update set name = excluded.name returning id",
+                (org, server)).fetchone()[0]
+            table, metric = metric_for(Path(name))
+            out[name] = (sid, metric)
+            path = work / f"{server}.csv"
+            with path.open("w", newline="") as f:
+                w = csv.writer(f)
+                if table == "server_metrics":
+                    w.writerow(["organization", "server", "collected_at", metric])
+                    w.writerows((ORG, server, (t + shifts[name]).isoformat(), repr(v)) for t, v in series[name].items())
+                else:
+                    w.writerow(["organization", "server", "metric_type", "collected_at", "value"])
+                    w.writerows((ORG, server, metric, (t + shifts[name]).isoformat(), repr(v))
+                                for t, v in series[name].items())
+            result = load_file(path, url)
+            if result.rejected:
+                raise EvalInputError(f"{name}: {result.rejected} rows rejected by ingest, e.g. "
+                                     f"{result.rejections[0] if result.rejections else '?'}")
+    return out
+
+
+def run(url: str | None = None, data: str | Path = DEFAULT_DATA, console=None, cleanup: bool = True,
+        resolutions: list[str] | tuple[str, ...] = RESOLUTIONS, sensitivity: float | None = None,
+        out: Path = RESULTS) -> dict:
+    """Load, detect, score; returns (and writes to `out`) the summary dict."""
+    if url is None:
+        from bench.engine import bench_engine
+
+        with bench_engine() as eng:
+            return run(eng.url, data, console, cleanup, resolutions, sensitivity, out)
+    from analytics.anomaly import DEFAULT_SENSITIVITY, DETECTORS
+    from analytics.data import AGGREGATES
+    from analytics.pipeline import run_anomalies
+
+    say = console.print if console else (lambda *a: print(*a, file=sys.stderr))
+    sens = DEFAULT_SENSITIVITY if sensitivity is None else sensitivity
+    series, windows = read_inputs(Path(data))
+    now = pd.Timestamp(datetime.now(UTC))
+    shifts = {n: timedelta(days=math.floor((now - s.index[-1]) / pd.Timedelta(days=1))) for n, s in series.items()}
+    span_days = max((s.index[-1] - s.index[0]) / pd.Timedelta(days=1) for s in series.values()) + 2
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="rmp-nab-") as tmp:
+        say(f"loading {len(series)} series through the ingest path ...")
+        ids = _load(url, series, shifts, Path(tmp))
+    load_s = time.perf_counter() - started
+    for res in resolutions:
+        if res not in AGGREGATES:
+            raise EvalInputError(f"unknown resolution {res!r}; choose from {', '.join(RESOLUTIONS)}")
+    with psycopg.connect(url, autocommit=True) as conn:
+        oldest = min(s.index[0] + shifts[n] for n, s in series.items()) - timedelta(days=1)
+        for res in resolutions:
+            view = sql.Literal(f"metrics.{AGGREGATES[res]}")  # AGGREGATES: the allow-list
+            conn.execute(sql.SQL("call refresh_continuous_aggregate({}::regclass, %s, null)").format(view),
+                         (oldest.to_pydatetime(),))
+
+    report: dict = {"data": str(data), "sensitivity": sens,
+                    "shift_days": {n: d.days for n, d in shifts.items()},
+                    "load_seconds": round(load_s, 1), "series": {}, "summary": {}}
+    server_ids = [sid for sid, _ in ids.values()]
+    metrics = sorted({m for _, m in ids.values()})
+    for res in resolutions:
+        step = pd.Timedelta(res.replace("m", "min"))
+        t = time.perf_counter()
+        run_anomalies(url, metrics=metrics, detectors=DETECTORS, resolution=res, days=span_days,
+                      until=now.to_pydatetime(),
+                      sensitivity=sens, server_ids=server_ids)
+        detect_s = time.perf_counter() - t
+        with psycopg.connect(url, autocommit=True) as conn:
+            for det in DETECTORS:
+                totals = {"windows": 0, "detected": 0, "anomalies": 0, "true_positives": 0}
+                for name, (sid, metric) in ids.items():
+                    found = conn.execute(
+                        "select started_at, ended_at from analytics.anomalies"
+                        " where server_id = %s and metric = %s and detector = %s order by started_at",
+                        (sid, metric, det)).fetchall()
+                    shifted = [(a + shifts[name], b + shifts[name]) for a, b in windows[name]]
+                    s = score(found, shifted, step)
+                    report["series"].setdefault(name, {}).setdefault(res, {})[det] = s
+                    totals["windows"] += s["windows"]
+                    totals["detected"] += sum(s["detected"])
+                    totals["anomalies"] += s["anomalies"]
+                    totals["true_positives"] += s["true_positives"]
+                report["summary"][f"{det}@{res}"] = {
+                    **totals, "false_positives": totals["anomalies"] - totals["true_positives"],
+                    **prf(totals["windows"], totals["detected"], totals["anomalies"], totals["true_positives"]),
+                }
+        report["summary"][f"detect_seconds@{res}"] = round(detect_s, 2)
+        say(f"  {res}: " + "; ".join(
+            f"{d} P {report['summary'][f'{d}@{res}']['precision']:.2f} R {report['summary'][f'{d}@{res}']['recall']:.2f}"
+            f" F1 {report['summary'][f'{d}@{res}']['f1']:.2f}" for d in DETECTORS))
+    if cleanup:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("delete from tenancy.organizations where slug = %s", (ORG,))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="directory of NAB CSVs + anomaly_windows.json")
+    p.add_argument("--resolution", action="append", choices=RESOLUTIONS, help="repeatable; default: both")
+    p.add_argument("--sensitivity", type=float, help="robust z threshold of the STL detector")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    try:
+        report = run(None, args.data, resolutions=args.resolution or RESOLUTIONS,
+                     sensitivity=args.sensitivity, out=args.out)
+    except EvalInputError as exc:
+        print(f"anomaly_eval: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps({"benchmark": "anomaly_eval", **report["summary"]}))
+
+
+if __name__ == "__main__":
+    main()
