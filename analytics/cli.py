@@ -105,7 +105,7 @@ def anomalies(metrics, detectors, resolution, days, until, sensitivity, server_i
 
 
 @click.command(context_settings=HELP)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "--output-dir", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Directory for report-<run>-<time>/ (default: RMP_REPORTS_DIR or ./reports).")
 @click.option("--days", default=7.0, show_default=True, help="Window of history and anomalies shown.")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(1, 100), help="Rows per section.")
