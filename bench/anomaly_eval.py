@@ -38,7 +38,7 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nab"
-RESULTS = Path(__file__).resolve().parent / "results" / "anomaly_eval.json"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ORG = "bench-nab"
 RESOLUTIONS = ("5m", "1h")
 QUICK: dict = {"resolutions": ["1h"]}
@@ -145,13 +145,13 @@ def _load(url: str, series: dict[str, pd.Series], shifts: dict[str, timedelta],
 
 def run(url: str | None = None, data: str | Path = DEFAULT_DATA, console=None, cleanup: bool = True,
         resolutions: list[str] | tuple[str, ...] = RESOLUTIONS, sensitivity: float | None = None,
-        out: Path = RESULTS) -> dict:
-    """Load, detect, score; returns (and writes to `out`) the summary dict."""
+        out_dir: Path = RESULTS_DIR) -> dict:
+    """Load, detect, score; returns (and writes to `out_dir`/anomaly_eval.json) the summary dict."""
     if url is None:
         from bench.engine import bench_engine
 
         with bench_engine() as eng:
-            return run(eng.url, data, console, cleanup, resolutions, sensitivity, out)
+            return run(eng.url, data, console, cleanup, resolutions, sensitivity, out_dir)
     from analytics.anomaly import DEFAULT_SENSITIVITY, DETECTORS
     from analytics.data import AGGREGATES
     from analytics.pipeline import run_anomalies
@@ -215,7 +215,7 @@ def run(url: str | None = None, data: str | Path = DEFAULT_DATA, console=None, c
     if cleanup:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("delete from tenancy.organizations where slug = %s", (ORG,))
-    out = Path(out)
+    out = Path(out_dir) / "anomaly_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str) + "\n")
     return report
@@ -226,11 +226,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="directory of NAB CSVs + anomaly_windows.json")
     p.add_argument("--resolution", action="append", choices=RESOLUTIONS, help="repeatable; default: both")
     p.add_argument("--sensitivity", type=float, help="robust z threshold of the STL detector")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
     try:
         report = run(None, args.data, resolutions=args.resolution or RESOLUTIONS,
-                     sensitivity=args.sensitivity, out=args.out)
+                     sensitivity=args.sensitivity, out_dir=args.out_dir)
     except EvalInputError as exc:
         print(f"anomaly_eval: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -33,7 +33,7 @@ from analytics.forecast import (
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nab"
-RESULTS = Path(__file__).resolve().parent / "results" / "forecast_eval.json"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK: dict = {"origins": 2, "generated_servers": 2}
 SEASON = 24
 
@@ -84,7 +84,7 @@ def evaluate(series: pd.Series, origins: int, horizon: int) -> dict:
 
 
 def run(data: str | Path = DEFAULT_DATA, origins: int = 5, horizon: int = 24, generated_servers: int = 4,
-        generated_days: int = 28, console=None, out: Path = RESULTS) -> dict:
+        generated_days: int = 28, console=None, out_dir: Path = RESULTS_DIR) -> dict:
     say = console.print if console else (lambda *a: print(*a, file=sys.stderr))
     started = time.perf_counter()
     series = {**nab_series(Path(data)), **generated_series(generated_servers, generated_days)}
@@ -106,7 +106,7 @@ def run(data: str | Path = DEFAULT_DATA, origins: int = 5, horizon: int = 24, ge
         summary[f"{group}_series"] = len(part)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     report = {"origins": origins, "horizon_hours": horizon, "series": rows, "summary": summary}
-    out = Path(out)
+    out = Path(out_dir) / "forecast_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     return report
@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="directory of NAB-format CSVs")
     p.add_argument("--origins", type=int, default=5, help="forecast origins (last N days)")
     p.add_argument("--horizon", type=int, default=24, help="hours forecast from each origin")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
-    report = run(args.data, args.origins, args.horizon, out=args.out)
+    report = run(args.data, args.origins, args.horizon, out_dir=args.out_dir)
     print(json.dumps({"benchmark": "forecast_eval", **report["summary"]}))
 
 
