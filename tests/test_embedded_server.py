@@ -78,6 +78,17 @@ def test_copy_from_stdin_lands_every_row(conn, fmt):
     assert row[3] == "row, 99999"
 
 
+def test_executemany_pipelines_including_empty(conn):
+    make_table(conn, "many")
+    with conn.cursor() as cur:
+        cur.executemany("insert into many values ('2024-01-01', %s, %s)", [(i, str(i)) for i in range(500)])
+        cur.executemany("insert into many values ('2024-01-01', %s, %s)", [])
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany("insert into many values ('2024-01-02', %s, 'tx')", [])
+        cur.executemany("insert into many values ('2024-01-02', %s, 'tx')", [(1,), (2,)])
+    assert conn.execute("select count(*), sum(n) from many").fetchone() == (502, 499 * 500 // 2 + 3)
+
+
 def test_copy_to_stdout(conn):
     make_table(conn, "copy_out")
     conn.execute("insert into copy_out select '2024-01-01'::timestamptz, g, 'x' from generate_series(1, 5) g")
