@@ -13,6 +13,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from analytics.forecast import NON_NEGATIVE, PERCENT, Bounds
 from rmp import db
 from rmp.errors import UserError
 
@@ -31,12 +32,13 @@ class ServerMetric:
     name: str  # the metric name written to analytics.* tables
     columns: tuple[str, ...]  # aggregate columns summed into the series
     threshold: float | None  # capacity line a forecast looks for (percent), if any
+    bounds: Bounds = NON_NEGATIVE  # what the value can physically be; forecasts are clipped to it
 
 
 SERVER_METRICS: dict[str, ServerMetric] = {
-    "cpu": ServerMetric("cpu_percent", ("cpu_avg_percent",), None),
-    "memory": ServerMetric("memory_percent", ("memory_avg_percent",), 90.0),
-    "disk": ServerMetric("disk_percent", ("disk_avg_percent",), 90.0),
+    "cpu": ServerMetric("cpu_percent", ("cpu_avg_percent",), None, PERCENT),
+    "memory": ServerMetric("memory_percent", ("memory_avg_percent",), 90.0, PERCENT),
+    "disk": ServerMetric("disk_percent", ("disk_avg_percent",), 90.0, PERCENT),
     "network": ServerMetric("network_bytes_per_sec",
                             ("network_rx_avg_bytes_per_sec", "network_tx_avg_bytes_per_sec"), None),
 }

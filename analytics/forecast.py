@@ -54,7 +54,8 @@ class ForecastResult:
     slope_per_day: float | None = None
     r_squared: float | None = None
     threshold: float | None = None
-    threshold_crossing_at: pd.Timestamp | None = None
+    threshold_crossing_at: pd.Timestamp | None = None  # observed, in the past, when above_threshold
+    above_threshold: bool = False  # already at or over the threshold at the last observation
     crossing_lo_at: pd.Timestamp | None = None  # earliest: the upper band crosses
     crossing_hi_at: pd.Timestamp | None = None  # latest: the lower band crosses
     mase: float | None = None
@@ -176,6 +177,18 @@ MODELS: dict[str, Predictor] = {
 }
 
 
+Bounds = tuple[float | None, float | None]  # (lower, upper); None = unbounded on that side
+PERCENT: Bounds = (0.0, 100.0)
+NON_NEGATIVE: Bounds = (0.0, None)
+UNBOUNDED: Bounds = (None, None)
+
+
+def clip(values: np.ndarray, bounds: Bounds) -> np.ndarray:
+    """Values held inside what the metric can physically be (a disk is never 140 % full)."""
+    lower, upper = bounds
+    return np.clip(values, -np.inf if lower is None else lower, np.inf if upper is None else upper)
+
+
 def min_train(model: str, season: int) -> int:
     """Training points a candidate needs: two full seasons for the seasonal ones."""
     return {"linear": 3, "seasonal_naive": season + 1, "ets_daily": 2 * season,
@@ -191,8 +204,10 @@ def mase(actual: np.ndarray, predicted: np.ndarray, train: np.ndarray, season: i
     return mae / scale
 
 
-def backtest(y: np.ndarray, model: str, season: int, horizon: int, folds: int) -> float:
-    """Mean MASE over `folds` rolling origins, each forecasting the next `horizon` steps."""
+def backtest(y: np.ndarray, model: str, season: int, horizon: int, folds: int,
+             bounds: Bounds | None = None) -> float:
+    """Mean MASE over `folds` rolling origins, each forecasting the next `horizon` steps
+    (clipped to `bounds`, as the stored forecast is)."""
     predictor = MODELS[model]
     scores = []
     for i in range(folds, 0, -1):
@@ -204,7 +219,7 @@ def backtest(y: np.ndarray, model: str, season: int, horizon: int, folds: int) -
             pred = predictor(train, len(test), season, 0.95)
         except (ValueError, np.linalg.LinAlgError):
             return math.inf
-        scores.append(mase(test, pred.mean, train, season))
+        scores.append(mase(test, clip(pred.mean, bounds or UNBOUNDED), train, season))
     return float(np.mean(scores)) if scores else math.nan
 
 
@@ -213,13 +228,24 @@ def _first_crossing(index: pd.DatetimeIndex, values: np.ndarray, threshold: floa
     return index[hit[0]] if len(hit) else None
 
 
+def _current_run_start(s: pd.Series, threshold: float) -> pd.Timestamp:
+    """When the series last went to or over `threshold` and stayed there up to its last value."""
+    below = np.flatnonzero(s.to_numpy(dtype=float) < threshold)
+    return s.index[below[-1] + 1] if len(below) else s.index[0]
+
+
 def forecast_series(
     series: pd.Series, config: ForecastConfig | None = None, threshold: float | None = None,
+    bounds: Bounds = UNBOUNDED,
 ) -> ForecastResult:
     """Fit, choose by backtest, forecast `horizon_days`, and find when `threshold` is crossed.
 
     ``series`` has a DatetimeIndex; it is put on a regular `config.freq` grid first.
-    Too little history gives status ``insufficient_data`` and no numbers.
+    Too little history gives status ``insufficient_data`` and no numbers. The
+    point forecast and its interval are clipped to `bounds` (models know
+    nothing of 100 %). A series already at or over `threshold` at its last
+    observation gets ``above_threshold`` and, as its crossing, the observed
+    time it went over, never a made-up future one.
     """
     cfg = config or ForecastConfig()
     s = regularize(series, cfg.freq)
@@ -229,7 +255,7 @@ def forecast_series(
     lin = linear_fit(s)
 
     candidates = [m for m in MODELS if len(y) - cfg.season >= min_train(m, cfg.season)]
-    scores = {m: backtest(y, m, cfg.season, cfg.season, cfg.backtest_folds) for m in candidates}
+    scores = {m: backtest(y, m, cfg.season, cfg.season, cfg.backtest_folds, bounds) for m in candidates}
     finite = {m: v for m, v in scores.items() if np.isfinite(v)}
     # Ties (e.g. a constant series, every MASE 0) go to the simplest model.
     chosen = min(finite, key=lambda m: (finite[m], list(MODELS).index(m))) if finite else "linear"
@@ -244,16 +270,17 @@ def forecast_series(
         pred = predict_linear(y, search, cfg.season, cfg.level)
     start = s.index[-1] + step
     index = pd.date_range(start, periods=search, freq=step)
-    points = pd.DataFrame({"yhat": pred.mean, "lo": pred.lo, "hi": pred.hi}, index=index)
+    mean, lo, hi = clip(pred.mean, bounds), clip(pred.lo, bounds), clip(pred.hi, bounds)
+    points = pd.DataFrame({"yhat": mean, "lo": lo, "hi": hi}, index=index)
 
     crossing = crossing_lo = crossing_hi = None
-    if threshold is not None:
-        if y[-1] >= threshold:  # already over: it crossed at the last observation
-            crossing = crossing_lo = crossing_hi = s.index[-1]
-        else:
-            crossing = _first_crossing(index, pred.mean, threshold)
-            crossing_lo = _first_crossing(index, pred.hi, threshold)
-            crossing_hi = _first_crossing(index, pred.lo, threshold)
+    above = threshold is not None and bool(y[-1] >= threshold)
+    if above:
+        crossing = crossing_lo = crossing_hi = _current_run_start(s, threshold)
+    elif threshold is not None:
+        crossing = _first_crossing(index, mean, threshold)
+        crossing_lo = _first_crossing(index, hi, threshold)
+        crossing_hi = _first_crossing(index, lo, threshold)
 
     return ForecastResult(
         status=STATUS_OK,
@@ -265,6 +292,7 @@ def forecast_series(
         r_squared=lin.r_squared,
         threshold=threshold,
         threshold_crossing_at=crossing,
+        above_threshold=above,
         crossing_lo_at=crossing_lo,
         crossing_hi_at=crossing_hi,
         mase=scores.get(chosen),

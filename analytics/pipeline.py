@@ -14,7 +14,7 @@ import pandas as pd
 
 from analytics import data, store
 from analytics.anomaly import DEFAULT_SENSITIVITY, DETECTORS, STL_MAD, InsufficientHistory, detect
-from analytics.forecast import STATUS_OK, ForecastConfig, forecast_series
+from analytics.forecast import NON_NEGATIVE, STATUS_OK, Bounds, ForecastConfig, forecast_series
 from rmp.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -68,21 +68,21 @@ def run_forecasts(
         })
         summary = ForecastSummary(run_id=run_id)
         window = _window(conn, "1h", history_days, until)
-        jobs: list[tuple[str, int, str, pd.Series, float | None]] = []
+        jobs: list[tuple[str, int, str, pd.Series, float | None, Bounds]] = []
         if window is not None:
             since, end = window
             for m in chosen:
                 threshold = (thresholds or {}).get(m.name, m.threshold)
                 for sid, s in data.server_series(conn, m, "1h", since, end, server_ids).items():
-                    jobs.append(("server", sid, m.name, s, threshold))
+                    jobs.append(("server", sid, m.name, s, threshold, m.bounds))
             if organizations and server_ids is None:
                 for quota in data.ORG_QUOTAS:
                     usage, limits = data.organization_usage(conn, quota, since, end)
                     for oid, s in usage.items():
-                        jobs.append(("organization", oid, quota, s, limits.get(oid)))
+                        jobs.append(("organization", oid, quota, s, limits.get(oid), NON_NEGATIVE))
         try:
-            for i, (etype, eid, metric, series, threshold) in enumerate(jobs):
-                result = forecast_series(series, cfg, threshold)
+            for i, (etype, eid, metric, series, threshold, bounds) in enumerate(jobs):
+                result = forecast_series(series, cfg, threshold, bounds)
                 store.write_forecast(conn, run_id, etype, eid, metric, result,
                                      series.index[-1].to_pydatetime() + timedelta(hours=1))
                 summary.series += 1

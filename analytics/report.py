@@ -91,17 +91,19 @@ def gather(conn: psycopg.Connection, days: float = 7, top: int = 10) -> ReportDa
         order by f.entity_type, f.entity_id, f.metric, f.horizon_start desc"""
     rd.org_forecasts = _dicts(conn, f"""
         select o.name as organization, l.metric, l.model, l.threshold, l.threshold_crossing_at,
-               l.crossing_lo_at, l.crossing_hi_at, l.slope_per_day, l.trend, l.status
+               l.crossing_lo_at, l.crossing_hi_at, l.slope_per_day, l.trend, l.status, l.is_above_threshold
         from ({latest}) l join tenancy.organizations o on o.id = l.entity_id
         order by l.threshold_crossing_at nulls last, o.name, l.metric limit %s""", ("organization", top))
     rd.exhaustion = _dicts(conn, f"""
         select s.id as server_id, s.name as server, o.name as organization, l.metric, l.model,
                l.threshold, l.threshold_crossing_at, l.crossing_lo_at, l.crossing_hi_at, l.trend,
-               l.slope_per_day, l.mase, l.forecast
+               l.slope_per_day, l.mase, l.forecast, l.is_above_threshold
         from ({latest}) l join tenancy.servers s on s.id = l.entity_id
         join tenancy.organizations o on o.id = s.organization_id
         where l.threshold_crossing_at is not null
         order by l.threshold_crossing_at, s.name, l.metric limit %s""", ("server", top))
+    for row in rd.exhaustion:
+        row["unit_suffix"] = " %" if UNITS.get(row["metric"]) == "%" else ""
     if start is not None:
         rd.anomalies = _dicts(conn, """
             select a.id, a.server_id, s.name as server, a.metric, a.detector, a.started_at, a.ended_at,

@@ -9,15 +9,20 @@ import pandas as pd
 import pytest
 
 from analytics.forecast import (
+    NON_NEGATIVE,
+    PERCENT,
     STATUS_INSUFFICIENT,
+    UNBOUNDED,
     ForecastConfig,
     backtest,
+    clip,
     forecast_series,
     linear_fit,
     mase,
     predict_linear,
     predict_seasonal_naive,
 )
+from analytics.store import forecast_points_json
 
 START = pd.Timestamp("2024-03-01", tz="UTC")
 
@@ -118,10 +123,60 @@ def test_short_series_gives_insufficient_data_and_no_numbers():
     assert result.threshold_crossing_at is None
 
 
-def test_already_over_threshold_crosses_at_the_last_observation():
-    series = hourly(np.linspace(91, 95, 24 * 4))
-    result = forecast_series(series, threshold=90.0)
-    assert result.threshold_crossing_at == series.index[-1]
+def test_already_over_threshold_reports_when_it_went_over_not_a_future_crossing():
+    series = hourly(np.linspace(80, 95, 24 * 4))  # 80 + 15 i / 95 reaches 90 at i = 63.3
+    result = forecast_series(series, threshold=90.0, bounds=PERCENT)
+    assert result.above_threshold is True
+    assert result.threshold_crossing_at == series.index[64]
+    assert result.crossing_lo_at == result.crossing_hi_at == series.index[64]
+    assert result.threshold_crossing_at < result.horizon_start
+
+
+def test_over_threshold_again_after_a_dip_counts_from_the_last_time_it_went_over():
+    values = np.concatenate([np.full(48, 92.0), np.full(12, 85.0), np.full(36, 93.0)])
+    series = hourly(values)
+    result = forecast_series(series, threshold=90.0, bounds=PERCENT)
+    assert result.above_threshold is True
+    assert result.threshold_crossing_at == series.index[60]
+
+
+def test_below_threshold_is_not_flagged():
+    result = forecast_series(hourly(np.linspace(50, 60, 24 * 4)), threshold=90.0, bounds=PERCENT)
+    assert result.above_threshold is False
+
+
+def test_percent_forecast_of_a_filling_disk_is_clipped_at_100():
+    # 50 % + 5.5 points/day: 90 % at hour 174.5 (first forecast hour over it: 175), 100 % at hour 218.2
+    n = 24 * 7
+    series = hourly(50 + 5.5 * np.arange(n) / 24)
+    raw = forecast_series(series, threshold=90.0)
+    result = forecast_series(series, threshold=90.0, bounds=PERCENT)
+    assert result.model == raw.model == "linear"
+    assert raw.points["yhat"].max() == pytest.approx(50 + 5.5 * (n + 14 * 24 - 1) / 24)  # 126.77: the bug
+    assert result.points["yhat"].max() == 100.0
+    assert result.points["hi"].max() == 100.0
+    assert result.points["lo"].max() <= 100.0
+    assert (result.points["yhat"].iloc[219 - n:] == 100.0).all()
+    assert result.points["yhat"].iloc[218 - n] == pytest.approx(50 + 5.5 * 218 / 24)  # 99.96, untouched
+    assert result.threshold_crossing_at == START + pd.Timedelta(hours=175)
+    assert result.above_threshold is False
+    stored = forecast_points_json(result)
+    assert max(p["hi"] for p in stored) == 100.0 and max(p["yhat"] for p in stored) == 100.0
+
+
+def test_falling_series_is_clipped_at_zero():
+    series = hourly(np.maximum(40 - 4.0 * np.arange(24 * 5) / 24, 0))  # 40 % falling 4 points/day
+    result = forecast_series(series, bounds=PERCENT)
+    assert result.points["yhat"].min() == 0.0
+    assert result.points["lo"].min() == 0.0
+    assert (result.points["lo"] >= 0).all()
+
+
+def test_clip_keeps_values_inside_bounds():
+    values = np.array([-5.0, 0.0, 50.0, 100.0, 140.0])
+    assert list(clip(values, PERCENT)) == [0.0, 0.0, 50.0, 100.0, 100.0]
+    assert list(clip(values, NON_NEGATIVE)) == [0.0, 0.0, 50.0, 100.0, 140.0]
+    assert list(clip(values, UNBOUNDED)) == list(values)
 
 
 def test_minimum_history_is_three_days_of_hours():

@@ -24,8 +24,9 @@ def start_of_history() -> datetime:
     return today - timedelta(days=DAYS + 1)
 
 
-def rows_for(server_id: int, start: datetime, days: int, disk_per_day: float, spikes: tuple[int, ...] = ()):
-    """5-minute rows: disk 40 % + `disk_per_day`/day (of 500 GB), a daily cpu cycle, flat memory.
+def rows_for(server_id: int, start: datetime, days: int, disk_per_day: float, spikes: tuple[int, ...] = (),
+             disk_start: float = 40.0):
+    """5-minute rows: disk `disk_start` % + `disk_per_day`/day (of 500 GB), a daily cpu cycle, flat memory.
     `spikes`: hours (from start) where cpu sits at 99 % for the whole hour."""
     rng = np.random.default_rng(server_id)
     n = days * 288
@@ -33,7 +34,7 @@ def rows_for(server_id: int, start: datetime, days: int, disk_per_day: float, sp
     cpu = 30 + 20 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 1.0, n)
     for h in spikes:
         cpu[h * 12:(h + 1) * 12] = 99.0
-    disk_pct = 40 + disk_per_day * t / 288
+    disk_pct = disk_start + disk_per_day * t / 288
     for i in range(n):
         yield (server_id, start + i * STEP, float(np.clip(cpu[i], 0, 100)), 50.0, 8 * GB,
                float(disk_pct[i]), int(disk_pct[i] / 100 * 500 * GB), 500 * GB, 3000, 1500)
@@ -133,3 +134,26 @@ def test_seed_rule_flags_the_spike_hour_against_the_previous_hour(db, migrated_u
     starts = [r[0] for r in db.execute(
         "select started_at from analytics.anomalies where detector = 'baseline_rule'").fetchall()]
     assert spike_hour in starts
+
+
+def test_full_disk_is_stored_already_above_and_clipped_at_100(db, migrated_url, fleet):
+    org = fleet["org"]
+    full = db.execute("insert into tenancy.servers (organization_id, name, cpu_cores, memory_total_bytes,"
+                      " disk_total_bytes) values (%s, 'full-01', 8, %s, %s) returning id",
+                      (org, 16 * GB, 500 * GB)).fetchone()[0]
+    # 60 % + 1.5 %/day: hour 479 averages 89.97 %, hour 480 (day 20) 90.03 %; the line would reach 112 % in 14 days
+    load_rows(db, "server_metrics", COLUMNS, rows_for(full, fleet["start"], DAYS, 1.5, disk_start=60.0))
+    db.execute("call refresh_continuous_aggregate('metrics.server_metrics_1h', null, null)")
+    run_forecasts(migrated_url, metrics=["disk"], server_ids=[full])
+    crossing, lo, hi, above, top_yhat, top_hi, horizon_start = db.execute(
+        "select threshold_crossing_at, crossing_lo_at, crossing_hi_at, is_above_threshold,"
+        " (select max((p->>'yhat')::float8) from jsonb_array_elements(forecast) p),"
+        " (select max((p->>'hi')::float8) from jsonb_array_elements(forecast) p), horizon_start"
+        " from analytics.forecasts where entity_id = %s and metric = 'disk_percent'", (full,)).fetchone()
+    assert above is True
+    assert crossing == lo == hi == fleet["start"] + timedelta(days=20)
+    assert crossing < horizon_start
+    assert top_yhat == 100.0 and top_hi == 100.0
+    web_above = db.execute("select is_above_threshold from analytics.forecasts"
+                           " where entity_id = %s and metric = 'disk_percent'", (fleet["web"],)).fetchone()
+    assert web_above is None  # web-01 was not forecast in this run (server_ids)

@@ -8,10 +8,11 @@ import sys
 from datetime import timedelta
 
 import pytest
-from test_forecast_db import DAYS, fleet  # noqa: F401 - the fixture is used by name
+from test_forecast_db import COLUMNS, DAYS, GB, fleet, rows_for  # noqa: F401 - the fixture is used by name
 
 from analytics.pipeline import run_anomalies, run_forecasts
 from analytics.report import ReportFailed, write_report
+from ingest.loader import load_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -80,3 +81,19 @@ def test_cli_report_writes_a_report(db, migrated_url, fleet, tmp_path):  # noqa:
     assert (report_dir / "img" / "fleet_overview.png").read_bytes()[:8] == PNG
     kinds = db.execute("select kind, status from analytics.report_runs order by id").fetchall()
     assert kinds == [("forecast", "ok"), ("report", "ok")]
+
+
+def test_report_says_already_above_for_a_full_disk(db, migrated_url, fleet, tmp_path):  # noqa: F811
+    full = db.execute("insert into tenancy.servers (organization_id, name, cpu_cores, memory_total_bytes,"
+                      " disk_total_bytes) values (%s, 'full-01', 8, %s, %s) returning id",
+                      (fleet["org"], 16 * GB, 500 * GB)).fetchone()[0]
+    load_rows(db, "server_metrics", COLUMNS, rows_for(full, fleet["start"], DAYS, 1.5, disk_start=60.0))
+    db.execute("call refresh_continuous_aggregate('metrics.server_metrics_1h', null, null)")
+    run_forecasts(migrated_url, metrics=["disk"])
+    path = write_report(migrated_url, tmp_path, days=DAYS, top=5)
+    since = fleet["start"] + timedelta(days=20)
+    for text in ((path / "index.html").read_text(), (path / "report.md").read_text()):
+        assert f"full-01 (Acme): disk_percent already above 90 % since {since:%Y-%m-%d %H:%M} UTC" in text
+        assert "web-01 (Acme): disk_percent reaches 90 % at" in text
+        # the full disk went over in the past, so it is listed first
+        assert text.index("full-01 (Acme)") < text.index("web-01 (Acme): disk_percent")
