@@ -34,7 +34,7 @@ import psycopg
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"rows": 20_000, "slow_rows": 5_000}
-EXECUTEMANY_CHUNK = 2_000
+EXECUTEMANY_CHUNK = 1_000
 ORG_SLUG = "bench-ingest"
 
 
@@ -172,12 +172,11 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 2
         placeholders = ", ".join(["%s"] * len(header))
         insert = (f"insert into metrics.server_metrics ({cols}) values ({placeholders}) "
                   "on conflict (server_id, collected_at) do nothing")
-        with psycopg.connect(url) as conn:
-            with conn.cursor() as cur:
-                # chunks: one pipeline of ~10,000 statements stalls the embedded server
-                for i in range(0, len(data), EXECUTEMANY_CHUNK):
-                    cur.executemany(insert, data[i:i + EXECUTEMANY_CHUNK])
-            conn.commit()
+        # autocommit + one explicit transaction, executemany in chunks: on the embedded
+        # server a second executemany in an implicit (non-autocommit) transaction stalls
+        with psycopg.connect(url, autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
+            for i in range(0, len(data), EXECUTEMANY_CHUNK):
+                cur.executemany(insert, data[i:i + EXECUTEMANY_CHUNK])
         record("executemany_insert", slow_rows, time.perf_counter() - t)
 
         _clear(url, ids)
