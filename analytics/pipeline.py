@@ -151,7 +151,8 @@ def run_anomalies(
                     summary.skipped_short += det == STL_MAD
                     done += 1
                     continue
-                n = store.replace_anomalies(conn, sid, metric_name, det, since, end, found_anomalies)
+                n = store.replace_anomalies(conn, sid, metric_name, det, since, end, found_anomalies,
+                                            resolution)
                 summary.anomalies += n
                 summary.by_detector[det] = summary.by_detector.get(det, 0) + n
                 done += 1

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 UNITS = {"cpu_percent": "%", "memory_percent": "%", "disk_percent": "%", "network_bytes_per_sec": "B/s",
-         "disk_used_bytes": "B", "memory_used_bytes": "B"}
+         "disk_used_bytes": "B", "memory_used_bytes": "B", "fleet_percent": "%"}
 
 
 class ReportFailed(Exception):
@@ -106,21 +106,69 @@ def gather(conn: psycopg.Connection, days: float = 7, top: int = 10) -> ReportDa
         row["unit_suffix"] = " %" if UNITS.get(row["metric"]) == "%" else ""
     if start is not None:
         rd.anomalies = _dicts(conn, """
-            select a.id, a.server_id, s.name as server, a.metric, a.detector, a.started_at, a.ended_at,
-                   a.observed, a.expected, a.score, a.direction
+            select a.id, a.server_id, s.name as server, o.name as organization, a.metric, a.detector,
+                   a.started_at, a.ended_at, a.observed, a.expected, a.score, a.direction,
+                   coalesce(a.resolution, '1h') as resolution
             from analytics.anomalies a join tenancy.servers s on s.id = a.server_id
+            join tenancy.organizations o on o.id = s.organization_id
             where a.started_at >= %s and a.detector = 'stl_mad'
             order by a.score desc, a.started_at limit %s""", (start, top))
     return rd
 
 
 def _series_around(conn: psycopg.Connection, server_id: int, metric: str, start: datetime,
-                   end: datetime) -> pd.Series:
+                   end: datetime, resolution: str = "1h") -> pd.Series:
     if metric in data.BY_NAME:
-        found = data.server_series(conn, data.BY_NAME[metric], "1h", start, end, [server_id])
+        found = data.server_series(conn, data.BY_NAME[metric], resolution, start, end, [server_id])
     else:
-        found = data.sample_series(conn, metric, "1h", start, end, [server_id])
+        found = data.sample_series(conn, metric, resolution, start, end, [server_id])
     return found.get(server_id, pd.Series(dtype=float))
+
+
+RESOLUTION_WORDS = {"1m": "1-minute", "5m": "5-minute", "1h": "hourly", "1d": "daily"}
+# how much history an anomaly chart shows before/after the event: enough to see the
+# daily cycle it broke, short enough that a 10-minute spike stays wider than a pixel
+CONTEXT = {"1m": (timedelta(hours=6), timedelta(hours=3)), "5m": (timedelta(days=1), timedelta(hours=12)),
+           "1h": (timedelta(days=3), timedelta(days=1)), "1d": (timedelta(days=30), timedelta(days=7))}
+
+
+def unit_of(metric: str) -> str:
+    """Unit of a metric for axis labels: the known ones, else the catalog name's suffix."""
+    if metric in UNITS:
+        return UNITS[metric]
+    for suffix, unit in (("_percent", "%"), ("_bytes", "B"), ("_ms", "ms"), ("_sec", "/s")):
+        if metric.endswith(suffix):
+            return unit
+    return ""
+
+
+def _time_axis(ax) -> None:
+    """Dates that never overlap: as many ticks as fit, labels only as long as they need to be."""
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=9)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+def _value_axis(ax, metric: str) -> None:
+    from matplotlib.ticker import EngFormatter
+
+    unit = unit_of(metric)
+    if unit == "%":
+        ax.set_ylim(0, 105)  # the whole range, so 90 % looks like 90 %
+        ax.set_ylabel("%")
+    elif unit in ("B", "B/s"):
+        ax.yaxis.set_major_formatter(EngFormatter(unit=unit))  # 1.2 GB, not 1.2e9
+    elif unit:
+        ax.set_ylabel(unit)
+
+
+def anomaly_context(conn: psycopg.Connection, row: dict) -> pd.Series:
+    """The series an anomaly chart plots: the metric around the event at the resolution it was found at."""
+    before, after = CONTEXT[row["resolution"]]
+    return _series_around(conn, row["server_id"], row["metric"], row["started_at"] - before,
+                          row["ended_at"] + after, row["resolution"])
 
 
 def render_charts(conn: psycopg.Connection, rd: ReportData, img: Path) -> dict[str, str]:
@@ -135,42 +183,63 @@ def render_charts(conn: psycopg.Connection, rd: ReportData, img: Path) -> dict[s
 
     def save(fig, name: str) -> str:
         fig.tight_layout()
-        fig.savefig(img / name, dpi=80)
+        fig.savefig(img / name, dpi=90)
         plt.close(fig)
         return f"img/{name}"
 
     if rd.fleet_hourly is not None and not rd.fleet_hourly.empty:
-        fig, ax = plt.subplots(figsize=(9, 3))
+        fig, ax = plt.subplots(figsize=(10, 3.4))
         for col in ("cpu", "memory", "disk"):
             ax.plot(pd.to_datetime(rd.fleet_hourly["bucket"]), rd.fleet_hourly[col].astype(float), label=col)
-        ax.set_ylabel("fleet average %")
-        ax.legend(loc="upper left")
+        ax.set_title(f"Fleet: hourly average over {rd.fleet.get('servers', 0)} servers")
+        _value_axis(ax, "fleet_percent")
+        _time_axis(ax)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8, ncols=3)
         charts["fleet"] = save(fig, "fleet_overview.png")
 
     for i, row in enumerate(rd.exhaustion):
         history = _series_around(conn, row["server_id"], row["metric"], rd.window_start, rd.window_end)
         points = pd.DataFrame(row["forecast"])
-        fig, ax = plt.subplots(figsize=(9, 3))
-        ax.plot(history.index, history.to_numpy(), label="observed (hourly)")
+        unit = unit_of(row["metric"])
+        fig, ax = plt.subplots(figsize=(10, 3.4))
+        ax.plot(history.index, history.to_numpy(), color="C0", label="observed (hourly mean)")
         if not points.empty:
             at = pd.to_datetime(points["at"])
-            ax.plot(at, points["yhat"], label=f"forecast ({row['model']})")
-            ax.fill_between(at, points["lo"], points["hi"], alpha=0.25, label="95 % interval")
-        ax.axhline(row["threshold"], color="red", linestyle="--", label=f"threshold {row['threshold']:g}")
-        ax.set_title(f"{row['server']} {row['metric']}")
-        ax.legend(loc="upper left", fontsize=8)
+            ax.plot(at, points["yhat"], color="C1", label=f"forecast ({row['model']})")
+            ax.fill_between(at, points["lo"], points["hi"], color="C1", alpha=0.2, label="95 % interval")
+        ax.axhline(row["threshold"], color="red", linestyle="--", label=f"threshold {row['threshold']:g} {unit}")
+        if row.get("is_above_threshold"):
+            ax.axvline(row["threshold_crossing_at"], color="red", alpha=0.6, label="went over")
+            state = f"already above {row['threshold']:g} {unit}"
+        else:
+            state = f"reaches {row['threshold']:g} {unit} {row['threshold_crossing_at']:%Y-%m-%d}"
+        ax.set_title(f"{row['server']} ({row['organization']}): {row['metric']} [{unit}], {state}")
+        _value_axis(ax, row["metric"])
+        _time_axis(ax)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
         row["chart"] = charts[f"exhaustion_{i}"] = save(fig, f"exhaustion_{i + 1}_{row['server_id']}.png")
 
     for i, row in enumerate(rd.anomalies):
-        lo, hi = row["started_at"] - timedelta(days=2), row["ended_at"] + timedelta(days=1)
-        s = _series_around(conn, row["server_id"], row["metric"], lo, hi)
-        fig, ax = plt.subplots(figsize=(9, 2.6))
-        ax.plot(s.index, s.to_numpy(), label=row["metric"])
-        ax.axvspan(row["started_at"], row["ended_at"] + timedelta(hours=1), color="red", alpha=0.25,
-                   label=f"anomaly (score {row['score']:.1f})")
-        ax.axhline(row["expected"], color="grey", linestyle=":", label="expected at peak")
-        ax.set_title(f"{row['server']} {row['metric']} {row['direction']}")
-        ax.legend(loc="upper left", fontsize=8)
+        res = row["resolution"]
+        step = pd.Timedelta(data.BUCKET_WIDTH[res])
+        s = anomaly_context(conn, row)
+        unit = unit_of(row["metric"])
+        fig, ax = plt.subplots(figsize=(10, 3.2))
+        ax.plot(s.index, s.to_numpy(), color="C0", linewidth=1, label=f"{RESOLUTION_WORDS[res]} mean")
+        # the anomaly covers its buckets: [first bucket start, last bucket start + one step)
+        ax.axvspan(row["started_at"], row["ended_at"] + step, color="red", alpha=0.25,
+                   label=f"anomaly, score {row['score']:.1f}")
+        inside = s[(s.index >= row["started_at"]) & (s.index <= row["ended_at"])]
+        ax.plot(inside.index, inside.to_numpy(), "o", color="red", markersize=3)
+        ax.axhline(row["expected"], color="grey", linestyle=":", label=f"expected at peak {row['expected']:.3g}")
+        ax.set_title(f"{row['server']} ({row['organization']}): {row['metric']} [{unit}], {row['direction']}, "
+                     f"{RESOLUTION_WORDS[res]} data, {row['detector']}")
+        _value_axis(ax, row["metric"])
+        _time_axis(ax)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
         row["chart"] = charts[f"anomaly_{i}"] = save(fig, f"anomaly_{i + 1}_{row['id']}.png")
     return charts
 

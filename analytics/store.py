@@ -81,15 +81,17 @@ def write_forecast(conn: psycopg.Connection, run_id: int | None, entity_type: st
 
 
 def replace_anomalies(conn: psycopg.Connection, server_id: int, metric: str, detector: str,
-                      window_start: datetime, window_end: datetime, anomalies: Iterable[Anomaly]) -> int:
-    """Make the stored anomalies of this series in [window_start, window_end] exactly these.
+                      window_start: datetime, window_end: datetime, anomalies: Iterable[Anomaly],
+                      resolution: str | None = None) -> int:
+    """Make the stored anomalies of this series in [window_start, window_end] exactly these,
+    found on the `resolution` aggregate (kept so charts plot them at that resolution).
 
     Delete-then-insert in one transaction: a re-run over the same window with
     more data may move an anomaly's start, which an upsert alone would duplicate.
     """
     rows = [
         (server_id, metric, detector, a.started_at.to_pydatetime(), a.ended_at.to_pydatetime(),
-         _num(a.observed), _num(a.expected), _num(a.score), a.direction)
+         _num(a.observed), _num(a.expected), _num(a.score), a.direction, resolution)
         for a in anomalies
     ]
     with conn.transaction():
@@ -103,10 +105,12 @@ def replace_anomalies(conn: psycopg.Connection, server_id: int, metric: str, det
         for row in rows:
             conn.execute(
                 "insert into analytics.anomalies (server_id, metric, detector, started_at, ended_at,"
-                " observed, expected, score, direction) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " observed, expected, score, direction, resolution)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " on conflict (server_id, metric, detector, started_at) do update set"
                 " ended_at = excluded.ended_at, observed = excluded.observed, expected = excluded.expected,"
-                " score = excluded.score, direction = excluded.direction, created_at = now()",
+                " score = excluded.score, direction = excluded.direction, resolution = excluded.resolution,"
+                " created_at = now()",
                 row,
             )
     return len(rows)

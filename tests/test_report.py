@@ -8,10 +8,11 @@ import sys
 from datetime import timedelta
 
 import pytest
-from test_forecast_db import COLUMNS, DAYS, GB, fleet, rows_for  # noqa: F401 - the fixture is used by name
+from test_forecast_db import COLUMNS, DAYS, GB, fleet, rows_for, start_of_history  # noqa: F401 - fixture used by name
 
+from analytics import data
 from analytics.pipeline import run_anomalies, run_forecasts
-from analytics.report import ReportFailed, write_report
+from analytics.report import ReportFailed, anomaly_context, gather, write_report
 from ingest.loader import load_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -97,3 +98,33 @@ def test_report_says_already_above_for_a_full_disk(db, migrated_url, fleet, tmp_
         assert "web-01 (Acme): disk_percent reaches 90 % at" in text
         # the full disk went over in the past, so it is listed first
         assert text.index("full-01 (Acme)") < text.index("web-01 (Acme): disk_percent")
+
+
+def test_anomaly_chart_plots_a_short_spike_at_the_resolution_it_was_found_at(db, migrated_url, tmp_path):
+    org = db.execute("insert into tenancy.organizations (name, slug) values ('Acme', 'acme') returning id").fetchone()[0]
+    sid = db.execute("insert into tenancy.servers (organization_id, name) values (%s, 'web-09') returning id",
+                     (org,)).fetchone()[0]
+    start = start_of_history()
+    rows = list(rows_for(sid, start, 4, 0.0))
+    spike_at = start + timedelta(days=3, hours=14, minutes=10)
+    # a 10-minute burst to 99 %: two 5-minute buckets; the hourly mean barely moves
+    rows = [r[:2] + ((99.0,) if spike_at <= r[1] < spike_at + timedelta(minutes=10) else (r[2],)) + r[3:]
+            for r in rows]
+    load_rows(db, "server_metrics", COLUMNS, rows)
+    db.execute("call refresh_continuous_aggregate('metrics.server_metrics_5m', null, null)")
+    db.execute("call refresh_continuous_aggregate('metrics.server_metrics_1h', null, null)")
+    run_anomalies(migrated_url, metrics=["cpu"], detectors=["stl_mad"], resolution="5m", days=4)
+    stored = db.execute("select started_at, ended_at, resolution from analytics.anomalies").fetchall()
+    assert stored == [(spike_at, spike_at + timedelta(minutes=5), "5m")]
+
+    with data.connect(migrated_url) as conn:
+        rd = gather(conn, days=4)
+        (row,) = rd.anomalies
+        assert row["resolution"] == "5m" and row["organization"] == "Acme"
+        plotted = anomaly_context(conn, row)
+    assert (plotted.index[1:] - plotted.index[:-1]).unique().tolist() == [timedelta(minutes=5)]
+    assert plotted[spike_at] == 99.0 and plotted[spike_at + timedelta(minutes=5)] == 99.0
+    assert plotted.index[0] == spike_at - timedelta(days=1)
+    path = write_report(migrated_url, tmp_path, days=4)
+    assert "stl_mad on 5m data" in (path / "index.html").read_text()
+    assert (path / "img" / f"anomaly_1_{row['id']}.png").read_bytes()[:8] == PNG
