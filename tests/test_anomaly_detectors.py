@@ -113,3 +113,28 @@ def test_gaps_are_filled_for_the_fit_but_never_flagged():
     s = seasonal_cpu()
     holed = s.drop(s.index[700:760])
     assert stl_detector(holed) == []
+
+
+def test_flags_less_than_three_hours_apart_are_one_incident():
+    s = seasonal_cpu()
+    values = s.to_numpy().copy()
+    values[1000] += 30
+    values[1024] += 30  # 2 hours later: same incident
+    values[1500] += 30  # 40 hours later: another one
+    found = stl_detector(series(values))
+    assert [(a.started_at, a.ended_at) for a in found] == [
+        (s.index[1000], s.index[1024]), (s.index[1500], s.index[1500])]
+
+
+def test_at_most_two_percent_of_a_heavy_tailed_series_is_flagged():
+    s = seasonal_cpu()
+    values = s.to_numpy().copy()
+    rng = np.random.default_rng(9)
+    bursts = np.arange(300, len(values), 10)  # 172 bursts, 8.5 % of the 2,016 points, 10 samples apart
+    values[bursts] += rng.uniform(15, 40, size=len(bursts))
+    # without incident merging each flagged burst is its own anomaly
+    found = stl_detector(series(values), incident_gap=pd.Timedelta(0))
+    # the 98th percentile of 2,016 scores sits at rank 0.98 * 2015 = 1974.7: 41 scores lie above it
+    assert len(found) == 41
+    assert all(a.started_at == a.ended_at and a.direction == "up" for a in found)
+    assert len(stl_detector(series(values), incident_gap=pd.Timedelta(0), max_fraction=1.0)) > 100
