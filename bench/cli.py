@@ -9,7 +9,6 @@ import click
 from rich.console import Console
 
 from bench.runner import BENCHMARKS, RESULTS_DIR, parse_params, run_all
-from rmp.errors import UserError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,17 +39,6 @@ def bench(only: tuple[str, ...], params: tuple[str, ...], quick: bool, out_dir: 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m bench`: the same command with the CLI's one-line errors."""
-    try:
-        bench.main(args=argv, prog_name="python -m bench", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("bench: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except UserError as exc:
-        click.echo(f"bench: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("bench: interrupted", err=True)
-        sys.exit(130)
+    from rmp.cli import run_command
+
+    run_command(bench, argv, "python -m bench")

@@ -59,29 +59,35 @@ def cli(verbose: bool) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_command(command: click.Command, argv: list[str] | None, prog_name: str) -> None:
+    """Run a click command the way every entry point does: user errors become
+    one line on stderr and an exit code, never a traceback."""
     try:
-        cli.main(args=argv, prog_name="rmp", standalone_mode=False)
+        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("rmp: aborted", err=True)
+        click.echo(f"{prog_name}: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except UserError as exc:
-        click.echo(f"rmp: error: {exc}", err=True)
+        click.echo(f"{prog_name}: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("rmp: interrupted", err=True)
+        click.echo(f"{prog_name}: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         import psycopg
 
         if isinstance(exc, psycopg.Error):
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            click.echo(f"rmp: database error: {first}", err=True)
+            click.echo(f"{prog_name}: database error: {first}", err=True)
             sys.exit(1)
         raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(cli, argv, "rmp")
 
 
 if __name__ == "__main__":
