@@ -17,6 +17,11 @@ Each series is shifted by whole days so its newest point is within the last
 day: retention (90 days raw) would otherwise drop 2014 data, and whole days
 keep the time-of-day pattern. Its windows are shifted by the same amount.
 
+The same scores are computed on a generated fleet (``ingest.generator``,
+written through ``write_fleet``, the COPY loader) against its own labels
+(cpu spikes of 5-30 minutes, memory level shifts of 6-48 hours): the data
+the detector's sensitivity is calibrated on. Keys ``generated_<detector>@<res>``.
+
     python -m bench.anomaly_eval [--data DIR]      # prints one JSON line last
 """
 
@@ -40,8 +45,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nab"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ORG = "bench-nab"
+AGGREGATES_ALLOWED = {"5m": "server_metrics_5m", "1h": "server_metrics_1h"}  # resolution -> aggregate
 RESOLUTIONS = ("5m", "1h")
-QUICK: dict = {"resolutions": ["1h"]}
+QUICK: dict = {"resolutions": ["1h"], "generated": {"servers": 6}}
+# the labelled generated fleet: a Monday start keeps the weekly pattern identical on every run
+GENERATED: dict = {"seed": 7, "organizations": 3, "servers": 24, "days": 14, "interval_seconds": 60,
+                   "anomalies_per_server": 1.0}
 
 # file-name keyword -> (table, metric). Checked in order; the first match wins.
 KEYWORDS: list[tuple[str, str, str]] = [
@@ -143,15 +152,77 @@ def _load(url: str, series: dict[str, pd.Series], shifts: dict[str, timedelta],
     return out
 
 
+def _tally(rows: list[dict]) -> dict:
+    totals = {"windows": 0, "detected": 0, "anomalies": 0, "true_positives": 0}
+    for s in rows:
+        totals["windows"] += s["windows"]
+        totals["detected"] += sum(s["detected"])
+        totals["anomalies"] += s["anomalies"]
+        totals["true_positives"] += s["true_positives"]
+    return {**totals, "false_positives": totals["anomalies"] - totals["true_positives"],
+            **prf(totals["windows"], totals["detected"], totals["anomalies"], totals["true_positives"])}
+
+
+def run_generated(url: str, resolutions, sensitivity: float, say, cleanup: bool = True,
+                  **overrides) -> dict:
+    """Both detectors on a generated fleet's cpu and memory, scored against its labels."""
+    from analytics.anomaly import DETECTORS
+    from analytics.pipeline import run_anomalies
+    from ingest.generator import generate_fleet, write_fleet
+
+    params = {**GENERATED, **overrides}
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = today - timedelta(days=params["days"])
+    start -= timedelta(days=start.weekday())
+    fleet = generate_fleet(start=start, **params)
+    say(f"generated fleet: {len(fleet.servers)} servers x {params['days']} days, {len(fleet.labels)} labels ...")
+    write_fleet(fleet, url, site_usage=False)
+    ids = [fleet.server_ids[(s.organization, s.name)] for s in fleet.servers]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for res in resolutions:
+            view = sql.Literal(f"metrics.{AGGREGATES_ALLOWED[res]}")
+            conn.execute(sql.SQL("call refresh_continuous_aggregate({}::regclass, %s, null)").format(view),
+                         (start - timedelta(days=1),))
+    windows: dict[tuple[int, str], list] = {(sid, m): [] for sid in ids for m in ("cpu_percent", "memory_percent")}
+    for lab in fleet.labels:
+        windows[(lab.server_id, lab.metric)].append((pd.Timestamp(lab.start), pd.Timestamp(lab.end)))
+    out: dict = {"servers": len(ids), "days": params["days"], "labels": len(fleet.labels), "summary": {}}
+    for res in resolutions:
+        step = pd.Timedelta(res.replace("m", "min"))
+        run_anomalies(url, metrics=["cpu", "memory"], detectors=DETECTORS, resolution=res,
+                      days=params["days"] + 1, until=fleet.end, sensitivity=sensitivity, server_ids=ids)
+        with psycopg.connect(url, autocommit=True) as conn:
+            for det in DETECTORS:
+                rows = []
+                for (sid, metric), wins in windows.items():
+                    found = conn.execute(
+                        "select started_at, ended_at from analytics.anomalies"
+                        " where server_id = %s and metric = %s and detector = %s order by started_at",
+                        (sid, metric, det)).fetchall()
+                    rows.append(score(found, wins, step))
+                out["summary"][f"{det}@{res}"] = _tally(rows)
+        say(f"  generated {res}: " + "; ".join(
+            f"{d} P {out['summary'][f'{d}@{res}']['precision']:.2f} R {out['summary'][f'{d}@{res}']['recall']:.2f}"
+            f" F1 {out['summary'][f'{d}@{res}']['f1']:.2f}" for d in DETECTORS))
+    if cleanup:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("delete from tenancy.organizations where slug = any(%s)",
+                         ([o.slug for o in fleet.organizations],))
+    return out
+
+
 def run(url: str | None = None, data: str | Path = DEFAULT_DATA, console=None, cleanup: bool = True,
         resolutions: list[str] | tuple[str, ...] = RESOLUTIONS, sensitivity: float | None = None,
-        out_dir: Path = RESULTS_DIR) -> dict:
-    """Load, detect, score; returns (and writes to `out_dir`/anomaly_eval.json) the summary dict."""
+        out_dir: Path = RESULTS_DIR, generated: dict | None = None) -> dict:
+    """Load, detect, score; returns (and writes to `out_dir`/anomaly_eval.json) the summary dict.
+
+    `generated`: overrides of GENERATED for the generated-fleet scores, or
+    ``{"skip": True}`` to score only the NAB-format directory."""
     if url is None:
         from bench.engine import bench_engine
 
         with bench_engine() as eng:
-            return run(eng.url, data, console, cleanup, resolutions, sensitivity, out_dir)
+            return run(eng.url, data, console, cleanup, resolutions, sensitivity, out_dir, generated)
     from analytics.anomaly import DEFAULT_SENSITIVITY, DETECTORS
     from analytics.data import AGGREGATES
     from analytics.pipeline import run_anomalies
@@ -209,12 +280,17 @@ def run(url: str | None = None, data: str | Path = DEFAULT_DATA, console=None, c
                     **prf(totals["windows"], totals["detected"], totals["anomalies"], totals["true_positives"]),
                 }
         report["summary"][f"detect_seconds@{res}"] = round(detect_s, 2)
-        say(f"  {res}: " + "; ".join(
+        say(f"  NAB {res}: " + "; ".join(
             f"{d} P {report['summary'][f'{d}@{res}']['precision']:.2f} R {report['summary'][f'{d}@{res}']['recall']:.2f}"
             f" F1 {report['summary'][f'{d}@{res}']['f1']:.2f}" for d in DETECTORS))
     if cleanup:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("delete from tenancy.organizations where slug = %s", (ORG,))
+    gen = dict(generated or {})
+    if not gen.pop("skip", False):
+        report["generated"] = run_generated(url, resolutions, sens, say, cleanup, **gen)
+        for key, value in report["generated"]["summary"].items():
+            report["summary"][f"generated_{key}"] = value
     out = Path(out_dir) / "anomaly_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str) + "\n")
@@ -227,10 +303,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resolution", action="append", choices=RESOLUTIONS, help="repeatable; default: both")
     p.add_argument("--sensitivity", type=float, help="robust z threshold of the STL detector")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--no-generated", action="store_true", help="skip the generated-fleet scores")
     args = p.parse_args(argv)
     try:
         report = run(None, args.data, resolutions=args.resolution or RESOLUTIONS,
-                     sensitivity=args.sensitivity, out_dir=args.out_dir)
+                     sensitivity=args.sensitivity, out_dir=args.out_dir,
+                     generated={"skip": True} if args.no_generated else None)
     except EvalInputError as exc:
         print(f"anomaly_eval: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -44,7 +44,7 @@ def test_unseen_series_scored_through_the_ingest_path(db, migrated_url, tmp_path
     data.mkdir()
     write_nab(data, spike_at=288 * 3 + 120)  # day 4, 10:00
     out = tmp_path / "anomaly_eval.json"
-    report = run(migrated_url, data, resolutions=["1h"], out_dir=tmp_path)
+    report = run(migrated_url, data, resolutions=["1h"], out_dir=tmp_path, generated={"skip": True})
     assert json.loads(out.read_text())["summary"] == report["summary"]
     stl = report["summary"]["stl_mad@1h"]
     assert (stl["windows"], stl["detected"], stl["anomalies"], stl["false_positives"]) == (1, 1, 1, 0)
