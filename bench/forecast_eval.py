@@ -6,7 +6,8 @@ metrics.server_metrics_1h). For each of the last `origins` days: fit on
 everything before the origin — the model choice included, by the
 forecaster's own inner backtest on that training part only — forecast the
 next `horizon` hours, and score MASE (scale: in-sample seasonal-naive MAE,
-season 24 h). Scores are averaged over origins, then over series.
+season 24 h). Every forecast is clipped to the series' bounds (percent
+[0, 100], bytes >= 0), as the pipeline stores them. Scores are averaged over origins, then over series.
 
     python -m bench.forecast_eval [--data DIR]      # prints one JSON line last
 """
@@ -23,7 +24,11 @@ import numpy as np
 import pandas as pd
 
 from analytics.forecast import (
+    NON_NEGATIVE,
+    PERCENT,
+    Bounds,
     ForecastConfig,
+    clip,
     forecast_series,
     mase,
     predict_linear,
@@ -60,7 +65,12 @@ def generated_series(servers: int, days: int, seed: int = 7) -> dict[str, pd.Ser
     return out
 
 
-def evaluate(series: pd.Series, origins: int, horizon: int) -> dict:
+def bounds_of(name: str) -> Bounds:
+    """What the series can physically be (as the pipeline clips it): cpu/memory/disk percent, else >= 0."""
+    return PERCENT if "cpu" in name or name.endswith("_percent") else NON_NEGATIVE
+
+
+def evaluate(series: pd.Series, origins: int, horizon: int, bounds: Bounds = NON_NEGATIVE) -> dict:
     y = series.to_numpy(dtype=float)
     cfg = ForecastConfig(horizon_days=max(1, horizon // SEASON), crossing_horizon_days=1)
     scores: dict[str, list[float]] = {"chosen": [], "linear": [], "seasonal_naive": []}
@@ -70,12 +80,13 @@ def evaluate(series: pd.Series, origins: int, horizon: int) -> dict:
         train, test = y[:origin], y[origin:origin + horizon]
         if origin < cfg.min_points or len(test) < horizon:
             continue
-        result = forecast_series(series.iloc[:origin], cfg)
+        result = forecast_series(series.iloc[:origin], cfg, bounds=bounds)
         chosen_models.append(result.model)
         scores["chosen"].append(mase(test, result.points["yhat"].to_numpy()[:horizon], train, SEASON))
-        scores["linear"].append(mase(test, predict_linear(train, horizon, SEASON, 0.95).mean, train, SEASON))
-        scores["seasonal_naive"].append(
-            mase(test, predict_seasonal_naive(train, horizon, SEASON, 0.95).mean, train, SEASON))
+        linear = clip(predict_linear(train, horizon, SEASON, 0.95).mean, bounds)
+        snaive = clip(predict_seasonal_naive(train, horizon, SEASON, 0.95).mean, bounds)
+        scores["linear"].append(mase(test, linear, train, SEASON))
+        scores["seasonal_naive"].append(mase(test, snaive, train, SEASON))
     return {
         "points": len(y), "origins": len(chosen_models),
         "models_chosen": {m: chosen_models.count(m) for m in sorted(set(chosen_models))},
@@ -90,7 +101,7 @@ def run(data: str | Path = DEFAULT_DATA, origins: int = 5, horizon: int = 24, ge
     series = {**nab_series(Path(data)), **generated_series(generated_servers, generated_days)}
     rows = {}
     for name, s in series.items():
-        rows[name] = evaluate(s, origins, horizon)
+        rows[name] = evaluate(s, origins, horizon, bounds_of(name))
         r = rows[name]
         say(f"  {name:<58} chosen {r['mase_chosen']!s:>7} linear {r['mase_linear']!s:>7} "
             f"snaive {r['mase_seasonal_naive']!s:>7} {r['models_chosen']}")
