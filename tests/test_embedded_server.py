@@ -89,6 +89,20 @@ def test_executemany_pipelines_including_empty(conn):
     assert conn.execute("select count(*), sum(n) from many").fetchone() == (502, 499 * 500 // 2 + 3)
 
 
+def test_pipelined_executemany_lands_every_row(server):
+    """A pipeline of 20,000 Bind/Execute messages inside a transaction: no row is dropped."""
+    with psycopg.connect(server.url, autocommit=True) as setup:
+        make_table(setup, "pipelined")
+    rows = [(i, f"r{i}") for i in range(20_000)]
+    with psycopg.connect(server.url) as c:
+        with c.cursor() as cur:
+            cur.executemany("insert into pipelined values ('2024-01-03', %s, %s)", rows)
+        c.commit()
+        assert c.execute("select count(*), sum(n), max(label) from pipelined").fetchone() == (
+            20_000, 19_999 * 20_000 // 2, "r9999",
+        )
+
+
 def test_copy_to_stdout(conn):
     make_table(conn, "copy_out")
     conn.execute("insert into copy_out select '2024-01-01'::timestamptz, g, 'x' from generate_series(1, 5) g")
