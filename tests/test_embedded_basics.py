@@ -1,4 +1,3 @@
-import psycopg
 
 
 def test_timescaledb_extension_present(raw_conn):
