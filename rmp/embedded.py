@@ -95,7 +95,8 @@ def status(settings: Settings | None = None) -> Status:
     return Status(False, None, None)
 
 
-def start(settings: Settings | None = None, *, job_interval: float = 2.0) -> Status:
+def start(settings: Settings | None = None, *, job_interval: float = 2.0,
+          checkpoint_interval: float = 60.0) -> Status:
     """Start the server in the background and wait until it accepts connections."""
     s = settings or get_settings()
     current = status(s)
@@ -118,6 +119,7 @@ def start(settings: Settings | None = None, *, job_interval: float = 2.0) -> Sta
             node, str(EMBEDDED_DIR / "server.mjs"),
             "--data-dir", str(s.pgdata), "--host", s.host, "--port", str(s.port),
             "--pid-file", str(s.pid_file), "--job-interval", str(job_interval),
+            "--checkpoint-interval", str(checkpoint_interval),
         ],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
@@ -156,9 +158,11 @@ def stop(settings: Settings | None = None, timeout: float = 60) -> bool:
 class EmbeddedServer:
     """A private embedded server for tests and benchmarks: own data dir, own port."""
 
-    def __init__(self, home: Path, port: int | None = None, *, job_interval: float = 1.0):
+    def __init__(self, home: Path, port: int | None = None, *, job_interval: float = 1.0,
+                 checkpoint_interval: float = 60.0):
         self.settings = Settings(database_url=None, home=Path(home), data_dir=None, port=port or free_port())
         self.job_interval = job_interval
+        self.checkpoint_interval = checkpoint_interval
 
     @property
     def url(self) -> str:
@@ -172,7 +176,8 @@ class EmbeddedServer:
         self.stop()
 
     def start(self) -> Status:
-        return start(self.settings, job_interval=self.job_interval)
+        return start(self.settings, job_interval=self.job_interval,
+                     checkpoint_interval=self.checkpoint_interval)
 
     def stop(self) -> bool:
         return stop(self.settings)

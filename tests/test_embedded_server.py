@@ -352,6 +352,23 @@ def test_sigterm_keeps_committed_rows(tmp_path):
         srv.stop()
 
 
+def test_server_checkpoints_by_itself(tmp_path):
+    """No checkpointer process in PGlite: the server runs CHECKPOINT when idle, or pg_wal only grows."""
+    with EmbeddedServer(tmp_path / "ckpt", checkpoint_interval=1) as srv, \
+            psycopg.connect(srv.url, autocommit=True) as c:
+        make_table(c, "walgen")
+        c.execute("insert into walgen select '2024-01-01'::timestamptz + g * interval '1 s', g, repeat('x', 100)"
+                  " from generate_series(1, 20000) g")
+        written = c.execute("select pg_current_wal_lsn()").fetchone()[0]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            redo = c.execute("select redo_lsn from pg_control_checkpoint()").fetchone()[0]
+            if c.execute("select %s::pg_lsn >= %s::pg_lsn", [redo, written]).fetchone()[0]:
+                break
+            time.sleep(0.5)
+        assert c.execute("select %s::pg_lsn >= %s::pg_lsn", [redo, written]).fetchone()[0]
+
+
 def test_port_taken_is_refused(server, tmp_path):
     from rmp.errors import EngineError
 
