@@ -329,8 +329,7 @@ async function translate(client, item) {
       }
       if (DEALLOCATE_ALL.test(sql)) {
         // Only this client's statements: the others share the session.
-        for (const name of client.statements) await runInternal(Buffer.concat([P.closeStatement(client.prefix + name), P.sync()]));
-        client.statements.clear();
+        await closeStatements(client);
         client.send(Buffer.concat([P.commandComplete('DEALLOCATE ALL'), P.readyForQuery(client.tx)]));
         return null;
       }
@@ -458,6 +457,19 @@ async function runInternal(buf) {
   return db.execProtocolRaw(buf);
 }
 
+// Ends whatever a client left open: an extended-protocol unit (Sync) and a
+// transaction (ROLLBACK).
+async function rollbackOpenTransaction() {
+  await runInternal(P.sync());
+  await runInternal(P.query('ROLLBACK'));
+}
+
+// Drops a client's namespaced prepared statements from the shared session.
+async function closeStatements(client) {
+  for (const name of client.statements) await runInternal(Buffer.concat([P.closeStatement(client.prefix + name), P.sync()]));
+  client.statements.clear();
+}
+
 // PGlite silently drops the tail of an input holding too many messages (a
 // pipelined executemany of 5,000 rows completed 3,737 in one call, and fewer
 // under load), so messages go to it in small groups.
@@ -497,14 +509,10 @@ async function cleanup(client) {
   client.cleaned = true;
   clients.delete(client);
   if (sessionUser === client) {
-    if (client.tx !== 'I' || client.inUnit) {
-      await runInternal(P.sync());
-      await runInternal(P.query('ROLLBACK'));
-    }
+    if (client.tx !== 'I' || client.inUnit) await rollbackOpenTransaction();
     sessionUser = null; // nothing to save: the next client resets the session
   }
-  for (const name of client.statements) await runInternal(Buffer.concat([P.closeStatement(client.prefix + name), P.sync()]));
-  client.statements.clear();
+  await closeStatements(client);
   debug(`client ${client.id} gone`);
 }
 
@@ -679,10 +687,7 @@ function finishShutdown() {
   (async () => {
     try {
       for (const c of clients) { c.socket.destroy(); c.closed = true; }
-      if (owner && owner.holdsSession()) {
-        await runInternal(P.sync());
-        await runInternal(P.query('ROLLBACK'));
-      }
+      if (owner && owner.holdsSession()) await rollbackOpenTransaction();
       await db.close();
       log('shut down cleanly');
     } catch (err) {
