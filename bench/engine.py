@@ -1,4 +1,5 @@
-"""The engine a benchmark runs on: ``DATABASE_URL`` if set, else a private embedded server.
+"""The engine a benchmark runs on: the same choice as the tests (rmp.testing:
+``DATABASE_URL`` if set, else a throw-away engine of its own).
 
 Either way the project's migrations are applied first, so a benchmark sees
 the same schema, aggregates and policies as production.
@@ -13,19 +14,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rmp.embedded import EmbeddedServer
+from rmp.testing import timescale_engine
 
 
 @dataclass(frozen=True)
 class BenchEngine:
     url: str
-    # True: a throw-away embedded server nobody else uses (no cleanup needed).
+    # True: a throw-away engine nobody else uses (no cleanup needed).
     private: bool
-    kind: str
 
 
 def migrate(url: str) -> None:
-    from rmp.migrations import upgrade  # the schema engineer's entry point
+    from rmp.migrations import upgrade
 
     upgrade(url)
 
@@ -33,13 +33,8 @@ def migrate(url: str) -> None:
 @contextlib.contextmanager
 def bench_engine(workdir: Path | None = None) -> Iterator[BenchEngine]:
     """A migrated engine for one benchmark; a private one is stopped afterwards."""
-    if os.environ.get("DATABASE_URL"):
-        url = os.environ["DATABASE_URL"]
-        migrate(url)
-        yield BenchEngine(url=url, private=False, kind="DATABASE_URL")
-        return
     with contextlib.ExitStack() as stack:
         home = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rmp-bench-")))
-        server = stack.enter_context(EmbeddedServer(home / "embedded", job_interval=1.0))
-        migrate(server.url)
-        yield BenchEngine(url=server.url, private=True, kind="embedded (PGlite + TimescaleDB, WebAssembly)")
+        url = stack.enter_context(timescale_engine(home))
+        migrate(url)
+        yield BenchEngine(url=url, private=not os.environ.get("DATABASE_URL"))
