@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-RESULTS = Path(__file__).resolve().parent / "results" / "copy_vs_insert.json"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"rows": 100_000}
 SCHEMA = "bench_copy"
 
@@ -43,7 +43,8 @@ def _table(conn: psycopg.Connection, name: str) -> str:
     return f"{SCHEMA}.{name}"
 
 
-def run(url: str, rows: int = 1_000_000, batch: int = 20_000, console=None) -> dict:
+def run(url: str, rows: int = 1_000_000, batch: int = 20_000, console=None,
+        out_dir: Path = RESULTS_DIR) -> dict:
     say = console.print if console else print
     sid, ts, cpu, mem = _rows(rows)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -86,8 +87,8 @@ def run(url: str, rows: int = 1_000_000, batch: int = 20_000, console=None) -> d
         f"COPY binary {result['copy_binary_rows_per_s']:,} rows/s | INSERT unnest "
         f"{result['insert_unnest_rows_per_s']:,} rows/s | ratio {result['copy_vs_insert_ratio']}x"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "copy_vs_insert.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
