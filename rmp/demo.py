@@ -37,8 +37,6 @@ EXAMPLE_QUERIES = [
      "   and threshold_crossing_at is not null order by threshold_crossing_at limit 5;"),
 ]
 
-AGGREGATES = ["server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d", "site_usage_daily"]
-
 
 @dataclass
 class DemoOptions:
@@ -89,6 +87,8 @@ def refresh_aggregates(url: str, start, end) -> list[int]:
     TimescaleDB refreshes with refresh_continuous_aggregate over that window.
     """
     from psycopg import sql
+
+    from rmp.doctor import AGGREGATES  # every continuous aggregate the schema defines
 
     with db.connect(url, autocommit=True) as conn:
         for view in AGGREGATES:
