@@ -19,7 +19,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ingest import generator as g
+from ingest.fleet_writers import write_fleet_files, write_tenancy
+from ingest.generator import generate_fleet
 
 # server_metrics columns the checksum covers, with the struct code of their send format
 CHECKED = {
@@ -39,11 +40,11 @@ Checksums = dict[tuple[str, str], tuple[int, str]]   # (organization slug, serve
 def make_fleet(url: str, out: Path, *, servers: int = 3, days: int = 2, seed: int = 16,
                start: datetime | None = None) -> Path:
     """Tenancy of a small generated fleet in the database, its server_metrics as a CSV file."""
-    fleet = g.generate_fleet(seed, 1, servers, days, start, sub_organizations=0, sites_per_server=0,
+    fleet = generate_fleet(seed, 1, servers, days, start, sub_organizations=0, sites_per_server=0,
                              anomalies_per_server=0)
     with psycopg.connect(url, autocommit=True) as conn:
-        g.write_tenancy(conn, fleet)
-    (path,) = g.write_fleet_files(fleet, out, "csv", site_usage=False)
+        write_tenancy(conn, fleet)
+    (path,) = write_fleet_files(fleet, out, "csv", site_usage=False)
     return path
 
 
