@@ -14,6 +14,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,9 +44,12 @@ def _own(path: Path) -> None:
 class Cluster:
     """initdb'd data directory + pg_ctl; ``kill()`` is ``kill -9`` of the postmaster."""
 
-    def __init__(self, root: Path, port: int, *, settings: dict[str, str] | None = None,
+    def __init__(self, port: int, root: Path | None = None, *, settings: dict[str, str] | None = None,
                  init: bool = True):
-        self.root = Path(root)
+        # its own directory under /tmp: pytest's tmp_path is private to root, and
+        # the server runs as the postgres user
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="rmp-drill-"))
+        self.root.chmod(0o755)
         self.port = port
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -73,6 +77,9 @@ class Cluster:
             "timescaledb.telemetry_level": "off",
             "max_wal_senders": "4",
             "wal_level": "replica",
+            # every policy of a fresh database is due at once: room for all of them
+            "max_worker_processes": "32",
+            "timescaledb.max_background_workers": "24",
             "fsync": "on",
             **self.settings,
         }
