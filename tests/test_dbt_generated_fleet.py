@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import psycopg
 
-from ingest.generator import generate_fleet, write_fleet
+from ingest.fleet_writers import write_fleet
+from ingest.generator import generate_fleet
 from transform.dbt_runner import run_dbt
 
 
