@@ -34,6 +34,7 @@ from ingest.validate import BadValue, ColumnValidator, Rejection, RowValidator
 
 NL, COMMA, CR = 10, 44, 13
 READ_BLOCK = 1 << 22
+MIN_PART_BYTES = 1 << 20     # smaller files are not worth a worker process per range
 
 
 def fast_eligible(path: Path) -> bool:
@@ -63,7 +64,7 @@ def split_ranges(path: Path, parts: int) -> list[tuple[int, int, int]]:
     """(start byte, end byte, first line number) of ``parts`` ranges cut at line starts."""
     start = data_start(path)
     size = path.stat().st_size
-    if parts <= 1 or size - start < parts * READ_BLOCK // 4:
+    if parts <= 1 or size - start < parts * MIN_PART_BYTES:
         return [(start, size, 2)]
     cuts = [start]
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:

@@ -34,6 +34,7 @@ from ingest.validate import ColumnValidator, Rejection, Resolver, RowValidator
 from rmp import db
 
 Payload = Rows | Columns
+ByteRange = tuple[int, int, int]   # start byte, end byte, number of the first line
 # Errors a row's content can cause in the database (a value the checks let
 # through, a server deleted meanwhile): the batch is split to find the row.
 # Client-side dump errors (a value psycopg cannot pack) count too.
@@ -260,11 +261,12 @@ _DONE = object()
 
 
 def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
-                       stop: threading.Event) -> Iterator[_Batch]:
-    if isinstance(source, CsvSource) and len(source.columns) > 1 and fast_eligible(source.path):
+                       stop: threading.Event, byte_range: ByteRange | None = None) -> Iterator[_Batch]:
+    if byte_range is not None or (isinstance(source, CsvSource) and len(source.columns) > 1
+                                  and fast_eligible(source.path)):
         fast = FastCsvValidator(validator, source.columns)
-        start = data_start(source.path)
-        for chunk in read_chunks(source.path, start, source.path.stat().st_size, 2, batch_rows):
+        start, end, first_line = byte_range or (data_start(source.path), source.path.stat().st_size, 2)
+        for chunk in read_chunks(source.path, start, end, first_line, batch_rows):
             if stop.is_set():
                 return
             good, bad = fast.validate(chunk)
@@ -342,13 +344,22 @@ def _prefetch(batches: Iterator[_Batch], stop: threading.Event, depth: int = 2) 
 def load_file(path: str | Path, url: str | None = None, *, table: str | None = None,
               fmt: str | None = None, assume_utc: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
               on_start: Callable[[Source, Target], None] | None = None,
-              on_batch: Callable[[BatchResult], None] | None = None) -> LoadResult:
+              on_batch: Callable[[BatchResult], None] | None = None,
+              byte_range: ByteRange | None = None) -> LoadResult:
     """Load one file into its hypertable; rejected rows go to the quarantine.
+
+    ``byte_range`` (start byte, end byte, first line number; from
+    ``fastcsv.split_ranges``) loads only that part of a plain CSV: one worker
+    of ``rmp ingest --jobs``. Such a part writes no quarantine file and keeps
+    every rejection in the result, for the caller to write the file once.
 
     Raises ``IngestFileError`` (one line, names the file) when the file as a
     whole cannot be loaded; individual bad rows never raise."""
     started = time.perf_counter()
     source = open_source(path, fmt)
+    if byte_range is not None and not isinstance(source, CsvSource):
+        source.close()
+        raise ValueError("byte ranges are for CSV files only")
     stop = threading.Event()
     quarantine: QuarantineFile | None = None
     try:
@@ -363,15 +374,18 @@ def load_file(path: str | Path, url: str | None = None, *, table: str | None = N
             if on_start is not None:
                 on_start(source, target)
             writer = BatchWriter(conn, target, validator.columns)
-            quarantine = QuarantineFile(path)
-            for batch in _prefetch(_validated_batches(source, validator, batch_rows, stop), stop):
+            quarantine = QuarantineFile(path) if byte_range is None else None
+            keep = 100 if byte_range is None else None
+            batches = _validated_batches(source, validator, batch_rows, stop, byte_range)
+            for batch in _prefetch(batches, stop):
                 with conn.transaction():
                     inserted = sum(writer.write(p) for p in batch.good)
                     refused, writer.found = writer.found, []
                     if refused:
                         batch.rejected = sorted(batch.rejected + refused, key=lambda r: r.line)
                     record_rejections(conn, source_file, target.qualified, batch.rejected)
-                quarantine.write(batch.rejected)
+                if quarantine is not None:
+                    quarantine.write(batch.rejected)
                 good = batch.good_rows - len(refused)
                 b = BatchResult(good + len(batch.rejected), inserted,
                                 good - inserted, len(batch.rejected), batch.position)
@@ -380,11 +394,13 @@ def load_file(path: str | Path, url: str | None = None, *, table: str | None = N
                 result.duplicates += b.duplicates
                 result.rejected += b.rejected
                 result.batches += 1
-                if len(result.rejections) < 100:
-                    result.rejections.extend(batch.rejected[: 100 - len(result.rejections)])
+                if keep is None:
+                    result.rejections.extend(batch.rejected)
+                elif len(result.rejections) < keep:
+                    result.rejections.extend(batch.rejected[: keep - len(result.rejections)])
                 if on_batch is not None:
                     on_batch(b)
-        result.quarantine = quarantine.written
+        result.quarantine = quarantine.written if quarantine is not None else None
     finally:
         stop.set()
         if quarantine is not None:

@@ -8,7 +8,7 @@ rows already recorded for the same file, line, reason and raw text.
 
 The file is meant to be opened in a spreadsheet, and its cells hold input
 the loader refused: a cell that begins with ``=``, ``+``, ``-``, ``@``, a tab
-or a carriage return is written with a leading apostrophe so a spreadsheet
+or a carriage return (and is more than that one character) is written with a leading apostrophe so a spreadsheet
 shows it as text instead of running it as a formula (OWASP "CSV
 injection"). The exact text stays in ``metrics.rejected_rows.raw_line``.
 """
@@ -31,7 +31,7 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def neutralize(cell: object) -> object:
     """A text cell a spreadsheet would evaluate, prefixed so it stays text."""
-    if isinstance(cell, str) and cell.startswith(_FORMULA_START):
+    if isinstance(cell, str) and len(cell) > 1 and cell.startswith(_FORMULA_START):   # a lone "-" is no formula
         return "'" + cell
     return cell
 

@@ -175,3 +175,28 @@ def test_ingest_help_documents_the_exit_codes():
     assert "Exit codes: 0 every row loaded" in text
     assert "1 some rows rejected" in text and "2 the run could not complete" in text
     assert "--jobs" in text
+
+
+def test_jobs_split_a_large_csv_into_ranges_with_the_same_outcome(db, servers, tmp_path, migrated_url, monkeypatch):
+    import ingest.fastcsv
+    from ingest.parallel import plan
+
+    monkeypatch.setattr(ingest.fastcsv, "MIN_PART_BYTES", 1_000)
+    p = tmp_path / "big.csv"
+    bad = {5: "x,8,1,1,0.25", 700: "1.5,3000000000,1,1,0.25", 999: "1.5,8,1"}
+    good = _write(p, bad, quoted=False)
+    units = plan([p], 2, None)
+    assert len(units) == 2 and units[0].byte_range[1] == units[1].byte_range[0]
+    assert units[1].byte_range[2] == 2 + sum(1 for _ in open(p, "rb").read()[:units[1].byte_range[0]].splitlines()) - 1
+    result = CliRunner().invoke(ingest_cmd, [str(p), "-q", "--jobs", "2", "--batch-rows", "128"],
+                                env={"DATABASE_URL": migrated_url})
+    assert result.exit_code == 1, result.output
+    assert f"{good:,} loaded, 0 duplicates skipped, 3 rejected" in result.output
+    with open(quarantine_path(p), newline="") as fh:
+        assert [(int(r["line"]), r["field"]) for r in csv.DictReader(fh)] == [
+            (7, "cpu_percent"), (702, "cpu_cores"), (1001, "-")]
+    assert db.execute("select count(*), sum(memory_used_bytes) from metrics.server_metrics").fetchone() == (
+        good, sum(1000 + i for i in range(1000) if i not in bad))
+    again = CliRunner().invoke(ingest_cmd, [str(p), "-q", "--jobs", "2"], env={"DATABASE_URL": migrated_url})
+    assert f"0 loaded, {good:,} duplicates skipped, 3 rejected" in again.output
+    assert db.execute("select count(*) from metrics.rejected_rows").fetchone()[0] == 3
