@@ -222,11 +222,14 @@ def _jobs(conn: psycopg.Connection, overdue_grace: timedelta) -> list[Check]:
     for job_id, proc, target, status, next_start, _failures, last_error, overdue, crashes, started in rows:
         if crashes == 1:
             # The server died while the job ran (kill -9, power loss). Not the job's
-            # failure: TimescaleDB retries it no sooner than 5 minutes after the restart
-            # (its crash back-off); until then next_start reads -infinity, not overdue.
+            # failure: TimescaleDB's scheduler retries it after a crash back-off (at least
+            # 5 minutes, up to the job's retry period or next scheduled slot, in memory:
+            # alter_job's next_start does not move it); the catalog's next_start meanwhile
+            # is stale or -infinity, which is not "overdue".
             checks.append(Check(f"job {job_id} {proc} {target}", True,
                                 f"interrupted by a server crash (run started {_when(started)}); "
-                                f"retried after TimescaleDB's 5-minute crash back-off, or now: CALL run_job({job_id})"))
+                                f"the scheduler retries it after its crash back-off (5 min to the retry period); "
+                                f"to do its work now: CALL run_job({job_id})"))
         elif crashes > 1:
             checks.append(Check(f"job {job_id} {proc} {target}", False,
                                 f"crashed {crashes} times in a row; see the server log"))

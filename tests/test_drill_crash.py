@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from drill_cluster import Cluster, native_available
 from drill_steps import (
     finish,
     native_loader_in_batch,
@@ -36,10 +35,10 @@ from drill_support import (
 )
 
 from rmp import migrations
-from rmp.embedded import EmbeddedServer, free_port
+from rmp.embedded import EmbeddedServer
+from rmp.testing import native_cluster
 
 BATCH = 500
-native = pytest.mark.skipif(not native_available(), reason="needs PostgreSQL 15 + TimescaleDB (native engine)")
 
 
 def _days_ago(n: int) -> datetime:
@@ -48,12 +47,10 @@ def _days_ago(n: int) -> datetime:
 
 @pytest.fixture
 def cluster():
-    c = Cluster(free_port())
-    c.start()
-    c.create_database()
-    migrations.upgrade(c.url())
-    yield c
-    c.destroy()
+    """A private native cluster (fsync on, like production) with the schema; removed afterwards."""
+    with native_cluster(fsync=True) as server:
+        migrations.upgrade(server.url)
+        yield server
 
 
 def _assert_complete(url: str, *paths, since: datetime, until: datetime) -> None:
@@ -67,9 +64,9 @@ def _assert_complete(url: str, *paths, since: datetime, until: datetime) -> None
     assert mismatches["server_metrics_1h:buckets"] == 3 * 24 * round((until - since) / timedelta(days=1))
 
 
-@native
+@pytest.mark.native_only
 def test_postmaster_killed_inside_a_batch_loses_and_duplicates_nothing(cluster, tmp_path):
-    url = cluster.url()
+    url = cluster.url
     since = _days_ago(3)
     path = make_fleet(url, tmp_path / "files", servers=3, days=2, start=since)
     total = 3 * 2 * 2880
@@ -101,12 +98,12 @@ def _job(conn, proc_name: str, view: str) -> int:
                         " and hypertable_name = %s", (proc_name, view)).fetchone()[0]
 
 
-@native
+@pytest.mark.native_only
 def test_postmaster_killed_while_refresh_and_compression_jobs_run(cluster, tmp_path):
     """Both jobs are started by the scheduler and held mid-run on a lock a drill
     session takes (so the kill lands while they run, not before or after), while
     `rmp ingest` of the newest day is inside a batch."""
-    url = cluster.url()
+    url = cluster.url
     since = _days_ago(5)
     old = make_fleet(url, tmp_path / "old", servers=3, days=3, start=since)
     new = make_fleet(url, tmp_path / "new", servers=3, days=2, start=since + timedelta(days=3))
@@ -166,6 +163,7 @@ def test_postmaster_killed_while_refresh_and_compression_jobs_run(cluster, tmp_p
     _assert_complete(url, old, new, since=since, until=since + timedelta(days=5))
 
 
+@pytest.mark.embedded_only
 def test_embedded_engine_killed_inside_a_batch_loses_and_duplicates_nothing(tmp_path):
     server = EmbeddedServer(tmp_path / "embedded", job_interval=1.0)
     server.start()
