@@ -237,7 +237,9 @@ async function switchTo(client) {
   const prev = sessionUser;
   if (prev && !prev.closed && prev !== JOBS) {
     try {
-      const rows = (await exec("SELECT name, setting FROM pg_settings WHERE source = 'session'")).rows;
+      // role is not in pg_settings (GUC_NO_SHOW_ALL)
+      const rows = (await exec("SELECT name, setting FROM pg_settings WHERE source = 'session' "
+        + "UNION ALL SELECT 'role', current_setting('role')")).rows;
       prev.gucs = new Map(rows.filter((r) => !UNSAVED_SETTINGS.has(r.name)).map((r) => [r.name, r.setting]));
       prev.role = (rows.find((r) => r.name === 'role') || { setting: 'none' }).setting;
     } catch (err) { debug('could not save settings', err.message); }
@@ -384,8 +386,9 @@ function raiseMessage(code, text) {
 // Runs a client's messages and answers it. After a turn that ends with
 // ReadyForQuery the session is checked (checkTurn) before the client sees
 // anything of it.
-async function runRaw(client, buf) {
+async function runRaw(client, buf, beforeCheck = null) {
   let out = Buffer.from(await db.execProtocolRaw(buf));
+  if (beforeCheck) await beforeCheck();
   out = G.rewriteOutput(out, client, client.groups);
   client.groups = null;
   const status = P.lastReadyStatus(out);
@@ -465,20 +468,20 @@ async function translate(client, item) {
       const parsed = S.parseStatements(sql);
       let text = parsed.bytes;
       let watch = false;
+      let resetAll = false;
       if (!parsed.error) {
         try {
           const plan = G.planParse(client, parsed);
           text = plan.text;
           watch = plan.watch;
-          if (plan.resetAll) client.resetDefaults = true;
+          resetAll = plan.resetAll;
         } catch (err) {
           if (!(err instanceof G.Refusal)) throw err;
           // Keep the message shape: the error comes at Parse like on a server.
           text = Buffer.from(G.raiseSql(err.code, err.message));
         }
       }
-      client.stmtWatch.set(name, watch);
-      if (watch) client.turnWatch = true;
+      client.stmtWatch.set(name, { watch, resetAll });
       const r = P.renameStatement('P', P.replaceParseText(msg, text), client.prefix);
       if (r.name) client.statements.add(r.name);
       return r.msg;
@@ -486,7 +489,12 @@ async function translate(client, item) {
     case 'B': case 'D': case 'C': {
       client.inUnit = true;
       const r = P.renameStatement(type, msg, client.prefix);
-      if (type === 'B' && client.stmtWatch.get(r.name ?? '')) client.turnWatch = true;
+      if (type === 'B') {
+        // What the bound statement may do, as planned at its Parse.
+        const flags = client.stmtWatch.get(r.name ?? '');
+        if (flags && flags.watch) client.turnWatch = true;
+        if (flags && flags.resetAll) client.resetDefaults = true;
+      }
       if (type === 'C' && r.name) { client.statements.delete(r.name); client.stmtWatch.delete(r.name); }
       return r.msg;
     }
@@ -521,13 +529,18 @@ async function translate(client, item) {
       // before the blob: db.exec() clears a pending blob
       if (asSuper) await db.exec('SET SESSION AUTHORIZATION postgres');
       await db._handleBlob(new Blob(copy.chunks));
-      try {
-        await runRaw(client, P.query(copy.sql));
-      } finally {
-        // In a failed transaction this SET fails too; the rollback then
-        // restores the login's role (SET is transactional).
-        if (asSuper) await execQuiet(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`);
+      let restored = !asSuper;
+      // In a failed transaction this SET fails too; the rollback then
+      // restores the login's role (SET is transactional). The turn check
+      // comes after it.
+      const restore = async () => {
+        if (!restored) { restored = true; await execQuiet(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`); }
         await db._cleanupBlob();
+      };
+      try {
+        await runRaw(client, P.query(copy.sql), restore);
+      } finally {
+        await restore();
       }
       return null;
     }

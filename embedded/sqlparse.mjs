@@ -85,7 +85,8 @@ const quoteIdent = (s) => '"' + s.replace(/"/g, '""') + '"';
 // text: the scanner's token after the keyword. Returns [start, end) byte
 // offsets relative to the statement, or null.
 function preparedNameToken(stmtBytes, type, node) {
-  const tokens = scanSync(stmtBytes.toString('utf8')).tokens;
+  const tokens = scanSync(stmtBytes.toString('utf8')).tokens
+    .filter((t) => t.tokenName !== 'SQL_COMMENT' && t.tokenName !== 'C_COMMENT');
   if (type === 'PrepareStmt') return tokens[1] && tokenIs(tokens[1], node.name) ? tokens[1] : null;
   if (type === 'DeallocateStmt') {
     const last = tokens[tokens.length - 1];
