@@ -15,13 +15,11 @@ import contextlib
 import datetime as dt
 import socket
 import struct
-import tempfile
+import subprocess
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
-from drill_cluster import Cluster, native_available
 from psycopg import errors
 
 from rmp.embedded import EmbeddedServer, free_port
@@ -31,29 +29,6 @@ from rmp.embedded import EmbeddedServer, free_port
 def server(tmp_path_factory):
     with EmbeddedServer(tmp_path_factory.mktemp("embedded-security"), job_interval=0.5) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def native_url():
-    if not native_available():
-        pytest.skip("native PostgreSQL 15 + TimescaleDB not installed")
-    root = Path(tempfile.mkdtemp(prefix="emb-sec-native-"))
-    root.chmod(0o755)
-    cluster = Cluster(root / "pg", free_port())
-    cluster.start()
-    try:
-        cluster.wait_ready()
-        yield cluster.url("postgres")
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture(params=["embedded", "native"])
-def engine(request, server):
-    """URL of the superuser on each engine (native: the reference server)."""
-    if request.param == "embedded":
-        return server.url
-    return request.getfixturevalue("native_url")
 
 
 def as_role(url: str, role: str) -> str:
@@ -87,6 +62,7 @@ def start_time(url: str):
     "-c role=postgres",
     "-c allow_system_table_mods=on",
 ])
+@pytest.mark.embedded_only
 def test_startup_packet_cannot_carry_identity(server, options):
     url = make_login(server.url, "esc_startup")
     with pytest.raises(psycopg.OperationalError):
@@ -95,6 +71,7 @@ def test_startup_packet_cannot_carry_identity(server, options):
         assert identity(c) == ("esc_startup", "esc_startup", "off")
 
 
+@pytest.mark.embedded_only
 def test_startup_settings_are_applied_and_checked(server):
     url = make_login(server.url, "esc_startup_ok")
     with psycopg.connect(url, autocommit=True, options="-c work_mem=8MB -c search_path=pg_catalog") as c:
@@ -113,6 +90,7 @@ def test_startup_settings_are_applied_and_checked(server):
     ("create function pg_temp.esc() returns int language sql set session_authorization = postgres as 'select 1'",
      "42501"),
 ])
+@pytest.mark.embedded_only
 def test_statement_escapes_are_refused(server, escape, sqlstate):
     url = make_login(server.url, "esc_stmt")
     with psycopg.connect(url, autocommit=True) as c:
@@ -122,6 +100,7 @@ def test_statement_escapes_are_refused(server, escape, sqlstate):
         assert identity(c) == ("esc_stmt", "esc_stmt", "off")
 
 
+@pytest.mark.embedded_only
 def test_dynamic_sql_escape_ends_the_client(server):
     """Dynamic SQL gets past any reading of the text: the check after the turn ends that client."""
     url = make_login(server.url, "esc_dynamic")
@@ -138,6 +117,7 @@ def test_dynamic_sql_escape_ends_the_client(server):
     assert start_time(server.url) == before
 
 
+@pytest.mark.embedded_only
 def test_dynamic_escape_inside_a_transaction_is_rolled_back(server):
     url = make_login(server.url, "esc_dyn_tx")
     with psycopg.connect(server.url, autocommit=True) as admin:
@@ -153,6 +133,7 @@ def test_dynamic_escape_inside_a_transaction_is_rolled_back(server):
         assert admin.execute("select count(*) from esc_tx_target").fetchone() == (0,)
 
 
+@pytest.mark.embedded_only
 def test_discard_all_keeps_the_login(server):
     url = make_login(server.url, "esc_discard")
     with psycopg.connect(url, autocommit=True) as c:
@@ -162,6 +143,7 @@ def test_discard_all_keeps_the_login(server):
             assert identity(c) == ("esc_discard", "esc_discard", "off")
 
 
+@pytest.mark.embedded_only
 def test_set_role_follows_membership(server):
     url = make_login(server.url, "esc_member")
     with psycopg.connect(server.url, autocommit=True) as admin:
@@ -247,6 +229,7 @@ def first_value(messages) -> str:
     raise AssertionError(f"no row in {messages}")
 
 
+@pytest.mark.embedded_only
 def test_function_call_message_refused_to_non_superusers(server):
     make_login(server.url, "esc_fastpath")
     with psycopg.connect(server.url, autocommit=True) as admin:
@@ -267,6 +250,7 @@ def test_function_call_message_refused_to_non_superusers(server):
         su.close()
 
 
+@pytest.mark.embedded_only
 def test_copy_where_trick_never_runs_as_superuser(server):
     url = make_login(server.url, "esc_copy")
     with psycopg.connect(server.url, autocommit=True) as admin:
@@ -286,6 +270,7 @@ def test_copy_where_trick_never_runs_as_superuser(server):
         assert c.execute("select a from esc_copy_t").fetchall() == [("allowed",)]
 
 
+@pytest.mark.embedded_only
 def test_demoted_role_loses_rights_at_next_login(server):
     with psycopg.connect(server.url, autocommit=True) as admin:
         admin.execute("drop role if exists esc_demoted")
@@ -306,6 +291,7 @@ def test_demoted_role_loses_rights_at_next_login(server):
         psycopg.connect(url)
 
 
+@pytest.mark.embedded_only
 def test_demoted_role_open_connection_is_checked_again(server):
     with psycopg.connect(server.url, autocommit=True) as admin:
         admin.execute("drop role if exists esc_live")
@@ -322,6 +308,7 @@ def test_demoted_role_open_connection_is_checked_again(server):
 # -------------------------------------------- prepared statements (12.5) --
 
 
+@pytest.mark.embedded_only
 def test_multi_statement_queries_keep_statements_apart(server):
     with psycopg.connect(server.url, autocommit=True) as a, psycopg.connect(server.url, autocommit=True) as b:
         a.execute("prepare mine as select 'a'::text")
@@ -336,6 +323,7 @@ def test_multi_statement_queries_keep_statements_apart(server):
             b.execute("select 1; execute gone")
 
 
+@pytest.mark.embedded_only
 def test_statement_names_in_every_statement(server):
     with psycopg.connect(server.url, autocommit=True) as c:
         c.execute("prepare p1 as select $1::int * 2; prepare p2 as select 'two'")
@@ -356,8 +344,8 @@ def test_statement_names_in_every_statement(server):
 # ------------------------------------------- conformance on both engines --
 
 
-def test_prepare_transaction_is_disabled(engine):
-    with psycopg.connect(engine) as c:
+def test_prepare_transaction_is_disabled(engine_url):
+    with psycopg.connect(engine_url) as c:
         c.execute("select 1")
         with pytest.raises(errors.ObjectNotInPrerequisiteState, match="prepared transactions are disabled"):
             c.execute("prepare transaction 'x'")
@@ -365,8 +353,8 @@ def test_prepare_transaction_is_disabled(engine):
         assert c.execute("select 'still here'").fetchone() == ("still here",)
 
 
-def test_unknown_prepared_statement_keeps_its_name(engine):
-    with psycopg.connect(engine, autocommit=True) as c:
+def test_unknown_prepared_statement_keeps_its_name(engine_url):
+    with psycopg.connect(engine_url, autocommit=True) as c:
         with pytest.raises(errors.InvalidSqlStatementName) as info:
             c.execute("execute nosuch")
         assert str(info.value).splitlines()[0] == 'prepared statement "nosuch" does not exist'
@@ -377,8 +365,8 @@ def test_unknown_prepared_statement_keeps_its_name(engine):
         c.execute("deallocate twice")
 
 
-def test_startup_reports_canonical_values(engine):
-    with psycopg.connect(engine, autocommit=True, client_encoding="utf8", application_name="rmp-test",
+def test_startup_reports_canonical_values(engine_url):
+    with psycopg.connect(engine_url, autocommit=True, client_encoding="utf8", application_name="rmp-test",
                          options="-c DateStyle=sql,dmy") as c:
         ps = c.info.parameter_status
         assert ps("client_encoding") == "UTF8"
@@ -394,8 +382,8 @@ def test_startup_reports_canonical_values(engine):
         assert ps("TimeZone") == c.execute("show timezone").fetchone()[0]
 
 
-def test_set_and_reset_are_reported(engine):
-    with psycopg.connect(engine, autocommit=True) as c:
+def test_set_and_reset_are_reported(engine_url):
+    with psycopg.connect(engine_url, autocommit=True) as c:
         ps = c.info.parameter_status
         c.execute("set datestyle = 'SQL, DMY'")
         assert ps("DateStyle") == "SQL, DMY"
@@ -422,11 +410,11 @@ def test_set_and_reset_are_reported(engine):
         assert ps("TimeZone") == c.execute("show timezone").fetchone()[0]
 
 
-def test_role_changes_are_reported(engine):
-    url = make_login(engine, "rep_login")
-    with psycopg.connect(engine, autocommit=True) as admin:
+def test_role_changes_are_reported(engine_url):
+    url = make_login(engine_url, "rep_login")
+    with psycopg.connect(engine_url, autocommit=True) as admin:
         admin.execute("grant pg_read_all_settings to rep_login")
-    with psycopg.connect(engine, autocommit=True) as c:
+    with psycopg.connect(engine_url, autocommit=True) as c:
         c.execute("set session authorization rep_login")
         assert (c.info.parameter_status("session_authorization"), c.info.parameter_status("is_superuser")) == (
             "rep_login", "off")
@@ -437,8 +425,8 @@ def test_role_changes_are_reported(engine):
         assert c.info.parameter_status("is_superuser") == "off"
 
 
-def test_standard_conforming_strings_reported_for_superuser(engine):
-    with psycopg.connect(engine, autocommit=True) as c:
+def test_standard_conforming_strings_reported_for_superuser(engine_url):
+    with psycopg.connect(engine_url, autocommit=True) as c:
         c.execute("set standard_conforming_strings = off")
         assert c.info.parameter_status("standard_conforming_strings") == "off"
         assert c.execute("select %s", ["a'b\\c"]).fetchone() == ("a'b\\c",)
@@ -460,33 +448,33 @@ def settings_of(c) -> dict:
 
 @pytest.mark.parametrize("reset", ["reset all", "discard all", "reset search_path; reset enable_seqscan; "
                                    "reset client_min_messages; reset exit_on_error"])
-def test_reset_returns_to_server_defaults(engine, reset):
-    with psycopg.connect(engine, autocommit=True) as c:
+def test_reset_returns_to_server_defaults(engine_url, reset):
+    with psycopg.connect(engine_url, autocommit=True) as c:
         c.execute("set search_path = pg_catalog; set enable_seqscan = off; set client_min_messages = warning")
         c.execute(reset)
         assert settings_of(c) == SERVER_DEFAULTS
 
 
-def test_reset_all_through_the_extended_protocol(engine):
-    with psycopg.connect(engine, autocommit=True) as c:
+def test_reset_all_through_the_extended_protocol(engine_url):
+    with psycopg.connect(engine_url, autocommit=True) as c:
         c.execute("set search_path = pg_catalog")
         c.execute("reset all", prepare=True)
         assert settings_of(c) == SERVER_DEFAULTS
 
 
-def test_discard_all_in_a_transaction_is_refused(engine):
-    with psycopg.connect(engine) as c:
+def test_discard_all_in_a_transaction_is_refused(engine_url):
+    with psycopg.connect(engine_url) as c:
         c.execute("select 1")
         with pytest.raises(errors.ActiveSqlTransaction):
             c.execute("discard all")
         c.rollback()
-    with psycopg.connect(engine, autocommit=True) as c, pytest.raises(errors.ActiveSqlTransaction):
+    with psycopg.connect(engine_url, autocommit=True) as c, pytest.raises(errors.ActiveSqlTransaction):
         c.execute("select 1; discard all")
 
 
-def test_exit_on_error_ends_only_that_client(engine):
-    with psycopg.connect(engine, autocommit=True) as other:
-        c = psycopg.connect(engine, autocommit=True)
+def test_exit_on_error_ends_only_that_client(engine_url):
+    with psycopg.connect(engine_url, autocommit=True) as other:
+        c = psycopg.connect(engine_url, autocommit=True)
         c.execute("set exit_on_error = on")
         with pytest.raises(psycopg.Error):
             c.execute("select 1/0")
@@ -496,6 +484,7 @@ def test_exit_on_error_ends_only_that_client(engine):
         assert other.execute("show exit_on_error").fetchone() == ("off",)
 
 
+@pytest.mark.embedded_only
 def test_job_owner_needing_quotes_runs(server):
     with psycopg.connect(server.url, autocommit=True) as admin:
         admin.execute('drop role if exists "Job Owner"')
@@ -527,6 +516,7 @@ def test_job_owner_needing_quotes_runs(server):
 # ------------------------------------------------------- encodings (18.1) --
 
 
+@pytest.mark.embedded_only
 def test_non_utf8_client_encoding_is_refused_not_a_crash(server):
     before = start_time(server.url)
     with psycopg.connect(server.url, autocommit=True) as other:
@@ -548,3 +538,23 @@ def test_non_utf8_client_encoding_is_refused_not_a_crash(server):
         other.execute("set client_encoding to 'UTF8'")
         assert other.execute("select 'ok'").fetchone() == ("ok",)
     assert start_time(server.url) == before
+
+
+# ----------------------------------------------------------- stance (12.7) --
+
+
+def test_non_loopback_host_is_refused_without_the_flag(tmp_path, monkeypatch):
+    from rmp import embedded
+    from rmp.errors import EngineError
+    from rmp.settings import EMBEDDED_DIR, Settings
+
+    exposed = Settings(database_url=None, home=tmp_path, host="0.0.0.0", port=free_port())
+    with pytest.raises(EngineError, match="not a loopback address"):
+        embedded.start(exposed)
+    assert not (tmp_path / "pgdata").exists()
+    # The server itself refuses too, whoever starts it.
+    out = subprocess.run(["node", str(EMBEDDED_DIR / "server.mjs"), "--host", "0.0.0.0", "--port", "0",
+                          "--data-dir", str(tmp_path / "direct")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "--allow-non-loopback" in out.stderr
+    assert embedded.is_loopback("127.0.0.1") and embedded.is_loopback("::1") and embedded.is_loopback("localhost")
