@@ -41,27 +41,13 @@ const { values: opts } = parseArgs({
     'job-interval': { type: 'string', default: '2' },
     'checkpoint-interval': { type: 'string', default: '60' },
     verbose: { type: 'boolean', default: false },
-    'allow-non-loopback': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (opts.help) {
-  console.log(`usage: node server.mjs [--data-dir DIR] [--host H] [--port N] [--pid-file F] [--job-interval SECONDS] [--checkpoint-interval SECONDS] [--allow-non-loopback] [--verbose]
-Serves an embedded TimescaleDB over the PostgreSQL wire protocol.
-Every connection is trusted (no passwords): --host must be a loopback address
-unless --allow-non-loopback says that exposing it is meant.`);
+  console.log(`usage: node server.mjs [--data-dir DIR] [--host H] [--port N] [--pid-file F] [--job-interval SECONDS] [--checkpoint-interval SECONDS] [--verbose]
+Serves an embedded TimescaleDB over the PostgreSQL wire protocol.`);
   process.exit(0);
-}
-// Authentication is trust and the engine one superuser session: it serves
-// this machine only, unless the caller says otherwise in so many words.
-if (!opts['allow-non-loopback'] && !isLoopback(opts.host)) {
-  console.error(`refusing to listen on ${opts.host}: not a loopback address and every connection is trusted; `
-    + 'pass --allow-non-loopback to do it anyway');
-  process.exit(2);
-}
-
-function isLoopback(host) {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 const log = (...a) => console.log(new Date().toISOString(), ...a);

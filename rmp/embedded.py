@@ -7,7 +7,6 @@ file so ``rmp db status|stop|url`` find it again from another shell.
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import json
 import os
 import shutil
@@ -109,29 +108,10 @@ def status(settings: Settings | None = None) -> Status:
     return Status(False, None, None)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def start(settings: Settings | None = None, *, job_interval: float = 2.0,
-          checkpoint_interval: float = 60.0, allow_non_loopback: bool = False) -> Status:
-    """Start the server in the background and wait until it accepts connections.
-
-    The embedded engine trusts every connection (no passwords, one superuser
-    session underneath), so it listens on a loopback address only unless
-    ``allow_non_loopback`` says otherwise.
-    """
+          checkpoint_interval: float = 60.0) -> Status:
+    """Start the server in the background and wait until it accepts connections."""
     s = settings or get_settings()
-    if not is_loopback(s.host) and not allow_non_loopback:
-        raise EngineError(
-            f"RMP_HOST={s.host} is not a loopback address: the embedded engine trusts every connection; "
-            "pass --allow-non-loopback (rmp db start) if exposing it is meant"
-        )
     current = status(s)
     if current.running:
         return current
@@ -153,7 +133,6 @@ def start(settings: Settings | None = None, *, job_interval: float = 2.0,
             "--data-dir", str(s.pgdata), "--host", s.host, "--port", str(s.port),
             "--pid-file", str(s.pid_file), "--job-interval", str(job_interval),
             "--checkpoint-interval", str(checkpoint_interval),
-            *(["--allow-non-loopback"] if allow_non_loopback else []),
         ],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )

@@ -15,14 +15,13 @@ import contextlib
 import datetime as dt
 import socket
 import struct
-import subprocess
 import time
 
 import psycopg
 import pytest
 from psycopg import errors
 
-from rmp.embedded import EmbeddedServer, free_port
+from rmp.embedded import EmbeddedServer
 
 
 @pytest.fixture(scope="module")
@@ -539,22 +538,3 @@ def test_non_utf8_client_encoding_is_refused_not_a_crash(server):
         assert other.execute("select 'ok'").fetchone() == ("ok",)
     assert start_time(server.url) == before
 
-
-# ----------------------------------------------------------- stance (12.7) --
-
-
-def test_non_loopback_host_is_refused_without_the_flag(tmp_path, monkeypatch):
-    from rmp import embedded
-    from rmp.errors import EngineError
-    from rmp.settings import EMBEDDED_DIR, Settings
-
-    exposed = Settings(database_url=None, home=tmp_path, host="0.0.0.0", port=free_port())
-    with pytest.raises(EngineError, match="not a loopback address"):
-        embedded.start(exposed)
-    assert not (tmp_path / "pgdata").exists()
-    # The server itself refuses too, whoever starts it.
-    out = subprocess.run(["node", str(EMBEDDED_DIR / "server.mjs"), "--host", "0.0.0.0", "--port", "0",
-                          "--data-dir", str(tmp_path / "direct")], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2
-    assert "--allow-non-loopback" in out.stderr
-    assert embedded.is_loopback("127.0.0.1") and embedded.is_loopback("::1") and embedded.is_loopback("localhost")

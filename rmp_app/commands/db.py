@@ -29,10 +29,7 @@ def db() -> None:
 @db.command()
 @engine_option
 @click.option("--job-interval", default=2.0, show_default=True, help="Embedded engine: seconds between checks for due TimescaleDB jobs.")
-@click.option("--allow-non-loopback", is_flag=True,
-              help="Embedded engine: listen on RMP_HOST even when it is not a loopback address "
-                   "(every connection is trusted: anyone who reaches the port is a superuser).")
-def start(engine: str | None, job_interval: float, allow_non_loopback: bool) -> None:
+def start(engine: str | None, job_interval: float) -> None:
     """Start the engine in the background and wait until it accepts connections."""
     s = _settings(engine)
     if s.engine == "native":
@@ -42,7 +39,7 @@ def start(engine: str | None, job_interval: float, allow_non_loopback: bool) -> 
         click.echo(f"native TimescaleDB {verb} (pid {st.pid}) on {s.host}:{st.port}, data in {server.pgdata}")
         return
     before = embedded.status(s)
-    st = embedded.start(s, job_interval=job_interval, allow_non_loopback=allow_non_loopback)
+    st = embedded.start(s, job_interval=job_interval)
     verb = "already running" if before.running else "started"
     click.echo(f"embedded TimescaleDB {verb} (pid {st.pid}) on {s.host}:{st.port}, data in {s.pgdata}")
 
