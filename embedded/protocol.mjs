@@ -166,3 +166,13 @@ export function analyseCopy(sql) {
     copy: { sql: `COPY ${target} FROM '/dev/blob' ${options}`, binary, table, columns, options },
   };
 }
+
+// Calls fn(typeByte, body, wholeMessage) for each backend message in buf.
+export function forEachMessage(buf, fn) {
+  let i = 0;
+  while (i + 5 <= buf.length) {
+    const len = buf.readInt32BE(i + 1);
+    fn(buf[i], buf.subarray(i + 5, i + 1 + len), buf.subarray(i, i + 1 + len));
+    i += 1 + len;
+  }
+}
