@@ -11,13 +11,17 @@ const VPID_BASE = 10000;
 export const virtualPid = (clientId) => VPID_BASE + clientId;
 
 const byPid = new Map();
+// Bumped whenever a client logs in or leaves: the session's rmp.backends is
+// then stale for whoever holds the session.
+let generation = 0;
 
 export function register(client) {
   byPid.set(client.vpid, client);
+  generation++;
 }
 
 export function unregister(client) {
-  if (byPid.get(client.vpid) === client) byPid.delete(client.vpid);
+  if (byPid.get(client.vpid) === client) { byPid.delete(client.vpid); generation++; }
 }
 
 export const lookup = (vpid) => byPid.get(vpid);
@@ -33,8 +37,12 @@ export const TERMINATE_CHANNEL = 'rmp_terminate_backend';
 export const INSTALL_SQL = [
   `CREATE OR REPLACE FUNCTION pg_catalog.pg_backend_pid() RETURNS integer LANGUAGE sql STABLE PARALLEL RESTRICTED
      AS $$ SELECT coalesce(nullif(current_setting('rmp.backend_pid', true), ''), '0')::integer $$`,
-  `CREATE OR REPLACE FUNCTION pg_catalog.pg_terminate_backend(pid integer, timeout bigint DEFAULT 0)
-     RETURNS boolean LANGUAGE plpgsql VOLATILE STRICT PARALLEL SAFE AS $$
+  // Built-in functions are called by OID from PostgreSQL's own table
+  // (fmgr_isbuiltin), whatever pg_proc says, unless the planner inlines them:
+  // so the replacements are one-line SQL functions (not STRICT: a strict one
+  // with an unused parameter is not inlined).
+  `CREATE OR REPLACE FUNCTION pg_catalog.rmp_terminate_backend(pid integer) RETURNS boolean
+     LANGUAGE plpgsql VOLATILE STRICT AS $$
    DECLARE
      target name := coalesce(nullif(current_setting('rmp.backends', true), ''), '{}')::jsonb ->> pid::text;
    BEGIN
@@ -54,7 +62,16 @@ export const INSTALL_SQL = [
      PERFORM pg_notify('${TERMINATE_CHANNEL}', pid::text);
      RETURN true;
    END $$`,
+  `CREATE OR REPLACE FUNCTION pg_catalog.pg_terminate_backend(pid integer, timeout bigint DEFAULT 0)
+     RETURNS boolean LANGUAGE sql VOLATILE PARALLEL SAFE
+     AS $$ SELECT pg_catalog.rmp_terminate_backend(pid) $$`,
 ];
+
+// True when the session's rmp.* settings may not describe `client` and the
+// other connections any more (someone logged in or left; it ran RESET ALL).
+export const identityStale = (client) => client.identityGen !== generation;
+export function identityApplied(client) { client.identityGen = generation; }
+export function identityLost(client) { client.identityGen = -1; }
 
 export function identitySql(client) {
   const lit = (s) => "'" + String(s).replace(/'/g, "''") + "'";
@@ -86,23 +103,36 @@ export const CANCELED = 'canceling statement due to user request';
 // extended-protocol messages up to its Sync are skipped). A statement PGlite is
 // already running cannot be interrupted (single-threaded WebAssembly: the
 // request is read after it finished) and, like a cancel that arrives when
-// nothing runs, is ignored. `raise(code, text)` builds the simple query that
-// makes PGlite itself report the error, so the transaction state is exact.
-export function cancelQueued(client, raise) {
+// nothing runs, is ignored.
+// `waiting`: the client does not hold the session (no transaction, unit or
+// COPY of its own is open), so the error is answered at once, without the
+// session. Otherwise (its pipeline behind its own running statement)
+// `raise(code, text)` builds the query that makes PGlite report the error in
+// order, so the transaction state is exact.
+export function cancelQueued(client, raise, waiting) {
   const q = client.pending;
   const i = q.findIndex((it) => 'QFPBEDC'.includes(it.type));
   if (i < 0) return false;
-  const replacement = { type: 'Q', msg: raise('57014', CANCELED), synthetic: true };
-  if (q[i].type === 'Q' || q[i].type === 'F') {
-    q[i] = replacement;
-  } else {
+  const direct = waiting && i === 0 && client.tx === 'I' && !client.inUnit && !client.copy;
+  const replacement = direct
+    ? { type: 'answered', reply: P.readyForQuery('I') }
+    : { type: 'Q', msg: raise('57014', CANCELED), synthetic: true };
+  let end = i + 1;
+  let unitOpen = false;
+  if (q[i].type !== 'Q' && q[i].type !== 'F') {
     const sync = q.findIndex((it, k) => k > i && it.type === 'S');
-    if (sync < 0) {
-      q.splice(i);
-      client.skipUntilSync = replacement;
-    } else {
-      q.splice(i, sync - i + 1, replacement);
-    }
+    end = sync < 0 ? q.length : sync + 1;
+    unitOpen = sync < 0;
+  }
+  q.splice(i, end - i);
+  if (direct) {
+    client.send(P.errorResponse('ERROR', '57014', CANCELED));
+    if (unitOpen) client.skipUntilSync = replacement;
+    else client.send(replacement.reply);
+  } else if (unitOpen) {
+    client.skipUntilSync = replacement;
+  } else {
+    q.splice(i, 0, replacement);
   }
   client.pendingBytes = q.reduce((n, it) => n + (it.msg ? it.msg.length : 0), 0);
   return true;
@@ -111,11 +141,16 @@ export function cancelQueued(client, raise) {
 // Called for each message a client sends while a cancelled extended-protocol
 // unit is being skipped; true when the message was consumed.
 export function skipCancelled(client, item) {
-  if (!client.skipUntilSync) return false;
+  const pending = client.skipUntilSync;
+  if (!pending) return false;
   if (item.type === 'S') {
-    client.pending.push(client.skipUntilSync);
-    client.pendingBytes += client.skipUntilSync.msg.length;
     client.skipUntilSync = null;
+    if (pending.type === 'answered') {
+      client.send(pending.reply);
+    } else {
+      client.pending.push(pending);
+      client.pendingBytes += pending.msg.length;
+    }
   }
   return true;
 }

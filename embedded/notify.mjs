@@ -11,6 +11,7 @@
 // session).
 
 import { loadModule, parseSync } from 'libpg-query';
+import * as B from './backends.mjs';
 import * as P from './protocol.mjs';
 
 await loadModule();
@@ -20,7 +21,7 @@ const quoteIdent = (s) => '"' + s.replace(/"/g, '""') + '"';
 // The listen-related statements of one query text, in order:
 // ['listen', name] / ['unlisten', name] / ['unlisten', null] (all).
 // Only texts that contain one of the key words are parsed.
-const MAY_LISTEN = /listen|discard/i;
+const MAY_LISTEN = /listen|discard|reset/i;
 export function listenStatements(sql) {
   if (!MAY_LISTEN.test(sql)) return [];
   let tree;
@@ -33,7 +34,8 @@ export function listenStatements(sql) {
   for (const { stmt } of tree.stmts || []) {
     if (stmt.ListenStmt) out.push(['listen', stmt.ListenStmt.conditionname]);
     else if (stmt.UnlistenStmt) out.push(['unlisten', stmt.UnlistenStmt.conditionname ?? null]);
-    else if (stmt.DiscardStmt?.target === 'DISCARD_ALL') out.push(['unlisten', null]);
+    else if (stmt.DiscardStmt?.target === 'DISCARD_ALL') out.push(['unlisten', null], ['reset', null]);
+    else if (stmt.VariableSetStmt?.kind === 'VAR_RESET_ALL') out.push(['reset', null]);
   }
   return out;
 }
@@ -43,7 +45,12 @@ export function noteMessage(client, item) {
   let sql = null;
   if (item.type === 'Q') sql = P.parseQueryText(item.msg);
   else if (item.type === 'P') sql = P.parseParseMessage(item.msg).sql;
-  if (sql) for (const change of listenStatements(sql)) client.listenPending.push(change);
+  if (!sql) return;
+  for (const change of listenStatements(sql)) {
+    // RESET ALL / DISCARD ALL also reset the server's rmp.* identity settings (backends.mjs).
+    if (change[0] === 'reset') B.identityLost(client);
+    else client.listenPending.push(change);
+  }
 }
 
 function commandTags(buf) {
@@ -59,7 +66,7 @@ function commandTags(buf) {
 // Applies a client's pending LISTEN/UNLISTEN once its transaction is over.
 // Returns the SQL that puts back other clients' channels the client's UNLISTEN
 // took off the shared session, or null.
-function applyPending(client, out, status, allClients) {
+function applyPending(client, out, status, allClients, internalChannel) {
   if (!client.listenPending.length || status !== 'I') return null;
   const { tags, errored } = commandTags(out);
   const changes = client.listenPending;
@@ -76,8 +83,7 @@ function applyPending(client, out, status, allClients) {
     }
   }
   if (!unlistened) return null;
-  const needed = neededChannels(allClients);
-  return needed.size ? [...needed].map((c) => `LISTEN ${quoteIdent(c)}`).join('; ') : null;
+  return [...neededChannels(allClients, [internalChannel])].map((c) => `LISTEN ${quoteIdent(c)}`).join('; ');
 }
 
 export function neededChannels(allClients, extra = []) {
@@ -96,7 +102,7 @@ function notification(pid, channel, payload) {
 // output for the client itself, the SQL to run to restore the session's
 // listens (or null) and the pids named on the server's internal channel.
 export function afterTurn(client, out, status, allClients, internalChannel) {
-  const relisten = applyPending(client, out, status, allClients);
+  const relisten = applyPending(client, out, status, allClients, internalChannel);
   if (out.indexOf(0x41) < 0) return { out, relisten, internal: [] }; // fast path: no 'A' byte at all
   const kept = [];
   const internal = [];

@@ -251,7 +251,8 @@ function cancelRequest(body) {
   if (body.length !== 8) return;
   const target = B.lookup(body.readInt32BE(0));
   if (!target || target.secret !== body.readInt32BE(4) || target.closed) return;
-  if (B.cancelQueued(target, raiseMessage)) debug(`client ${target.id}: queued statement cancelled`);
+  const waiting = !(owner === target && (pumping || target.holdsSession()));
+  if (B.cancelQueued(target, raiseMessage, waiting)) debug(`client ${target.id}: queued statement cancelled`);
 }
 
 // ---------------------------------------------------------------- session --
@@ -300,6 +301,7 @@ async function switchTo(client) {
     for (const stmt of apply) await execQuiet(stmt);
   }
   sessionUser = client;
+  B.identityApplied(client);
   debug(`session handed to client ${client.id} in ${(performance.now() - t0).toFixed(1)} ms`);
 }
 
@@ -580,6 +582,12 @@ async function serve(client) {
       await flush();
       await runRaw(client, raiseMessage('08P01', `unexpected message type 0x${item.msg[0].toString(16)} during COPY from stdin`));
       continue;
+    }
+    if ('QPF'.includes(item.type) && client.tx === 'I' && !client.inUnit && B.identityStale(client)) {
+      // Someone logged in or left, or RESET ALL: refresh pg_backend_pid()'s and pg_terminate_backend()'s view.
+      await flush();
+      await execRawOk(B.identitySql(client).join('; '));
+      B.identityApplied(client);
     }
     if (!item.synthetic) N.noteMessage(client, item);
     let out;
