@@ -254,3 +254,23 @@ def test_large_copy_is_spooled_and_loads_exactly(server, bystander):
     spool = server.settings.pgdata / "rmp_copy"
     assert list(spool.iterdir()) == []  # the spooled file is removed after the COPY
     bystander.execute("drop table big_copy")
+
+
+# ------------------------------------------------------------- exposure --
+
+def test_non_loopback_host_is_refused_without_allow_remote(tmp_path):
+    import subprocess
+
+    from rmp.embedded import start
+    from rmp.errors import EngineError
+    from rmp.settings import EMBEDDED_DIR, Settings
+
+    settings = Settings(database_url=None, home=tmp_path, data_dir=None, host="0.0.0.0", port=5790,
+                        allow_remote=False)
+    with pytest.raises(EngineError, match="not a loopback address"):
+        start(settings)
+    out = subprocess.run(["node", str(EMBEDDED_DIR / "server.mjs"), "--host", "0.0.0.0", "--port", "5790",
+                          "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in out.stderr
+    assert not (tmp_path / "data").exists()  # refused before touching anything
