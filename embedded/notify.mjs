@@ -10,32 +10,27 @@
 // itself, asynchronously for the others (they are idle: the sender holds the
 // session).
 
-import { loadModule, parseSync } from 'libpg-query';
 import * as B from './backends.mjs';
 import * as P from './protocol.mjs';
-
-await loadModule();
+import { parseStatements } from './sqlparse.mjs';
 
 const quoteIdent = (s) => '"' + s.replace(/"/g, '""') + '"';
 
 // The listen-related statements of one query text, in order:
-// ['listen', name] / ['unlisten', name] / ['unlisten', null] (all).
-// Only texts that contain one of the key words are parsed.
-const MAY_LISTEN = /listen|discard|reset/i;
+// ['listen', name] / ['unlisten', name] / ['unlisten', null] (all), and
+// ['reset', null] for RESET ALL / DISCARD ALL. Only texts that contain one of
+// the key words are parsed.
+const MAY_MATTER = /listen|discard|reset/i;
 export function listenStatements(sql) {
-  if (!MAY_LISTEN.test(sql)) return [];
-  let tree;
-  try {
-    tree = parseSync(sql);
-  } catch {
-    return []; // PostgreSQL will refuse it too
-  }
+  if (!MAY_MATTER.test(sql)) return [];
+  const parsed = parseStatements(sql);
+  if (parsed.error) return []; // PostgreSQL will refuse it too
   const out = [];
-  for (const { stmt } of tree.stmts || []) {
-    if (stmt.ListenStmt) out.push(['listen', stmt.ListenStmt.conditionname]);
-    else if (stmt.UnlistenStmt) out.push(['unlisten', stmt.UnlistenStmt.conditionname ?? null]);
-    else if (stmt.DiscardStmt?.target === 'DISCARD_ALL') out.push(['unlisten', null], ['reset', null]);
-    else if (stmt.VariableSetStmt?.kind === 'VAR_RESET_ALL') out.push(['reset', null]);
+  for (const { type, node } of parsed.stmts) {
+    if (type === 'ListenStmt') out.push(['listen', node.conditionname]);
+    else if (type === 'UnlistenStmt') out.push(['unlisten', node.conditionname ?? null]);
+    else if (type === 'DiscardStmt' && node.target === 'DISCARD_ALL') out.push(['unlisten', null], ['reset', null]);
+    else if (type === 'VariableSetStmt' && node.kind === 'VAR_RESET_ALL') out.push(['reset', null]);
   }
   return out;
 }
