@@ -1,10 +1,10 @@
 """The FastAPI application: endpoints, bearer-token authorization, per-request role.
 
-Each data request: the token's hash is looked up (tenancy.api_token_role;
-no tenant row is read for an unknown token, which gets 401), the per-token
-rate limit is counted (429 + Retry-After past it), then one transaction runs
-``SET LOCAL ROLE <token's role>`` and the endpoint's queries, so row-level
-security and the tenant.* views decide what is visible. An id the role
+Each data request is one transaction: the token's hash is looked up
+(tenancy.api_token_role; no tenant row is read for an unknown token, which
+gets 401), the per-token rate limit is counted (429 + Retry-After past it),
+then ``SET LOCAL ROLE <token's role>`` and the endpoint's queries run, so
+row-level security and the tenant.* views decide what is visible. An id the role
 cannot see is 404, exactly like an id that does not exist.
 
 (No `from __future__ import annotations` here: FastAPI must evaluate the
@@ -81,34 +81,35 @@ def create_app(settings: ApiSettings) -> FastAPI:
     # ---------------------------------------------------------------- plumbing
 
     def caller(request: Request) -> str:
-        """The database role of the request's bearer token (401 / 429 otherwise)."""
+        """The request's bearer token (401 without one); checked by ``as_role``."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        with pool.connection() as conn:
-            role = tokens.role_for(conn, token)
-        if role is None:
-            raise HTTPException(401, "unknown or revoked token",
-                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        wait = limiter.check(tokens.digest(token))
-        if wait is not None:
-            raise HTTPException(429, f"more than {settings.requests_per_minute} requests in a minute",
-                                headers={"Retry-After": str(wait)})
-        return role
+        return token
 
     Role = Annotated[str, Depends(caller)]
 
-    def as_role(role: str, work: Callable[[psycopg.Connection], T]) -> T:
-        """Run ``work`` in one transaction under SET LOCAL ROLE ``role``."""
+    def as_role(token: str, work: Callable[[psycopg.Connection], T]) -> T:
+        """Run ``work`` in one transaction as the token's role: look the token up (401 when unknown or
+        revoked: nothing else has been read), count it against the rate limit (429), SET LOCAL ROLE."""
         try:
             with pool.connection() as conn, conn.transaction():
-                conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
-                conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT)))
+                role = tokens.role_for(conn, token)
+                if role is None:
+                    raise HTTPException(401, "unknown or revoked token",
+                                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                wait = limiter.check(tokens.digest(token))
+                if wait is not None:
+                    raise HTTPException(429, f"more than {settings.requests_per_minute} requests in a minute",
+                                        headers={"Retry-After": str(wait)})
+                # set_config(..., true) is SET LOCAL: both end with this transaction
+                conn.execute("select set_config('role', %s, true), set_config('statement_timeout', %s, true)",
+                             (role, STATEMENT_TIMEOUT))
                 return work(conn)
         except psycopg.errors.InsufficientPrivilege as exc:
-            log.warning("role %s refused: %s", role, str(exc).splitlines()[0])
-            raise HTTPException(403, f"role {role} may not read this") from exc
+            log.warning("token role refused: %s", str(exc).splitlines()[0])
+            raise HTTPException(403, "this token's role may not read this") from exc
         except psycopg.errors.QueryCanceled as exc:
             raise HTTPException(503, "the query took too long; ask for a shorter range",
                                 headers={"Retry-After": "10"}) from exc
