@@ -244,11 +244,18 @@ class Sampler:
             wal, size = conn.execute("select pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'),"
                                      " pg_database_size(current_database())").fetchone()
         procs = {pid: label for pid, label in self.named.items()}
-        for child in [self.server, *self.server.children(recursive=True)]:
+        try:
+            children = self.server.children(recursive=True)
+        except psutil.Error:
+            children = []
+        for child in [self.server, *children]:
             if child.pid in labels:
                 procs[child.pid] = labels[child.pid]
             elif self.kind == "native":
-                procs[child.pid] = "server: " + " ".join(child.cmdline()[:1]).removeprefix("postgres: ")[:40]
+                try:        # backends come and go (a dbt run's): a zombie has no command line
+                    procs[child.pid] = "server: " + " ".join(child.cmdline()[:1]).removeprefix("postgres: ")[:40]
+                except psutil.Error:
+                    continue
         for pid, label in procs.items():
             found = _rss_and_anon(pid)
             if found is not None:
@@ -352,9 +359,13 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
         say(f"soaking for {minutes:g} min: {writers} writers x {len(shares[0])} servers, a sample every {interval:g} s, "
             f"dbt every {dbt_every:g} min, report every {report_every:g} min, jobs every {job_every:g} s")
         next_sample = start
+        sampler_errors: list[str] = []
         while time.time() < until:
             time.sleep(max(0.0, next_sample - time.time()))
-            sampler.sample(time.time() - start)
+            try:
+                sampler.sample(time.time() - start)
+            except (psycopg.Error, psutil.Error, OSError) as exc:   # counted, not fatal: the soak goes on
+                sampler_errors.append(f"sampler: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}")
             next_sample += sample_every
             elapsed = time.time() - start
             if int(elapsed) % 60 < sample_every:
@@ -397,6 +408,7 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
         "dbt": sum(1 for r in command_runs if r["kind"] == "dbt" and r["exit"]),
         "report": sum(1 for r in command_runs if r["kind"] == "report" and r["exit"]),
         "jobs": sum(j["failures"] for j in jobs),
+        "sampler": len(sampler_errors),
     }
     errors["total"] = sum(errors.values())
     lags = [lag for w in writer_results for lag in w["lags"]]
@@ -410,7 +422,7 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
                    "report_every_min": report_every, "job_every_s": job_every, "sample_every_s": sample_every,
                    "warmup_min": warmup_minutes},
         "errors": errors,
-        "error_messages": [m for w in writer_results for m in w["messages"]] + dashboards["messages"]
+        "error_messages": [m for w in writer_results for m in w["messages"]] + dashboards["messages"] + sampler_errors[:5]
         + [f"{r['kind']}: {r['error']}" for r in command_runs if r["exit"]]
         + [f"job {j}: {m}" for j, m in job_errors][:20],
         "rows": {"written": written, "present": present, "equal": written == present,
