@@ -110,6 +110,7 @@ async function openEngine() {
   const contexts = (await db.query("SELECT lower(name) AS name, context FROM pg_settings")).rows;
   userSettable = new Set(contexts.filter((r) => r.context === 'user').map((r) => r.name));
   superuserSettable = new Set(contexts.filter((r) => r.context === 'user' || r.context === 'superuser').map((r) => r.name));
+  await db.execProtocolRaw(SET.prepareShowMessages());
   await refreshCatalogCache();
   sessionUser = JOBS;
 }
@@ -320,9 +321,7 @@ async function startup(client) {
     }
   }
   client.gucs = gucs;
-  const values = SET.readShown(Buffer.from(await db.execProtocolRaw(SET.showMessages(SET.REPORTED_AT_STARTUP))),
-    SET.REPORTED_AT_STARTUP);
-  finishStartup(client, values);
+  finishStartup(client, await readSettings(SET.REPORTED_AT_STARTUP));
 }
 
 // Checks a startup packet against the role cache (refreshed by the caller
@@ -410,21 +409,42 @@ async function runRaw(client, buf, beforeCheck = null) {
 // authorization unchanged, standard_conforming_strings still on for a
 // non-superuser)? Which reported settings changed? One extended-protocol
 // round trip of SHOWs (no snapshot, the client's unnamed statement kept).
+const IDENTITY = ['session_authorization', 'standard_conforming_strings'];
+
+// Reads settings through the prepared SHOWs, preparing them again if a
+// client's dynamic DEALLOCATE ALL dropped them. null when that fails too.
+async function readSettings(names) {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const values = SET.readShown(Buffer.from(await db.execProtocolRaw(SET.showMessages(names), { syncToFs: false })), names);
+    if (values) return values;
+    debug('preparing the SHOW statements again');
+    await db.execProtocolRaw(SET.prepareShowMessages());
+  }
+  return null;
+}
+
 async function checkTurn(client) {
+  const watchNext = client.turnWatch;
   client.turnWatch = false;
   if (client.resetDefaults) {
     client.resetDefaults = false;
     await db.execProtocolRaw(SET.runMessages(SET.defaultsSql()));
   }
-  const raw = Buffer.from(await db.execProtocolRaw(SET.showMessages(SET.WATCHED)));
-  const values = SET.readShown(raw, SET.WATCHED);
-  if (!values) return { changes: [] };
+  // Every turn of a non-superuser: who the session is. After a turn that
+  // may have changed settings: all the reported ones too.
+  const names = watchNext || client.isSuper ? SET.WATCHED : IDENTITY;
+  const values = await readSettings(names);
+  if (!values) {
+    // A session that cannot say who it is is not handed back to a login.
+    return client.isSuper ? { changes: [] } : { violation: 'the session could not be verified' };
+  }
   if (!client.isSuper) {
     if (values.get('session_authorization') !== client.user) {
       return { violation: `session authorization became "${values.get('session_authorization')}"` };
     }
     if (values.get('standard_conforming_strings') !== 'on') return { violation: 'standard_conforming_strings was turned off' };
   }
+  if (names === IDENTITY) return { changes: [] };
   client.exitOnError = values.get('exit_on_error') === 'on';
   return { changes: SET.parameterChanges(values, client.reported) };
 }

@@ -133,6 +133,22 @@ def test_dynamic_escape_inside_a_transaction_is_rolled_back(server):
 
 
 @pytest.mark.embedded_only
+def test_checks_survive_a_dynamic_deallocate_all(server):
+    """The server's own prepared SHOWs are prepared again when dynamic SQL drops every statement."""
+    url = make_login(server.url, "esc_dealloc")
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute("do $$begin execute 'deallocate all'; end$$")
+    with psycopg.connect(url, autocommit=True) as c:
+        assert identity(c) == ("esc_dealloc", "esc_dealloc", "off")
+        c.execute("do $$begin execute 'deallocate all'; end$$")
+        c.execute("set application_name = 'after'")
+        assert c.info.parameter_status("application_name") == "after"
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute("do $$begin execute 'deallocate all'; perform set_config(chr(115) || 'ession_authorization', "
+                      "'postgres', false); end$$")
+
+
+@pytest.mark.embedded_only
 def test_discard_all_keeps_the_login(server):
     url = make_login(server.url, "esc_discard")
     with psycopg.connect(url, autocommit=True) as c:
