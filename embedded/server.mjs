@@ -314,7 +314,13 @@ async function switchTo(client) {
   if (!await execRawOk(reset.join('; '))) {
     for (const sql of reset) await execQuiet(sql);
   }
-  if (client !== JOBS && !await refreshRole(client)) { sessionUser = null; return; }
+  // A login's role was read at its startup a moment ago: not again at its first hand-over.
+  const roleFresh = client.roleJustRead;
+  client.roleJustRead = false;
+  if (client !== JOBS && !roleFresh && !await refreshRole(client)) {
+    sessionUser = null;
+    return;
+  }
   // As the client's role: a login may only restore what it may set. The role
   // it SET last comes back too (PostgreSQL checks its membership again).
   const apply = [`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`,
@@ -368,11 +374,37 @@ function tryStartup(client) {
 // startup settings applied as the login (a bad value or one the role may not
 // set is FATAL, as on a server), and the reported values read back as the
 // engine spells them (UTF8, not utf8).
+const LOGIN_LOOKUP = `SELECT r.rolsuper, r.rolcanlogin,
+    EXISTS (SELECT FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) $2::pg_catalog.name) AS db
+  FROM (SELECT) one LEFT JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name`;
+
 async function startup(client) {
-  await switchTo(JOBS); // the catalogs are read as the superuser
-  await refreshCatalogCache();
+  // The login's role and database as the catalog has them now. The session
+  // may still carry the previous client's settings: every name is qualified
+  // (a search_path cannot substitute a pg_roles or an = of its own), and if
+  // the lookup fails anyway it is made again on a reset session.
+  const user = client.startupParams.user;
+  if (user) {
+    const database = client.startupParams.database || user;
+    let row;
+    try {
+      row = (await exec(LOGIN_LOOKUP, [user, database])).rows[0];
+    } catch {
+      await switchTo(JOBS);
+      row = (await exec(LOGIN_LOOKUP, [user, database])).rows[0];
+    }
+    if (row.rolsuper === null) roleCache.delete(user);
+    else roleCache.set(user, { rolname: user, rolsuper: row.rolsuper, rolcanlogin: row.rolcanlogin });
+    if (row.db) databaseCache.add(database); else databaseCache.delete(database);
+  }
   if (!beginLogin(client)) return;
+  client.verified = true;
+  client.roleJustRead = true;
   const gucs = client.gucs;
+  // Without startup settings the values are a fresh session's: nothing to
+  // run. With them, they are applied as the login now (a bad value is FATAL,
+  // as on a server) and read back as the engine spells them.
+  if (!gucs.size) return finishStartup(client, null);
   client.gucs = new Map();
   await switchTo(client);
   if (client.closed) return;
@@ -433,7 +465,7 @@ function finishStartup(client, values) {
     out.push(P.parameterStatus(name, status[name]));
     client.reported.set(name, status[name]);
   }
-  if (!values) client.turnWatch = true; // confirm the values after the first turn
+  if (!values && gucs.size) client.turnWatch = true; // confirm the values after the first turn
   out.push(P.backendKeyData(client.vpid, client.secret), P.readyForQuery('I'));
   client.ready = true;
   B.register(client);

@@ -397,6 +397,14 @@ def test_startup_reports_canonical_values(engine_url):
         assert ps("TimeZone") == c.execute("show timezone").fetchone()[0]
 
 
+def test_startup_values_without_settings_are_the_sessions(engine_url):
+    with psycopg.connect(engine_url, autocommit=True) as c:
+        for name in ("client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "integer_datetimes",
+                     "standard_conforming_strings", "is_superuser", "session_authorization", "application_name",
+                     "default_transaction_read_only", "server_encoding", "server_version"):
+            assert c.info.parameter_status(name) == c.execute(f"show {name}").fetchone()[0], name
+
+
 def test_set_and_reset_are_reported(engine_url):
     with psycopg.connect(engine_url, autocommit=True) as c:
         ps = c.info.parameter_status
