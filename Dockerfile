@@ -16,7 +16,8 @@ RUN apt-get update \
 WORKDIR /app
 # Dependencies first so code edits don't reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p rmp ingest analytics bench && touch rmp/__init__.py ingest/__init__.py analytics/__init__.py bench/__init__.py \
+RUN mkdir -p rmp rmp_app transform ingest analytics bench \
+    && touch rmp/__init__.py rmp_app/__init__.py transform/__init__.py ingest/__init__.py analytics/__init__.py bench/__init__.py \
     && pip install . && pip uninstall -y resource-metrics-platform
 
 COPY . .

@@ -13,8 +13,8 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from analytics.forecast import NON_NEGATIVE, PERCENT, Bounds
 from rmp import db
+from rmp.catalog import NON_NEGATIVE, PERCENT, Bounds
 from rmp.errors import UserError
 
 # resolution -> continuous aggregate (docs/schema.md)

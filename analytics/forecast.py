@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from rmp.catalog import NON_NEGATIVE, PERCENT, UNBOUNDED, Bounds  # noqa: F401 - PERCENT re-exported
+
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT = "insufficient_data"
 
@@ -175,12 +177,6 @@ MODELS: dict[str, Predictor] = {
     "ets_daily": predict_ets_daily,
     "ets_weekly": predict_ets_weekly,
 }
-
-
-Bounds = tuple[float | None, float | None]  # (lower, upper); None = unbounded on that side
-PERCENT: Bounds = (0.0, 100.0)
-NON_NEGATIVE: Bounds = (0.0, None)
-UNBOUNDED: Bounds = (None, None)
 
 
 def clip(values: np.ndarray, bounds: Bounds) -> np.ndarray:

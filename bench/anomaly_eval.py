@@ -168,7 +168,8 @@ def run_generated(url: str, resolutions, sensitivity: float, say, cleanup: bool 
     """Both detectors on a generated fleet's cpu and memory, scored against its labels."""
     from analytics.anomaly import DETECTORS
     from analytics.pipeline import run_anomalies
-    from ingest.generator import generate_fleet, write_fleet
+    from ingest.fleet_writers import write_fleet
+    from ingest.generator import generate_fleet
 
     params = {**GENERATED, **overrides}
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

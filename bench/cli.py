@@ -39,6 +39,6 @@ def bench(only: tuple[str, ...], params: tuple[str, ...], quick: bool, out_dir: 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m bench`: the same command with the CLI's one-line errors."""
-    from rmp.cli import run_command
+    from rmp_app.cli import run_command
 
     run_command(bench, argv, "python -m bench")

@@ -41,7 +41,10 @@ def _fast_csv(url: str, path: Path, rows: int, servers: int) -> tuple[list[int],
     """Write ``rows`` rows for ``servers`` bench servers; returns (server ids, header)."""
     import pandas as pd
 
-    from ingest.generator import SERVER_METRIC_COLUMNS, Organization, generate_fleet, write_tenancy
+    from ingest.fleet_model import Organization
+    from ingest.fleet_writers import write_tenancy
+    from ingest.generator import generate_fleet
+    from rmp.catalog import SERVER_METRIC_COLUMNS
 
     days = max(1, -(-rows // (servers * 2880)))
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -7,7 +7,7 @@ database by bench.dataset), on one engine in one run:
   (server_metrics_1h, _1d), timed apart: in production the refresh policies
   do that work, not dbt;
 * `dbt build` (every staging and mart view plus every data test) through
-  rmp.dbt_runner, as `rmp dbt build` runs it;
+  transform.dbt_runner, as `rmp dbt build` runs it;
 * latency (p50/p95 over ``repeats``) of
   ``select * from marts.org_quota_status where organization_id = %s``
   for a random organization of the fleet.
@@ -38,7 +38,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from bench import dataset
 from bench.queries import paused_jobs
-from rmp.dbt_runner import run_dbt
+from transform.dbt_runner import run_dbt
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FLEET_SLUG = "bench-marts"

@@ -127,6 +127,7 @@ def generate(seed: int, organizations: int, sub_organizations: int, servers: int
              sites_per_server: int, anomalies_per_server: float, out: Path | None, fmt: str, no_db: bool,
              labels: Path | None) -> None:
     """Generate a reproducible synthetic fleet with 30-second metrics and labelled anomalies."""
+    from ingest import fleet_writers as w
     from ingest import generator as g
     from rmp import db
 
@@ -144,16 +145,16 @@ def generate(seed: int, organizations: int, sub_organizations: int, servers: int
             progress.advance(task, n)
 
         if out is None:
-            summary = g.write_fleet(fleet, db.database_url(), on_rows=on_rows)
+            summary = w.write_fleet(fleet, db.database_url(), on_rows=on_rows)
             where = (f"{summary.server_metrics:,} server_metrics + {summary.site_usage:,} site_usage rows "
                      f"({summary.duplicates:,} already present)")
         else:
             if not no_db:
                 with db.connect(db.database_url(), autocommit=True) as conn:
-                    g.write_tenancy(conn, fleet)
-            paths = g.write_fleet_files(fleet, out, fmt, on_rows=on_rows)
+                    w.write_tenancy(conn, fleet)
+            paths = w.write_fleet_files(fleet, out, fmt, on_rows=on_rows)
             where = ", ".join(str(p) for p in paths)
-    labels_path = g.write_labels(fleet, labels or ((out / "labels.json") if out else Path("fleet-labels.json")))
+    labels_path = w.write_labels(fleet, labels or ((out / "labels.json") if out else Path("fleet-labels.json")))
     n_orgs = len(fleet.organizations)
     click.echo(f"fleet seed {seed}: {n_orgs} organizations, {len(fleet.servers)} servers, {len(fleet.sites)} sites, "
                f"{fleet.start:%Y-%m-%d} .. {fleet.end:%Y-%m-%d}; wrote {where}; "

@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 import psutil
 import psycopg
 
-from ingest.generator import SERVER_METRIC_COLUMNS
 from ingest.loader import load_rows
 from rmp import db
+from rmp.catalog import SERVER_METRIC_COLUMNS
 from rmp.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import psycopg
 
-from ingest.generator import generate_fleet, write_fleet
-from rmp.dbt_runner import run_dbt
+from ingest.fleet_writers import write_fleet
+from ingest.generator import generate_fleet
+from transform.dbt_runner import run_dbt
 
 
 def test_build_on_generated_fleet_reports_its_designed_quotas(db, migrated_url, tmp_path):

@@ -2,7 +2,7 @@
 
 The fixture, written out below, is loaded with SQL into the tenancy and
 metrics tables of a migrated engine; the aggregates are refreshed and
-`dbt build` runs once for the module (through rmp.dbt_runner) with `as_of`
+`dbt build` runs once for the module (through transform.dbt_runner) with `as_of`
 pinned, so staleness, billing months and the capacity window are fixed.
 
 Organizations (three levels under acme):
@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from conftest import empty_data_tables
 
-from rmp.dbt_runner import run_dbt
+from transform.dbt_runner import run_dbt
 
 GIB = 2**30
 D = (datetime.now(UTC) - timedelta(days=2)).date()

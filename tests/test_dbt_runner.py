@@ -1,4 +1,4 @@
-"""rmp.dbt_runner and `rmp dbt`: URL -> profile variables, flags, exit codes, errors."""
+"""transform.dbt_runner and `rmp dbt`: URL -> profile variables, flags, exit codes, errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rmp.dbt_runner import DbtUrlError, dbt_args, profile_env
 from rmp.settings import DBT_DIR
+from transform.dbt_runner import DbtUrlError, dbt_args, profile_env
 
 
 def test_embedded_url_selects_embedded_target():
@@ -56,7 +56,7 @@ def test_project_flags_added_once_and_only_where_dbt_takes_them():
 
 def rmp_dbt(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "rmp.cli", "dbt", *args],
+        [sys.executable, "-m", "rmp_app", "dbt", *args],
         capture_output=True, text=True, env={**os.environ, **env}, timeout=300,
     )
 

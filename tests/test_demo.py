@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from ingest.generator import generate_fleet
-from rmp.demo import EXAMPLE_QUERIES
+from rmp_app.demo import EXAMPLE_QUERIES
 
 SERVERS, DAYS, SEED, ORGS = 6, 4, 42, 3
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from psycopg.types.json import Jsonb
 
 from rmp import doctor
-from rmp.cli import cli
+from rmp_app.cli import cli
 
 
 def _refresh_job(db, view: str) -> tuple[int, dict]:

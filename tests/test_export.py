@@ -72,7 +72,7 @@ def test_unknown_names_are_refused_without_touching_sql(db):
 
 def test_cli_rejects_a_relation_outside_the_allow_list(migrated_url):
     env = {**os.environ, "DATABASE_URL": migrated_url}
-    done = subprocess.run([sys.executable, "-m", "rmp.cli", "export", "pg_authid"],
+    done = subprocess.run([sys.executable, "-m", "rmp_app", "export", "pg_authid"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2
     assert "Invalid value for '{forecasts|anomalies" in done.stderr

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest.generator import generate_fleet, write_fleet, write_fleet_files, write_labels
+from ingest.fleet_writers import write_fleet, write_fleet_files, write_labels
+from ingest.generator import generate_fleet
 from ingest.loader import load_file
 
 START = datetime(2024, 3, 4, tzinfo=UTC)     # a Monday
@@ -105,7 +106,7 @@ def test_write_fleet_loads_exact_counts_and_is_idempotent(db, migrated_url, tmp_
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson", "parquet"])
 def test_fleet_files_ingest_to_the_same_rows(db, migrated_url, tmp_path, fmt):
-    from ingest.generator import write_tenancy
+    from ingest.fleet_writers import write_tenancy
 
     f = generate_fleet(seed=4, organizations=1, servers=2, days=1, start=START, sites_per_server=1)
     write_tenancy(db, f)

@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from bench import dataset, queries
-from rmp.dbt_runner import run_dbt
 from rmp.settings import ROOT
+from transform.dbt_runner import run_dbt
 
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "timescaledb.yml"

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from rmp import identifiers, queries
-from rmp.cli import main
+from rmp_app.cli import main
 
 INJECTION = "'); drop table tenancy.servers; --"
 HOSTILE_NAMES = [

@@ -97,7 +97,7 @@ def test_unknown_revision_is_a_user_error(fresh_url):
 
 
 def test_migrate_command_reports_revisions_and_one_line_errors(fresh_url, monkeypatch, capsys):
-    from rmp.cli import main
+    from rmp_app.cli import main
 
     monkeypatch.setenv("DATABASE_URL", fresh_url)
     main(["migrate", "current"])

@@ -63,7 +63,7 @@ def test_cli_report_failure_exits_non_zero_with_one_line(db, migrated_url, fleet
     blocker = tmp_path / "file"
     blocker.write_text("x")
     env = {**os.environ, "DATABASE_URL": migrated_url}
-    done = subprocess.run([sys.executable, "-m", "rmp.cli", "report", "--no-refresh", "--out", str(blocker / "reports")],
+    done = subprocess.run([sys.executable, "-m", "rmp_app", "report", "--no-refresh", "--out", str(blocker / "reports")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
@@ -74,7 +74,7 @@ def test_cli_report_failure_exits_non_zero_with_one_line(db, migrated_url, fleet
 
 def test_cli_report_writes_a_report(db, migrated_url, fleet, tmp_path):  # noqa: F811
     env = {**os.environ, "DATABASE_URL": migrated_url}
-    done = subprocess.run([sys.executable, "-m", "rmp.cli", "report", "--days", str(DAYS), "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "rmp_app", "report", "--days", str(DAYS), "--out", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     (report_dir,) = list(tmp_path.iterdir())

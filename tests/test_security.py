@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from rmp import tenancy
-from rmp.dbt_runner import run_dbt
+from transform.dbt_runner import run_dbt
 
 T0 = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
 AS_OF = T0 + timedelta(minutes=5)

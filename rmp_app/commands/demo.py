@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from rmp.demo import EXAMPLE_QUERIES, DemoOptions, run_demo
+from rmp_app.demo import EXAMPLE_QUERIES, DemoOptions, run_demo
 
 
 @click.command()

@@ -16,20 +16,20 @@ from rmp.errors import UserError
 
 # name -> "module:attribute" of a click command. One line per command.
 COMMANDS = {
-    "db": "rmp.commands.db:db",
-    "migrate": "rmp.commands.migrate:migrate",
-    "doctor": "rmp.commands.doctor:doctor",
-    "dbt": "rmp.commands.dbt:dbt",
+    "db": "rmp_app.commands.db:db",
+    "migrate": "rmp_app.commands.migrate:migrate",
+    "doctor": "rmp_app.commands.doctor:doctor",
+    "dbt": "rmp_app.commands.dbt:dbt",
     "bench": "bench.cli:bench",
     "ingest": "ingest.cli:ingest",
     "generate": "ingest.cli:generate",
     "collect": "ingest.cli:collect",
-    "demo": "rmp.commands.demo:demo",
+    "demo": "rmp_app.commands.demo:demo",
     "forecast": "analytics.cli:forecast",
     "anomalies": "analytics.cli:anomalies",
     "report": "analytics.cli:report",
     "export": "analytics.cli:export",
-    "tenant": "rmp.commands.tenant:tenant",
+    "tenant": "rmp_app.commands.tenant:tenant",
 }
 
 

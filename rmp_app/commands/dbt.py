@@ -21,7 +21,7 @@ def dbt(args: tuple[str, ...]) -> None:
     if not args or args[0] in ("-h", "--help"):
         click.echo(click.get_current_context().get_help())
         return
-    from rmp.dbt_runner import run_dbt
+    from transform.dbt_runner import run_dbt
 
     result = run_dbt(args)
     if result.exception is not None:

@@ -108,10 +108,11 @@ def refresh_aggregates(url: str, start, end) -> list[int]:
 
 
 def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
-    from ingest.generator import generate_fleet, write_fleet_files, write_labels, write_tenancy
+    from ingest.fleet_writers import write_fleet_files, write_labels, write_tenancy
+    from ingest.generator import generate_fleet
     from ingest.loader import load_file
-    from rmp.dbt_runner import run_dbt
     from rmp.migrations import upgrade
+    from transform.dbt_runner import run_dbt
 
     console = console or Console(stderr=True)
     url = _step(console, DemoResult(url=""), "engine", db.ensure_engine)

@@ -1,0 +1,1 @@
+"""The transformation stage: runs the dbt project in dbt/ (sources -> staging -> marts)."""
