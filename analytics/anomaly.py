@@ -213,12 +213,13 @@ def stl_detector(
 
 
 def generalized_esd(values: np.ndarray, max_fraction: float = ESD_MAX_FRACTION,
-                    alpha: float = ESD_ALPHA) -> np.ndarray:
+                    alpha: float = ESD_ALPHA, hybrid: bool = True) -> np.ndarray:
     """Boolean mask of the outliers found by the generalized ESD test, hybrid form.
 
     Up to k = max_fraction * n candidates are removed one at a time, each the
     point farthest from the median of the points left, in units of their MAD
-    (Twitter's "hybrid": robust to the outliers being tested); the number of
+    (Twitter's "hybrid": robust to the outliers being tested; ``hybrid=False``
+    is Rosner's original mean / standard deviation); the number of
     outliers is the largest i whose statistic R_i exceeds Rosner's critical
     value lambda_i = (n-i) t / sqrt((n-i-1+t^2)(n-i+1)), t = t_{1-alpha/(2(n-i+1)), n-i-1}.
     """
@@ -237,8 +238,11 @@ def generalized_esd(values: np.ndarray, max_fraction: float = ESD_MAX_FRACTION,
     lam = (m - 1) * t / np.sqrt((m - 2 + t * t) * m)
     for i in range(k):
         left = x[alive]
-        center = float(np.median(left))
-        spread = float(np.median(np.abs(left - center))) / MAD_TO_SIGMA
+        if not hybrid:
+            center, spread = float(np.mean(left)), float(np.std(left, ddof=1))
+        else:
+            center = float(np.median(left))
+            spread = float(np.median(np.abs(left - center))) / MAD_TO_SIGMA
         if spread == 0.0:
             spread = float(np.mean(np.abs(left - center))) * math.sqrt(math.pi / 2)
         if spread == 0.0:
