@@ -13,7 +13,14 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from analytics import data, store
-from analytics.anomaly import DEFAULT_SENSITIVITY, DETECTORS, STL_MAD, WARM_UP, InsufficientHistory, detect
+from analytics.anomaly import (
+    DEFAULT_SENSITIVITY,
+    DETECTORS,
+    STL_MAD,
+    WARM_UP,
+    InsufficientHistory,
+    detect,
+)
 from analytics.forecast import NON_NEGATIVE, STATUS_OK, Bounds, ForecastConfig, forecast_series
 from rmp.errors import UserError
 
