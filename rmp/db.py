@@ -2,10 +2,14 @@
 
 ``database_url()`` resolves the engine: ``DATABASE_URL`` when set, otherwise
 the embedded server (started on demand by ``rmp db start`` or ``ensure_engine``).
+``read_database_url()`` is where analysts' reads go: ``RMP_READ_DATABASE_URL``
+(a hot standby) when set, otherwise the same primary. Everything that writes
+uses ``database_url()``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -26,6 +30,36 @@ def database_url(settings: Settings | None = None) -> str:
     if not st.running:
         raise EngineError("no database: set DATABASE_URL or start the embedded engine with `rmp db start`")
     return Settings(database_url=None, home=s.home, port=st.port, user=s.user, database=s.database).embedded_url
+
+
+def read_database_url(settings: Settings | None = None) -> str:
+    """URL for read-only analyst queries: the replica when configured, else the primary."""
+    s = settings or get_settings()
+    return s.read_database_url or database_url(s)
+
+
+def caught_up_read_url(url: str | None = None, read_url: str | None = None, *,
+                       timeout: float = 60.0) -> str:
+    """The read URL once the replica has replayed everything the primary has
+    written so far, so a reader sees the caller's own writes (forecasts stored
+    just before the report reads them). Same URL as the primary: nothing to wait for."""
+    primary = url or database_url()
+    reader = read_url or read_database_url()
+    if reader == primary:
+        return reader
+    with connect(primary, autocommit=True) as conn:
+        lsn = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
+    deadline = time.monotonic() + timeout
+    with connect(reader, autocommit=True) as conn:
+        while True:
+            behind = conn.execute(
+                "select pg_is_in_recovery() and coalesce(pg_last_wal_replay_lsn() < %s::pg_lsn, true)",
+                (lsn,)).fetchone()[0]
+            if not behind:
+                return reader
+            if time.monotonic() > deadline:
+                raise EngineError(f"read replica {redact(reader)} has not replayed {lsn} within {timeout:g} s")
+            time.sleep(0.05)
 
 
 def ensure_engine(settings: Settings | None = None) -> str:

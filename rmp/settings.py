@@ -2,7 +2,9 @@
 
 Engines: ``DATABASE_URL`` points at any TimescaleDB 2.13+ server; without it
 the embedded engine (``embedded/``) is used, with its data directory and port
-below. Retention tiers are here too: migrations, ``rmp doctor`` and the tests
+below. ``RMP_READ_DATABASE_URL`` (optional) is a read replica that analysts'
+reads go to (export, report, forecast and anomaly readers); their writes,
+ingest, migrations, jobs and dbt always use the primary. Retention tiers are here too: migrations, ``rmp doctor`` and the tests
 all read them from this module.
 """
 
@@ -35,6 +37,9 @@ COLLECTION_INTERVAL_SECONDS = 30
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = field(default_factory=lambda: os.environ.get("DATABASE_URL") or None)
+    # a hot standby of the primary for analysts' reads; None: read from the primary
+    read_database_url: str | None = field(
+        default_factory=lambda: os.environ.get("RMP_READ_DATABASE_URL") or None)
     home: Path = field(default_factory=lambda: Path(os.environ.get("RMP_HOME", ROOT / ".rmp")))
     host: str = field(default_factory=lambda: os.environ.get("RMP_HOST", "127.0.0.1"))
     port: int = field(default_factory=lambda: int(os.environ.get("RMP_PORT", "55432")))
