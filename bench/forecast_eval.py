@@ -4,7 +4,7 @@ chosen model vs the linear baseline vs seasonal-naive, on NAB-format series
 
 Each series is put on an hourly grid (what the forecaster reads from
 metrics.server_metrics_1h). For each of the last `origins` days: fit on
-everything before the origin — the model choice and the band calibration
+the 28 days before the origin (what ``rmp forecast`` reads by default) — the model choice and the band calibration
 included, by the forecaster's own inner backtest on that training part only —
 forecast the next `horizon` hours, and score MASE (scale: in-sample
 seasonal-naive MAE, season 24 h) and whether each actual value lies inside
@@ -49,6 +49,7 @@ DEFAULT_DATA = [SHARED_DATA / "nab", SHARED_DATA / "nab-calibration"]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK: dict = {"origins": 2, "generated_servers": 2}
 SEASON = 24
+HISTORY_DAYS = 28  # analytics.pipeline.run_forecasts' default history
 
 
 def nab_series(data: Path | list[Path]) -> dict[str, pd.Series]:
@@ -97,7 +98,10 @@ def _inside(actual: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> int:
 MODELS_SCORED = ("chosen", "linear", "seasonal_naive")
 
 
-def evaluate(series: pd.Series, origins: int, horizon: int, bounds: Bounds = NON_NEGATIVE) -> dict:
+def evaluate(series: pd.Series, origins: int, horizon: int, bounds: Bounds = NON_NEGATIVE,
+             history_days: int = HISTORY_DAYS) -> dict:
+    """Score one series from each of the last `origins` days, fitting on the `history_days`
+    before each origin (what `rmp forecast` reads by default)."""
     y = series.to_numpy(dtype=float)
     cfg = ForecastConfig(horizon_days=max(1, horizon // SEASON), crossing_horizon_days=1)
     scores: dict[str, list[float]] = {k: [] for k in MODELS_SCORED}
@@ -107,10 +111,11 @@ def evaluate(series: pd.Series, origins: int, horizon: int, bounds: Bounds = NON
     steps = 0
     for k in range(origins, 0, -1):
         origin = len(y) - k * SEASON
-        train, test = y[:origin], y[origin:origin + horizon]
-        if origin < cfg.min_points or len(test) < horizon:
+        first = max(0, origin - history_days * SEASON)
+        train, test = y[first:origin], y[origin:origin + horizon]
+        if len(train) < cfg.min_points or len(test) < horizon:
             continue
-        result = forecast_series(series.iloc[:origin], cfg, bounds=bounds)
+        result = forecast_series(series.iloc[first:origin], cfg, bounds=bounds)
         chosen_models.append(result.model)
         low_confidence += result.low_confidence
         pts = result.points.iloc[:horizon]
