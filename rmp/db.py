@@ -1,7 +1,8 @@
 """The one place that hands out database connections.
 
 ``database_url()`` resolves the engine: ``DATABASE_URL`` when set, otherwise
-the embedded server (started on demand by ``rmp db start`` or ``ensure_engine``).
+the engine ``RMP_ENGINE`` names — the embedded server or the native cluster
+(started on demand by ``rmp db start`` or ``ensure_engine``).
 ``read_database_url()`` is where analysts' reads go: ``RMP_READ_DATABASE_URL``
 (a hot standby) when set, otherwise the same primary. Everything that writes
 uses ``database_url()``.
@@ -22,10 +23,23 @@ from rmp.errors import EngineError
 from rmp.settings import Settings, get_settings
 
 
+def native_server(settings: Settings | None = None):
+    """The native engine's cluster as the settings place it (``RMP_HOME/native``, ``RMP_NATIVE_PORT``)."""
+    from rmp.native import NativeServer
+
+    s = settings or get_settings()
+    return NativeServer(s.native_dir, port=s.native_port, database=s.native_database, host=s.host)
+
+
 def database_url(settings: Settings | None = None) -> str:
     s = settings or get_settings()
     if s.database_url:
         return s.database_url
+    if s.engine == "native":
+        server = native_server(s)
+        if not server.status().running:
+            raise EngineError("no database: set DATABASE_URL or start the native engine with `rmp db start --engine native`")
+        return server.url
     st = embedded.status(s)
     if not st.running:
         raise EngineError("no database: set DATABASE_URL or start the embedded engine with `rmp db start`")
@@ -65,7 +79,12 @@ def caught_up_read_url(url: str | None = None, read_url: str | None = None, *,
 def ensure_engine(settings: Settings | None = None) -> str:
     """The database URL, starting the embedded engine when nothing else is configured."""
     s = settings or get_settings()
-    if not s.database_url and not embedded.status(s).running:
+    if s.database_url:
+        return s.database_url
+    if s.engine == "native":
+        native_server(s).start()
+        return database_url(s)
+    if not embedded.status(s).running:
         embedded.start(s)
     return database_url(s)
 

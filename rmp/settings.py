@@ -1,10 +1,14 @@
 """Every setting of the platform, in one place, read from the environment.
 
 Engines: ``DATABASE_URL`` points at any TimescaleDB 2.13+ server; without it
-the embedded engine (``embedded/``) is used, with its data directory and port
-below. ``RMP_READ_DATABASE_URL`` (optional) is a read replica that analysts'
+``RMP_ENGINE`` picks the engine the platform starts itself: ``embedded`` (the
+default, ``embedded/``) or ``native`` (a private PostgreSQL cluster with
+TimescaleDB from the installed binaries, ``rmp/native.py``), each with its own
+data directory and port below.
+``RMP_READ_DATABASE_URL`` (optional) is a read replica that analysts'
 reads go to (export, report, forecast and anomaly readers); their writes,
-ingest, migrations, jobs and dbt always use the primary. Retention tiers are here too: migrations, ``rmp doctor`` and the tests
+ingest, migrations, jobs and dbt always use the primary. Retention tiers are
+here too: migrations, ``rmp doctor`` and the tests
 all read them from this module.
 """
 
@@ -33,6 +37,17 @@ RETENTION = {
 
 COLLECTION_INTERVAL_SECONDS = 30
 
+ENGINES = ("embedded", "native")
+
+
+def _engine() -> str:
+    value = os.environ.get("RMP_ENGINE", "embedded").strip().lower() or "embedded"
+    if value not in ENGINES:
+        from rmp.errors import UserError
+
+        raise UserError(f"RMP_ENGINE={value!r}: use one of {', '.join(ENGINES)}")
+    return value
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -46,6 +61,10 @@ class Settings:
     user: str = field(default_factory=lambda: os.environ.get("RMP_USER", "postgres"))
     # PGlite's only database is template1; dbt needs the name to match.
     database: str = field(default_factory=lambda: os.environ.get("RMP_DATABASE", "template1"))
+    engine: str = field(default_factory=_engine)
+    # The native engine: its own port and database (a real server has many).
+    native_port: int = field(default_factory=lambda: int(os.environ.get("RMP_NATIVE_PORT", "55433")))
+    native_database: str = field(default_factory=lambda: os.environ.get("RMP_NATIVE_DATABASE", "rmp"))
     reports_dir: Path = field(default_factory=lambda: Path(os.environ.get("RMP_REPORTS_DIR", ROOT / "reports")))
 
     # None: ``home/pgdata``.
@@ -64,6 +83,11 @@ class Settings:
     @property
     def log_file(self) -> Path:
         return self.home / "embedded.log"
+
+    @property
+    def native_dir(self) -> Path:
+        """The native cluster's directory (``pgdata/`` and ``postgres.log`` inside)."""
+        return self.home / "native"
 
     @property
     def embedded_url(self) -> str:
