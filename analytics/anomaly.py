@@ -230,28 +230,39 @@ def generalized_esd(values: np.ndarray, max_fraction: float = ESD_MAX_FRACTION,
     k = max(1, int(n * max_fraction))
     if n < 3:
         return np.zeros(n, dtype=bool)
-    alive = np.ones(n, dtype=bool)
+    # The point farthest from the centre of what is left is always its smallest or its
+    # largest value, so one sort turns "remove the farthest" into moving one of two ends
+    # of a window over the sorted values (the centre and spread are of that window).
+    order = np.argsort(x, kind="stable")
+    ranked = x[order]
+    lo, hi = 0, n - 1
     removed: list[int] = []
     significant = 0
     m = n - np.arange(k)  # points left before each removal
     t = stats.t.ppf(1 - alpha / (2 * m), np.maximum(m - 2, 1))
     lam = (m - 1) * t / np.sqrt((m - 2 + t * t) * m)
-    for i in range(k):
-        left = x[alive]
+    for i in range(min(k, n - 2)):
+        left = ranked[lo:hi + 1]
+        size = hi - lo + 1
         if not hybrid:
             center, spread = float(np.mean(left)), float(np.std(left, ddof=1))
         else:
-            center = float(np.median(left))
+            center = float(left[size // 2]) if size % 2 else float((left[size // 2 - 1] + left[size // 2]) / 2)
             spread = float(np.median(np.abs(left - center))) / MAD_TO_SIGMA
-        if spread == 0.0:
-            spread = float(np.mean(np.abs(left - center))) * math.sqrt(math.pi / 2)
+            if spread == 0.0:
+                spread = float(np.mean(np.abs(left - center))) * math.sqrt(math.pi / 2)
         if spread == 0.0:
             break
-        dev = np.where(alive, np.abs(x - center), -1.0)
-        j = int(np.argmax(dev))
-        removed.append(j)
-        alive[j] = False
-        if dev[j] / spread > lam[i]:
+        below, above = center - ranked[lo], ranked[hi] - center
+        if above > below or (above == below and order[hi] < order[lo]):  # a tie: the earlier point
+            removed.append(int(order[hi]))
+            deviation = above
+            hi -= 1
+        else:
+            removed.append(int(order[lo]))
+            deviation = below
+            lo += 1
+        if deviation / spread > lam[i]:
             significant = i + 1
     flags = np.zeros(n, dtype=bool)
     flags[removed[:significant]] = True
@@ -287,11 +298,10 @@ def esd_detector(
     flagged[:int(warm_up / step)] = False
     score = np.abs(z)
     incidents = merge_flags(grid.index, flagged, y, expected, score, max(2, int(incident_gap / step)))
-    position = {at: i for i, at in enumerate(grid.index)}
 
     def significance(a: Anomaly) -> float:
-        points = int(flagged[position[a.started_at]:position[a.ended_at] + 1].sum())
-        return a.score * math.log1p(points)
+        first, last = grid.index.searchsorted([a.started_at, a.ended_at])
+        return a.score * math.log1p(int(flagged[first:last + 1].sum()))
 
     kept = sorted(incidents, key=significance, reverse=True)[:max_incidents]
     return sorted(kept, key=lambda a: a.started_at)
