@@ -1,4 +1,4 @@
--- 008-forecast-quality: how much a stored forecast can be trusted, so a
+-- 009-forecast-quality: how much a stored forecast can be trusted, so a
 -- planner (report, marts, Grafana) sees it beside the numbers.
 -- seasonal_naive_mase: backtest MASE of seasonal-naive on the same folds as
 --   `mase` (the chosen model's); the bar a model has to beat.

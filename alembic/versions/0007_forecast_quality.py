@@ -1,8 +1,8 @@
 """analytics.forecasts: seasonal_naive_mase, is_low_confidence, interval_coverage, interval_method
-(sql/preinstall/008-forecast-quality.sql).
+(sql/preinstall/009-forecast-quality.sql).
 
-Revision ID: 0006_forecast_quality
-Revises: 0005_tenant_current_user
+Revision ID: 0007_forecast_quality
+Revises: 0006_api_tokens
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from alembic import op
 
 from rmp.migrations import apply_sql
 
-revision = "0006_forecast_quality"
-down_revision = "0005_tenant_current_user"
+revision = "0007_forecast_quality"
+down_revision = "0006_api_tokens"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    apply_sql(op.get_bind(), "preinstall/008-forecast-quality.sql")
+    apply_sql(op.get_bind(), "preinstall/009-forecast-quality.sql")
 
 
 def downgrade() -> None:
