@@ -342,11 +342,12 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
         start = time.time() + 2
         until = start + minutes * 60
         shares = [ids[i::writers] for i in range(writers)]
-        procs = [ctx.Process(target=_writer, args=(url, share, interval, start, until, f"soak-writer-{i}", results))
-                 for i, share in enumerate(shares)]
+        # daemonic: if this driver fails, they end with it instead of keeping it waiting
+        procs = [ctx.Process(target=_writer, args=(url, share, interval, start, until, f"soak-writer-{i}", results),
+                             daemon=True) for i, share in enumerate(shares)]
         stop_dash = ctx.Event()
         dash_out = ctx.Queue()
-        dash = ctx.Process(target=_dashboards, args=(url, ids, stop_dash, dash_out))
+        dash = ctx.Process(target=_dashboards, args=(url, ids, stop_dash, dash_out), daemon=True)
         for p in [*procs, dash]:
             p.start()
         named = {os.getpid(): "soak driver", dash.pid: "soak-dashboards",
