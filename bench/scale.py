@@ -273,7 +273,7 @@ def _compress_all(conn, name: str) -> float:
 def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_minutes: float = 10.0,
         interval: float = 30.0, writers: int = 4, jobs: int = 2, servers_per_file: int = 500,
         dashboard_repeats: int = 1, run_dbt: bool = True, run_report: bool = True,
-        report_timeout: float = 900.0, cleanup: bool | None = None, out_dir: Path = RESULTS_DIR,
+        report_timeout: float = 600.0, cleanup: bool | None = None, out_dir: Path = RESULTS_DIR,
         console=None) -> dict:
     if url is None:
         from bench.engine import bench_engine
@@ -298,6 +298,13 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
                     "parameters": {"servers": servers, "hours": hours, "live_minutes": live_minutes,
                                    "interval_s": interval, "writers": writers, "jobs": jobs},
                     "data_window": {"start": start.isoformat(), "end": end.isoformat()}}
+    out_path = out_dir / f"scale-{engine}-{servers}x{hours}h.json"
+
+    def save() -> None:
+        """The results so far: a run stopped in a later phase still leaves the earlier ones."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
     work = Path(tempfile.mkdtemp(prefix="rmp-bench-scale-"))
     conn = psycopg.connect(url, autocommit=True)
     jobs_state = _jobs(conn)
@@ -358,6 +365,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         _say(console, f"  psql \\copy {first_rows / copy_s:,.0f} rows/s, rmp ingest {first_rows / ingest_first_s:,.0f}"
                       f" rows/s ({ingest_vs_copy}x); whole load {ingest_rows_per_s:,} rows/s")
         conn.execute("analyze metrics.server_metrics")
+        save()
 
         # ---------------------------------------------------------- 2. refresh one hour per tier
         hour = start + timedelta(hours=min(1, hours - 1))
@@ -376,6 +384,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
                              "seconds": round(seconds, 2)}
             _say(console, f"  {seconds:.1f} s")
         result["refresh_one_hour"] = refresh
+        save()
 
         # ---------------------------------------------------------- 3. live phase
         _set_jobs(conn, jobs_state)        # back to their own schedule
@@ -439,6 +448,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         }
         result["dashboards_ms"] = {name: {"n": len(v), "p50": round(_pct(v, 50), 1), "p95": round(_pct(v, 95), 1)}
                                    for name, v in sorted(timings.items())}
+        save()
 
         # ---------------------------------------------------------- 4. dbt build, rmp report
         for key, enabled, argv, timeout in (
@@ -459,6 +469,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
                 status = f"timeout after {timeout:g} s"
             result[key] = {"status": status, "seconds": round(time.perf_counter() - t, 1)}
             _say(console, f"  {result[key]}")
+            save()
 
         # ---------------------------------------------------------- 5. storage
         _say(console, "storage: sizes, compress every chunk, sizes again ...")
@@ -505,9 +516,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         conn.close()
         shutil.rmtree(work, ignore_errors=True)
     result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"scale-{engine}-{servers}x{hours}h.json"
-    (out_dir / name).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    save()
     return result
 
 
@@ -556,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, default=2, help="rmp ingest --jobs for the bulk load")
     p.add_argument("--no-dbt", action="store_true")
     p.add_argument("--no-report", action="store_true")
-    p.add_argument("--report-timeout", type=float, default=900.0)
+    p.add_argument("--report-timeout", type=float, default=600.0)
     p.add_argument("--quick", action="store_true", help=f"CI size: {QUICK}")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     a = p.parse_args(argv)
