@@ -274,11 +274,11 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         interval: float = 30.0, writers: int = 4, jobs: int = 2, servers_per_file: int = 500,
         dashboard_repeats: int = 1, run_dbt: bool = True, run_report: bool = True,
         report_timeout: float = 600.0, cleanup: bool | None = None, out_dir: Path = RESULTS_DIR,
-        console=None) -> dict:
+        console=None, engine_kind: str | None = None) -> dict:
     if url is None:
         from bench.engine import bench_engine
 
-        with bench_engine() as eng:
+        with bench_engine(kind=engine_kind) as eng:
             return run(eng.url, servers=servers, hours=hours, live_minutes=live_minutes, interval=interval,
                        writers=writers, jobs=jobs, servers_per_file=servers_per_file,
                        dashboard_repeats=dashboard_repeats, run_dbt=run_dbt, run_report=run_report,
@@ -566,6 +566,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-dbt", action="store_true")
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--report-timeout", type=float, default=600.0)
+    p.add_argument("--engine", choices=["native", "embedded"],
+                   help="a private engine of this kind (default: as python -m bench: DATABASE_URL, else native "
+                        "where installed)")
     p.add_argument("--quick", action="store_true", help=f"CI size: {QUICK}")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     a = p.parse_args(argv)
@@ -574,7 +577,7 @@ def main(argv: list[str] | None = None) -> None:
                   report_timeout=a.report_timeout)
     if a.quick:
         params.update(QUICK)
-    result = run(None, out_dir=a.out, console=Console(stderr=True), **params)
+    result = run(None, out_dir=a.out, console=Console(stderr=True), engine_kind=a.engine, **params)
     problems = check(result)
     for line in problems:
         print(f"inconsistent: {line}", file=sys.stderr)
