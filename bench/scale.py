@@ -551,6 +551,46 @@ def check(result: dict) -> list[str]:
     return problems
 
 
+def markdown(result: dict) -> str:
+    """The figures of a result as Markdown tables (docs/scaling.md quotes them)."""
+    s, p, b = result["summary"], result["parameters"], result["bulk"]
+    lines = [f"{s['servers']:,} servers x {p['hours']} h = {s['rows']:,} rows, {result['engine']} engine, "
+             f"{result['started_at']} -> {result.get('finished_at', '(unfinished)')}", "",
+             "| bulk load | rows | seconds | rows/s |", "|---|---|---|---|"]
+    for key, label in (("psql_copy_first_file", "psql \\copy, first file"),
+                       ("rmp_ingest_first_file", "rmp ingest, same file"),
+                       ("rmp_ingest_jobs_other_files", f"rmp ingest --jobs {p['jobs']}, other files")):
+        m = b[key]
+        rate = f"{m['rows_per_s']:,}" if m["rows_per_s"] is not None else "-"
+        lines.append(f"| {label} | {m['rows']:,} | {m['seconds']} | {rate} |")
+    lines += ["", "| refresh of one hour | window | raw rows | seconds |", "|---|---|---|---|"]
+    for tier, r in result["refresh_one_hour"].items():
+        lines.append(f"| {tier} | {r['window_start'][:16]} .. {r['window_end'][:16]} | {r['raw_rows']:,} | "
+                     f"{r['seconds']} |")
+    live = result.get("live")
+    if live:
+        lines += ["", f"live: {live['rows']:,} rows in {live['batches']} batches ({live['rows_per_s']} rows/s); "
+                      f"lag p50 {live['lag_p50_s']} s, p95 {live['lag_p95_s']} s, max {live['lag_max_s']} s; "
+                      f"p95 first third {live['lag_p95_first_third_s']} s, last third "
+                      f"{live['lag_p95_last_third_s']} s; jobs behind schedule: "
+                      + (", ".join(f"{j['proc']} {j['relation']} (overdue {j['overdue_s']} s, last run "
+                                   f"{j['last_run_s']} s, failures {j['failures_in_phase']})"
+                                   for j in live["jobs_behind_schedule"]) or "none"),
+                  "", "| dashboard query | n | p50 ms | p95 ms |", "|---|---|---|---|"]
+        for name, d in result["dashboards_ms"].items():
+            lines.append(f"| {name} | {d['n']} | {d['p50']} | {d['p95']} |")
+    if "storage" in result:
+        lines += ["", "| storage | rows | bytes/row | compressed bytes/row | reduction | per day at N servers "
+                      "(compressed) |", "|---|---|---|---|---|---|"]
+        for name, st in result["storage"].items():
+            day = result["daily_growth_bytes"][name]
+            lines.append(f"| {name} | {st['rows']:,} | {st['bytes_per_row_before']} | {st['bytes_per_row_after']} | "
+                         f"{100 * st['reduction']:.1f} % | {day['uncompressed'] / 1e9:.2f} GB "
+                         f"({day['compressed'] / 1e9:.2f} GB) |")
+    lines += ["", "```json", json.dumps(s), "```"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
