@@ -138,7 +138,8 @@ def _jobs_behind(conn, failed_before: dict[int, int]) -> list[dict]:
     rows = conn.execute(
         """
         select j.job_id, j.proc_name, coalesce(ca.view_name, j.hypertable_name, ''), j.schedule_interval,
-               s.next_start, s.last_run_duration, s.total_runs, s.total_failures, s.last_run_status
+               case when isfinite(s.next_start) then s.next_start end,
+               s.last_run_duration, s.total_runs, s.total_failures, s.last_run_status
         from timescaledb_information.jobs j join timescaledb_information.job_stats s using (job_id)
         left join timescaledb_information.continuous_aggregates ca
                on ca.materialization_hypertable_name = j.hypertable_name
