@@ -174,8 +174,9 @@ def _writer(url: str, ids: list[int], interval: float, until: float, seed: int, 
     disk_used = (disk_total * rng.uniform(0.2, 0.7, n)).astype(np.int64)
     cpu_base = rng.uniform(5, 50, n)
     lags = []
-    with psycopg.connect(url, autocommit=True) as conn:
-        while True:
+    pending: list[tuple] = []      # samples not yet written (the server was unreachable), as a collector buffers
+    conn = None
+    while True:
             now = time.time()
             tick = (int(now // interval) + 1) * interval
             if tick >= until:
@@ -197,10 +198,20 @@ def _writer(url: str, ids: list[int], interval: float, until: float, seed: int, 
                 "containers_running": rng.integers(0, 10, n), "containers_total": np.full(n, 10),
             }
             cols = [values[c].tolist() for c in SERVER_METRIC_COLUMNS]
-            rows = [(sid, ts, *vals) for sid, *vals in zip(ids, *cols, strict=True)]
-            load_rows(conn, "server_metrics", ["server_id", "collected_at", *SERVER_METRIC_COLUMNS], rows,
-                      batch_rows=len(rows) + 1)
-            lags.append((tick, time.time() - tick))
+            pending.append((tick, [(sid, ts, *vals) for sid, *vals in zip(ids, *cols, strict=True)]))
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(url, autocommit=True)
+                while pending:
+                    sampled, rows = pending[0]
+                    load_rows(conn, "server_metrics", ["server_id", "collected_at", *SERVER_METRIC_COLUMNS], rows,
+                              batch_rows=len(rows) + 1)
+                    lags.append((sampled, time.time() - sampled))
+                    pending.pop(0)
+            except psycopg.OperationalError:     # server restarting: keep the samples, retry next tick
+                conn = None
+    if conn is not None:
+        conn.close()
     out.put(lags)
 
 
@@ -208,7 +219,6 @@ def _dashboards(url: str, ids: list[int], org_ids: list[int], stop: threading.Ev
                 timings: dict[str, list[float]]) -> None:
     """Dashboard queries, aggregate and raw side by side, until ``stop`` (at least ``repeats_min`` rounds)."""
     from bench.queries import dashboard_raw_sql
-    from rmp import queries
 
     rng = random.Random(7)
     raw = dashboard_raw_sql()
@@ -229,21 +239,35 @@ def _dashboards(url: str, ids: list[int], org_ids: list[int], stop: threading.Ev
         return conn.execute(query, params).fetchall()
 
     rounds = 0
-    with psycopg.connect(url, autocommit=True) as conn:
-        while not stop.is_set() or rounds < repeats_min:
-            sid = rng.choice(ids)
-            now = datetime.now(UTC)
-            for label, name, span, bucket in (("24h", "server_last_24h", timedelta(days=1), "5 minutes"),
-                                              ("7d", "server_last_7d", timedelta(days=7), "1 hour"),
-                                              ("30d", "server_last_30d", timedelta(days=30), "1 day")):
-                timed(f"{label}_aggregate", queries.run, conn, name, server_id=sid)
-                timed(f"{label}_raw", fetch, raw, {"server_id": sid, "start": now - span, "end": now,
-                                                   "bucket": bucket})
-            timed("organization_totals_aggregate", queries.run, conn, "organization_totals")
-            timed("organization_totals_raw", fetch, org_raw, {"orgs": org_ids})
-            timed("fleet_last_point_aggregate", fetch, "select * from metrics.server_last_point")
-            timed("fleet_last_point_raw", fetch, fleet_raw)
+    conn = psycopg.connect(url, autocommit=True)
+    while not stop.is_set() or rounds < repeats_min:
+        try:
+            _dashboard_round(conn, ids, org_ids, rng, raw, fleet_raw, org_raw, timed, fetch)
             rounds += 1
+        except psycopg.OperationalError:        # server restarting: count it, reconnect
+            timings.setdefault("connection_lost", []).append(0.0)
+            time.sleep(2)
+            try:
+                conn = psycopg.connect(url, autocommit=True)
+            except psycopg.OperationalError:
+                continue
+    conn.close()
+
+
+def _dashboard_round(conn, ids, org_ids, rng, raw, fleet_raw, org_raw, timed, fetch) -> None:
+    from rmp import queries
+
+    sid = rng.choice(ids)
+    now = datetime.now(UTC)
+    for label, name, span, bucket in (("24h", "server_last_24h", timedelta(days=1), "5 minutes"),
+                                      ("7d", "server_last_7d", timedelta(days=7), "1 hour"),
+                                      ("30d", "server_last_30d", timedelta(days=30), "1 day")):
+        timed(f"{label}_aggregate", queries.run, conn, name, server_id=sid)
+        timed(f"{label}_raw", fetch, raw, {"server_id": sid, "start": now - span, "end": now, "bucket": bucket})
+    timed("organization_totals_aggregate", queries.run, conn, "organization_totals")
+    timed("organization_totals_raw", fetch, org_raw, {"orgs": org_ids})
+    timed("fleet_last_point_aggregate", fetch, "select * from metrics.server_last_point")
+    timed("fleet_last_point_raw", fetch, fleet_raw)
 
 
 # ---------------------------------------------------------------- storage
@@ -405,11 +429,17 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         behind_seen: dict[int, dict] = {}
         failed_before = _failures(conn)
         runs_before = dict(conn.execute("select job_id, total_runs from timescaledb_information.job_stats").fetchall())
-        with psycopg.connect(url, autocommit=True) as watch:
-            while time.time() < until:
-                for j in _jobs_behind(watch, failed_before):
-                    behind_seen[j["job_id"]] = j
-                time.sleep(min(15.0, max(0.5, until - time.time())))
+        restarts = 0
+        while time.time() < until:
+            try:
+                with psycopg.connect(url, autocommit=True) as watch:
+                    while time.time() < until:
+                        for j in _jobs_behind(watch, failed_before):
+                            behind_seen[j["job_id"]] = j
+                        time.sleep(min(15.0, max(0.5, until - time.time())))
+            except psycopg.OperationalError:    # the server went away; the writers buffer and retry
+                restarts += 1
+                time.sleep(2)
         lags: list[tuple[float, float]] = []
         for _ in procs:
             lags += out.get(timeout=600)
@@ -435,6 +465,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
             "lag_p95_last_third_s": round(last_p95, 3) if values else None,
             "lag_grows": bool(values) and last_p95 > 2 * first_p95 + 0.5,
             "jobs_behind_schedule": list(behind_seen.values()),
+            "connection_losses_seen": restarts,
             # what the policies did meanwhile (the first refresh after the backfill catches up on it)
             "policy_runs": [
                 {"proc": proc, "relation": rel, "runs": runs - runs_before.get(job_id, 0),
