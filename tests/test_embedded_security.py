@@ -133,6 +133,22 @@ def test_dynamic_escape_inside_a_transaction_is_rolled_back(server):
 
 
 @pytest.mark.embedded_only
+def test_checks_survive_a_dynamic_deallocate_all(server):
+    """The server's own prepared SHOWs are prepared again when dynamic SQL drops every statement."""
+    url = make_login(server.url, "esc_dealloc")
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute("do $$begin execute 'deallocate all'; end$$")
+    with psycopg.connect(url, autocommit=True) as c:
+        assert identity(c) == ("esc_dealloc", "esc_dealloc", "off")
+        c.execute("do $$begin execute 'deallocate all'; end$$")
+        c.execute("set application_name = 'after'")
+        assert c.info.parameter_status("application_name") == "after"
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute("do $$begin execute 'deallocate all'; perform set_config(chr(115) || 'ession_authorization', "
+                      "'postgres', false); end$$")
+
+
+@pytest.mark.embedded_only
 def test_discard_all_keeps_the_login(server):
     url = make_login(server.url, "esc_discard")
     with psycopg.connect(url, autocommit=True) as c:
@@ -270,6 +286,34 @@ def test_copy_where_trick_never_runs_as_superuser(server):
 
 
 @pytest.mark.embedded_only
+def test_copy_never_reaches_the_logins_temp_objects(server):
+    """A superuser's trigger that names a table unqualified must not reach the login's temp table (and its trigger)."""
+    url = make_login(server.url, "esc_copy_path")
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute("drop table if exists esc_path_t, esc_path_log")
+        admin.execute("create table esc_path_t (a text)")
+        admin.execute("create table esc_path_log (a text)")
+        admin.execute("create or replace function public.esc_path_audit() returns trigger language plpgsql as "
+                      "$$ begin insert into esc_path_log values (new.a); return new; end $$")
+        admin.execute("create trigger audit after insert on esc_path_t for each row execute function esc_path_audit()")
+        admin.execute("grant insert, select on esc_path_t to esc_copy_path")
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("create temp table esc_path_log (a text)")
+        c.execute("create function pg_temp.grab() returns trigger language plpgsql as "
+                  "$$ begin perform set_config('esc.ran_as', current_user, false); return new; end $$")
+        c.execute("create trigger grab before insert on pg_temp.esc_path_log for each row execute function pg_temp.grab()")
+        c.execute("set search_path = pg_temp, public")
+        with c.cursor() as cur, cur.copy("copy esc_path_t (a) from stdin") as cp:
+            cp.write_row(("row",))
+        assert c.execute("select current_setting('esc.ran_as', true)").fetchone() in ((None,), ("",))
+        assert c.execute("select count(*) from pg_temp.esc_path_log").fetchone() == (0,)
+        assert c.execute("show search_path").fetchone() == ("pg_temp, public",)
+        assert identity(c) == ("esc_copy_path", "esc_copy_path", "off")
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        assert admin.execute("select a from public.esc_path_log").fetchall() == [("row",)]
+
+
+@pytest.mark.embedded_only
 def test_demoted_role_loses_rights_at_next_login(server):
     with psycopg.connect(server.url, autocommit=True) as admin:
         admin.execute("drop role if exists esc_demoted")
@@ -379,6 +423,14 @@ def test_startup_reports_canonical_values(engine_url):
         assert ps("IntervalStyle") == "postgres"
         assert ps("in_hot_standby") == "off"
         assert ps("TimeZone") == c.execute("show timezone").fetchone()[0]
+
+
+def test_startup_values_without_settings_are_the_sessions(engine_url):
+    with psycopg.connect(engine_url, autocommit=True) as c:
+        for name in ("client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "integer_datetimes",
+                     "standard_conforming_strings", "is_superuser", "session_authorization", "application_name",
+                     "default_transaction_read_only", "server_encoding", "server_version"):
+            assert c.info.parameter_status(name) == c.execute(f"show {name}").fetchone()[0], name
 
 
 def test_set_and_reset_are_reported(engine_url):
