@@ -21,6 +21,7 @@ import pandas as pd
 import psycopg
 
 from analytics import data, store
+from analytics.scaling_section import gather_scaling
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class ReportData:
     org_forecasts: list[dict] = field(default_factory=list)
     exhaustion: list[dict] = field(default_factory=list)
     anomalies: list[dict] = field(default_factory=list)
+    scaling: list[dict] = field(default_factory=list)       # analytics/scaling_section.py
+    scaling_note: str | None = None
 
 
 def _dicts(conn: psycopg.Connection, query: str, params: tuple = ()) -> list[dict]:
@@ -113,6 +116,7 @@ def gather(conn: psycopg.Connection, days: float = 7, top: int = 10) -> ReportDa
             join tenancy.organizations o on o.id = s.organization_id
             where a.started_at >= %s and a.detector = 'stl_mad'
             order by a.score desc, a.started_at limit %s""", (start, top))
+    rd.scaling, rd.scaling_note = gather_scaling(conn)
     return rd
 
 
