@@ -12,8 +12,10 @@ restart and that other clients kept their connections.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 import time
+import zoneinfo
 
 import psycopg
 import pytest
@@ -172,6 +174,81 @@ def test_terminate_backend(engine_url):
                         time.sleep(0.1)
 
 
+# ------------------------------------- statements, settings, error codes --
+
+def test_prepared_statements_are_per_connection(engine_url):
+    with connect(engine_url) as a, connect(engine_url) as b:
+        a.execute("prepare conf_ps as select 'a'")
+        b.execute("prepare conf_ps as select 'b'")
+        assert a.execute("execute conf_ps").fetchone() == ("a",)
+        assert b.execute("execute conf_ps").fetchone() == ("b",)
+        b.execute("select 1; deallocate all")
+        assert a.execute("execute conf_ps").fetchone() == ("a",)
+        with pytest.raises(errors.InvalidSqlStatementName, match='^prepared statement "conf_ps" does not exist$'):
+            b.execute("execute conf_ps")
+
+
+def test_settings_are_reported_after_set_and_reset(engine_url):
+    with connect(engine_url) as c:
+        assert c.info.parameter_status("client_encoding") == "UTF8"
+        c.execute("set datestyle = 'SQL, DMY'")
+        assert c.info.parameter_status("DateStyle") == "SQL, DMY"
+        assert c.execute("select '2024-01-31'::date").fetchone() == (dt.date(2024, 1, 31),)
+        c.execute("reset datestyle")
+        assert c.info.parameter_status("DateStyle") == "ISO, MDY"
+        c.execute("set timezone = 'Europe/Rome'")
+        assert c.info.parameter_status("TimeZone") == "Europe/Rome"
+        got = c.execute("select '2024-01-01 00:00:00+00'::timestamptz").fetchone()[0]
+        assert got.tzinfo == zoneinfo.ZoneInfo("Europe/Rome")
+        assert got == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+        c.execute("set application_name = 'conformance'")
+        assert c.info.parameter_status("application_name") == "conformance"
+
+
+def test_reset_all_and_discard_all_give_server_defaults(engine_url):
+    with connect(engine_url) as c:
+        for stmt in ("reset all", "discard all"):
+            c.execute("set search_path = pg_catalog")
+            c.execute("set enable_seqscan = off")
+            c.execute(stmt)
+            assert c.execute("show search_path").fetchone() == ('"$user", public',)
+            assert c.execute("show enable_seqscan").fetchone() == ("on",)
+            assert c.execute("show exit_on_error").fetchone() == ("off",)
+            assert c.execute("select 1").fetchone() == (1,)
+
+
+def test_non_utf8_client_encoding(engine):
+    """A server transcodes; the embedded engine cannot load PostgreSQL's conversions
+    and refuses with the server's own 0A000 (embedded/README.md), keeping the connection."""
+    with connect(engine.url) as c:
+        if engine.kind == "embedded":
+            with pytest.raises(errors.FeatureNotSupported, match="LATIN1"):
+                c.execute("set client_encoding to latin1")
+            assert c.info.parameter_status("client_encoding") == "UTF8"
+            assert c.execute("select 'café'").fetchone() == ("café",)
+            return
+        c.execute("set client_encoding to latin1")
+        assert c.info.parameter_status("client_encoding") == "LATIN1"
+        assert c.execute("select 'café'").fetchone() == ("café",)
+        assert c.execute("select convert_to('é', 'LATIN1') = '\\xe9'::bytea").fetchone() == (True,)
+
+
+def test_error_codes(engine_url):
+    with connect(engine_url) as admin:
+        make_role(admin, "conf_plain")
+    with connect(engine_url) as c:
+        with pytest.raises(errors.ObjectNotInPrerequisiteState), c.transaction():  # 55000
+            c.execute("prepare transaction 'conf_x'")
+        with pytest.raises(errors.InvalidSqlStatementName, match='^prepared statement "nosuch" does not exist$'):
+            c.execute("execute nosuch")
+        with pytest.raises(errors.InvalidSqlStatementName, match='^prepared statement "nosuch" does not exist$'):
+            c.execute("deallocate nosuch")
+    with connect(role_url(engine_url, "conf_plain")) as plain:
+        with pytest.raises(errors.InsufficientPrivilege):  # 42501
+            plain.execute("set session authorization postgres")
+        assert plain.execute("select current_user").fetchone() == ("conf_plain",)
+
+
 # --------------------------------------------------------- idle in transaction
 
 def test_idle_in_transaction_timeout_ends_the_client(idle_engine_url):
@@ -191,6 +268,10 @@ def test_idle_in_transaction_timeout_ends_the_client(idle_engine_url):
 # ---------------------------------------------------------- crash triggers --
 
 CRASH_TRIGGERS = {
+    "latin1 client_encoding": ["set client_encoding to latin1", "select 'é'"],
+    "latin9 client_encoding": ["set client_encoding to latin9"],
+    "euc_jp client_encoding": ["set client_encoding to euc_jp", "select 'x'"],
+    "latin1 via set_config": ["select set_config('client_encoding', 'latin1', false)"],
     "reset all": ["reset all", "select 1"],
     "discard all": ["discard all", "select 1"],
     "prepare transaction": ["begin", "prepare transaction 'crash_x'"],

@@ -276,7 +276,7 @@ create or replace view tenant.site_usage with (security_barrier) as
 select m.* from metrics.site_usage m
 where (select tenancy.sees_all()) or m.site_id in (select tenancy.site_ids_visible_to(current_user));
 
--- Scaling events carry organization_id from revision 0007 on (organization-
+-- Scaling events carry organization_id from revision 0008 on (organization-
 -- level events have no server); before it, by server. (The revision's new
 -- columns come last, so `create or replace` may add them to the view.)
 if exists (select 1 from pg_attribute where attrelid = 'metrics.scaling_events'::regclass

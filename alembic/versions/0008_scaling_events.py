@@ -1,7 +1,7 @@
-"""Scaling events per organization, with outcome and a natural key (sql/preinstall/009-scaling-events.sql).
+"""Scaling events per organization, with outcome and a natural key (sql/preinstall/010-scaling-events.sql).
 
-Revision ID: 0007_scaling_events
-Revises: 0006_api_tokens
+Revision ID: 0008_scaling_events
+Revises: 0007_forecast_quality
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from alembic import op
 
 from rmp.migrations import apply_idempotent, apply_sql
 
-revision = "0007_scaling_events"
-down_revision = "0006_api_tokens"
+revision = "0008_scaling_events"
+down_revision = "0007_forecast_quality"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    apply_sql(op.get_bind(), "preinstall/009-scaling-events.sql")
+    apply_sql(op.get_bind(), "preinstall/010-scaling-events.sql")
     apply_idempotent(op.get_bind())
 
 

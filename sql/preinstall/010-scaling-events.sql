@@ -1,4 +1,4 @@
--- 009-scaling-events: scaling events as the optimizer recorded them, end to end.
+-- 010-scaling-events: scaling events as the optimizer recorded them, end to end.
 --   * organization_id: every event belongs to an organization; events of a
 --     server take their server's (trigger below), organization-level events
 --     (a plan change, no server) name it directly, so server_id is optional.
