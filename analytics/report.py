@@ -26,8 +26,8 @@ import pandas as pd
 import psycopg
 
 from analytics import data, store
-from analytics.scaling_section import gather_scaling
 from analytics.anomaly import PRIMARY
+from analytics.scaling_section import gather_scaling
 from rmp import queries
 
 log = logging.getLogger(__name__)

@@ -167,3 +167,17 @@ def test_written_files_load_back(db, migrated_url, tmp_path):
     assert db.execute("select count(*) from metrics.scaling_events").fetchone()[0] == expected
     assert db.execute("select count(*) from metrics.scaling_events where server_id is null").fetchone()[0] == len(
         fleet.organizations)
+
+
+def test_rmp_generate_writes_the_events_beside_the_metrics(tmp_path):
+    from click.testing import CliRunner
+
+    from ingest.cli import generate
+
+    result = CliRunner().invoke(generate, ["--servers", "3", "--days", "2", "--out", str(tmp_path), "--no-db",
+                                           "--format", "ndjson"])
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "scaling_events.ndjson").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert {e["event_type"] for e in events} >= {"manual_scale"}
+    assert all(e["organization"] for e in events)
