@@ -21,6 +21,9 @@ from psycopg import sql
 
 from rmp.embedded import EmbeddedServer
 
+# About the embedded server itself (its own private servers): not run on the native engine.
+pytestmark = pytest.mark.embedded_only
+
 UTC = dt.UTC
 N_COPY = 200_000
 
