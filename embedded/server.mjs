@@ -125,7 +125,6 @@ async function openEngine() {
   engineDataDir = (await db.query('SHOW data_directory')).rows[0].data_directory;
   resetSpool(opts['data-dir']);
   for (const sql of B.INSTALL_SQL) await db.exec(sql);
-  await db.exec(`LISTEN ${quoteIdent(B.TERMINATE_CHANNEL)}`);
   // PGlite cannot load PostgreSQL's encoding-conversion modules (the first
   // conversion aborts the runtime: "r is not a function"), so the engine is
   // told there are none: SET client_encoding to anything but UTF8/SQL_ASCII
@@ -489,8 +488,9 @@ async function runRaw(client, buf, beforeCheck = null) {
   client.groups = null;
   const status = P.lastReadyStatus(out);
   if (status) client.tx = status;
-  const { out: routed, relisten, internal } = N.afterTurn(client, out, status, clients, B.TERMINATE_CHANNEL);
-  out = routed;
+  const { out: routed, relisten } = N.afterTurn(client, out, status, clients);
+  const { out: kept, pids: terminations } = B.takeTerminations(routed);
+  out = kept;
   if (status && client.exitOnError && P.hasError(out)) {
     // exit_on_error: a server ends the session on any error (FATAL).
     const err = P.errorFields(out);
@@ -501,9 +501,12 @@ async function runRaw(client, buf, beforeCheck = null) {
     if (verdict.violation) return endEscapedClient(client, verdict.violation);
     if (verdict.changes.length) out = P.insertBeforeLastReady(out, Buffer.concat(verdict.changes));
   }
-  client.send(out);
   if (relisten) await execRawOk(relisten);
-  for (const pid of internal) await terminate(client, Number(pid));
+  // Others first, so that they are gone before the caller sees `true`; a
+  // client that ended itself gets the FATAL instead of its result, as on a server.
+  for (const pid of terminations) if (pid !== client.vpid) await terminate(client, pid);
+  if (terminations.includes(client.vpid)) return terminate(client, client.vpid);
+  client.send(out);
 }
 
 // pg_terminate_backend(vpid) asked for by `requester` (backends.mjs).
@@ -852,7 +855,7 @@ async function cleanup(client) {
   }
   await closeStatements(client);
   // Channels no other client listens on any more.
-  const needed = N.neededChannels(clients, [B.TERMINATE_CHANNEL]);
+  const needed = N.neededChannels(clients);
   const unused = [...client.channels].filter((c) => !needed.has(c));
   if (unused.length) await execRawOk(unused.map((c) => `UNLISTEN ${quoteIdent(c)}`).join('; '));
   debug(`client ${client.id} gone`);
@@ -931,6 +934,10 @@ const DUE_JOBS = `
   WHERE j.scheduled AND coalesce(s.next_start, j.initial_start, '-infinity') <= now()
   ORDER BY coalesce(s.next_start, j.initial_start, '-infinity'), j.id
   LIMIT 20`;
+const ANY_JOB_DUE = `
+  SELECT EXISTS (SELECT FROM _timescaledb_config.bgw_job j
+    LEFT JOIN _timescaledb_internal.bgw_job_stat s ON s.job_id = j.id
+    WHERE j.scheduled AND coalesce(s.next_start, j.initial_start, '-infinity') OPERATOR(pg_catalog.<=) pg_catalog.now())`;
 const RECORD_RUN = `
   WITH job AS (
     SELECT j.id, j.schedule_interval, j.fixed_schedule, j.initial_start, j.retry_period,
@@ -982,8 +989,25 @@ async function runDueJobs() {
   pumping = true;
   jobsRunning = true;
   try {
+    // Handing the session to the job runner resets it (a lone client would
+    // lose its temp tables and cursors every --job-interval), so first ask,
+    // in whoever's session it is, whether anything is due: one read-only
+    // simple query (the client's unnamed statement is kept).
+    const checkpointDue = Date.now() - lastCheckpoint > CHECKPOINT_EVERY_MS;
+    if (sessionUser !== JOBS) {
+      const answer = Buffer.from(await db.execProtocolRaw(P.query(ANY_JOB_DUE), { syncToFs: false }));
+      const jobsDue = P.hasError(answer) || P.firstValue(answer) !== 'f';
+      if (!jobsDue && !checkpointDue) return;
+      if (!jobsDue && sessionUser?.isSuper) {
+        // CHECKPOINT changes no session state: no need to take the session away.
+        await execRawOk('CHECKPOINT');
+        lastCheckpoint = Date.now();
+        debug('checkpoint');
+        return;
+      }
+    }
     await switchTo(JOBS);
-    if (Date.now() - lastCheckpoint > CHECKPOINT_EVERY_MS) {
+    if (checkpointDue) {
       await execQuiet('CHECKPOINT');
       lastCheckpoint = Date.now();
       debug('checkpoint');
