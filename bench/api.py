@@ -136,6 +136,11 @@ def run(url: str, console: Console, servers: int = 10, days: int = 3, requests: 
                 }
                 console.print(f"api {label}: {points} points, API p50 {api['p50_ms']} / p95 {api['p95_ms']} ms, "
                               f"psql p50 {db['p50_ms']} / p95 {db['p95_ms']} ms")
+    except Exception as exc:
+        time.sleep(1.0)   # uvicorn logs a traceback after it has sent the 500
+        text = Path(log.name).read_text()
+        at = text.find("Traceback")
+        raise RuntimeError(f"{exc}; server log: {text[at:at + 4000] if at >= 0 else text[-1500:]}") from exc
     finally:
         proc.terminate()
         proc.wait(timeout=20)
