@@ -14,17 +14,12 @@ import psycopg
 from psycopg import sql
 
 from rmp import db
-from rmp.catalog import NON_NEGATIVE, PERCENT, Bounds
+from rmp.catalog import NON_NEGATIVE, PERCENT, RESOLUTIONS, SCHEMA, Bounds
 from rmp.errors import UserError
 
-# resolution -> continuous aggregate (docs/schema.md)
-AGGREGATES: dict[str, str] = {
-    "1m": "server_metrics_1m",
-    "5m": "server_metrics_5m",
-    "1h": "server_metrics_1h",
-    "1d": "server_metrics_1d",
-}
-BUCKET_WIDTH = {"1m": "1 minute", "5m": "5 minutes", "1h": "1 hour", "1d": "1 day"}
+# resolution -> continuous aggregate, and its bucket width (from the catalog)
+AGGREGATES: dict[str, str] = {r: t.name for r, t in RESOLUTIONS.items()}
+BUCKET_WIDTH: dict[str, str] = {r: t.bucket_width for r, t in RESOLUTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -73,7 +68,7 @@ def _frame(conn: psycopg.Connection, query: sql.Composable, params: dict) -> pd.
 
 def latest_bucket(conn: psycopg.Connection, resolution: str = "1h") -> datetime | None:
     """Newest bucket in the aggregate: "the last N days" counts back from the data, not the clock."""
-    view = sql.Identifier("metrics", AGGREGATES[resolution])
+    view = sql.Identifier(SCHEMA, AGGREGATES[resolution])
     return conn.execute(sql.SQL("select max(bucket) from {}").format(view)).fetchone()[0]
 
 
@@ -94,7 +89,7 @@ def server_series(
         " where bucket >= %(since)s and (%(until)s::timestamptz is null or bucket <= %(until)s)"
         " and (%(ids)s::bigint[] is null or server_id = any(%(ids)s))"
         " order by server_id, bucket"
-    ).format(value=value, view=sql.Identifier("metrics", AGGREGATES[resolution]))
+    ).format(value=value, view=sql.Identifier(SCHEMA, AGGREGATES[resolution]))
     df = _frame(conn, query, {"since": since, "until": until, "ids": server_ids})
     return _split(df, "server_id")
 

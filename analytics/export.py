@@ -1,6 +1,6 @@
 """CSV and JSON exports of results and aggregates, chosen from an allow-list.
 
-A user picks a name from EXPORTS; only the relation and time column mapped to
+A user picks a name from rmp.catalog.EXPORTS; only the relation and time column mapped to
 it reach SQL (as Identifiers), and filters are parameters. Files are written
 to a temporary name and renamed, so a failed export leaves no partial file.
 """
@@ -13,7 +13,6 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,32 +21,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from rmp.catalog import EXPORTS
 from rmp.errors import UserError
 
-
-@dataclass(frozen=True)
-class Exportable:
-    schema: str
-    relation: str
-    time_column: str
-    entity_column: str | None  # filtered by --id
-    order: tuple[str, ...]
-
-
-EXPORTS: dict[str, Exportable] = {
-    "forecasts": Exportable("analytics", "forecasts", "horizon_start", "entity_id",
-                            ("entity_type", "entity_id", "metric", "horizon_start")),
-    "anomalies": Exportable("analytics", "anomalies", "started_at", "server_id",
-                            ("server_id", "metric", "detector", "started_at")),
-    "report_runs": Exportable("analytics", "report_runs", "started_at", None, ("id",)),
-    "server_metrics_1m": Exportable("metrics", "server_metrics_1m", "bucket", "server_id", ("server_id", "bucket")),
-    "server_metrics_5m": Exportable("metrics", "server_metrics_5m", "bucket", "server_id", ("server_id", "bucket")),
-    "server_metrics_1h": Exportable("metrics", "server_metrics_1h", "bucket", "server_id", ("server_id", "bucket")),
-    "server_metrics_1d": Exportable("metrics", "server_metrics_1d", "bucket", "server_id", ("server_id", "bucket")),
-    "site_usage_daily": Exportable("metrics", "site_usage_daily", "bucket", "site_id", ("site_id", "bucket")),
-    "org_metrics_hourly": Exportable("marts", "org_metrics_hourly", "hour_start_at", "organization_id",
-                                     ("organization_id", "hour_start_at")),
-}
 FORMATS = ("csv", "json")
 
 

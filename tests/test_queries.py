@@ -65,9 +65,9 @@ def _expected_buckets(rows, sid: int, width: timedelta, since: datetime) -> list
 
 
 @pytest.mark.parametrize(("name", "width", "window"), [
-    ("server_last_24h", timedelta(minutes=5), timedelta(hours=24)),
-    ("server_last_7d", timedelta(hours=1), timedelta(days=7)),
-    ("server_last_30d", timedelta(days=1), timedelta(days=30)),
+    ("server_last_24h", timedelta(minutes=1), timedelta(hours=24)),
+    ("server_last_7d", timedelta(minutes=5), timedelta(days=7)),
+    ("server_last_30d", timedelta(hours=1), timedelta(days=30)),
 ])
 def test_server_window_query_reads_the_right_aggregate(db, fleet, name, width, window):
     sid = fleet["servers"][1]

@@ -1,5 +1,6 @@
--- server_last_24h: one server's last 24 hours in 5-minute buckets (288 points),
--- from metrics.server_metrics_5m (real-time, so the newest minutes are included).
+-- server_last_24h: one server's last 24 hours in 1-minute buckets (1,440 points), from the tier
+-- metrics.server_buckets picks for a 24 hours window (the catalog's window -> tier
+-- mapping, the same the Grafana dashboard uses; real-time, so the newest minutes are included).
 -- psql: psql -v server_id=1 -f sql/queries/server_last_24h.sql
 select
     bucket,
@@ -12,7 +13,5 @@ select
     disk_used_max_bytes,
     network_rx_avg_bytes_per_sec,
     network_tx_avg_bytes_per_sec
-from metrics.server_metrics_5m
-where server_id = :server_id
-  and bucket >= now() - interval '24 hours'
+from metrics.server_buckets(now() - interval '24 hours', now(), array[:server_id]::bigint[])
 order by bucket;

@@ -1,5 +1,6 @@
--- server_last_30d: one server's last 30 days in 1-day buckets (30-31 points),
--- from metrics.server_metrics_1d (real-time, so the newest minutes are included).
+-- server_last_30d: one server's last 30 days in 1-hour buckets (720 points), from the tier
+-- metrics.server_buckets picks for a 30 days window (the catalog's window -> tier
+-- mapping, the same the Grafana dashboard uses; real-time, so the newest minutes are included).
 -- psql: psql -v server_id=1 -f sql/queries/server_last_30d.sql
 select
     bucket,
@@ -12,7 +13,5 @@ select
     disk_used_max_bytes,
     network_rx_avg_bytes_per_sec,
     network_tx_avg_bytes_per_sec
-from metrics.server_metrics_1d
-where server_id = :server_id
-  and bucket >= now() - interval '30 days'
+from metrics.server_buckets(now() - interval '30 days', now(), array[:server_id]::bigint[])
 order by bucket;

@@ -1,5 +1,6 @@
--- server_last_7d: one server's last 7 days in 1-hour buckets (168 points),
--- from metrics.server_metrics_1h (real-time, so the newest minutes are included).
+-- server_last_7d: one server's last 7 days in 5-minute buckets (2,016 points), from the tier
+-- metrics.server_buckets picks for a 7 days window (the catalog's window -> tier
+-- mapping, the same the Grafana dashboard uses; real-time, so the newest minutes are included).
 -- psql: psql -v server_id=1 -f sql/queries/server_last_7d.sql
 select
     bucket,
@@ -12,7 +13,5 @@ select
     disk_used_max_bytes,
     network_rx_avg_bytes_per_sec,
     network_tx_avg_bytes_per_sec
-from metrics.server_metrics_1h
-where server_id = :server_id
-  and bucket >= now() - interval '7 days'
+from metrics.server_buckets(now() - interval '7 days', now(), array[:server_id]::bigint[])
 order by bucket;
