@@ -21,6 +21,7 @@ import pandas as pd
 import psycopg
 
 from analytics import data, store
+from rmp import queries
 
 log = logging.getLogger(__name__)
 
@@ -47,72 +48,27 @@ class ReportData:
     anomalies: list[dict] = field(default_factory=list)
 
 
-def _dicts(conn: psycopg.Connection, query: str, params: tuple = ()) -> list[dict]:
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-        cols = [d.name for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
 def gather(conn: psycopg.Connection, days: float = 7, top: int = 10) -> ReportData:
-    """Everything the report shows, read in autocommit statements (no long transaction)."""
+    """Everything the report shows, read in autocommit statements (no long transaction).
+
+    The queries are the files sql/queries/report_*.sql (an analyst can run them in psql).
+    """
     end = data.latest_bucket(conn, "1h")
     start = end - timedelta(days=days) if end else None
     rd = ReportData(generated_at=datetime.now(UTC), window_start=start, window_end=end)
-    rd.fleet = _dicts(conn, """
-        select (select count(*) from tenancy.organizations) as organizations,
-               (select count(*) from tenancy.servers) as servers,
-               (select count(*) from tenancy.servers where status = 'active') as active_servers,
-               (select count(*) from metrics.server_last_point
-                 where last_metrics_at >= coalesce(%s, now()) - interval '1 day') as servers_reporting,
-               (select avg(cpu_percent) from metrics.server_last_point) as cpu_avg_percent,
-               (select avg(memory_percent) from metrics.server_last_point) as memory_avg_percent,
-               (select avg(disk_percent) from metrics.server_last_point) as disk_avg_percent,
-               (select max(disk_percent) from metrics.server_last_point) as disk_max_percent
-    """, (end,))[0]
+    rd.fleet = queries.run_dicts(conn, "report_fleet_summary", as_of=end or rd.generated_at)[0]
     if start is not None:
-        hourly = _dicts(conn, """
-            select bucket, avg(cpu_avg_percent) as cpu, avg(memory_avg_percent) as memory,
-                   avg(disk_avg_percent) as disk
-            from metrics.server_metrics_1h where bucket >= %s group by bucket order by bucket""", (start,))
-        rd.fleet_hourly = pd.DataFrame(hourly)
+        rd.fleet_hourly = pd.DataFrame(queries.run_dicts(conn, "report_fleet_hourly", since=start))
     try:
-        rd.quotas = _dicts(conn, """
-            select o.name as organization, q.quota_name, q.unit, q.limit_value, q.used_value, q.percent_used,
-                   q.is_exceeded
-            from marts.org_quota_status q join tenancy.organizations o on o.id = q.organization_id
-            where not q.is_unlimited
-            order by q.percent_used desc nulls last, o.name, q.quota_name limit %s""", (top,))
+        rd.quotas = queries.run_dicts(conn, "report_quota_status", top=top)
     except psycopg.errors.UndefinedTable:
         rd.quotas_note = "marts.org_quota_status is not built yet (run `rmp dbt build`)."
-    latest = """
-        select distinct on (f.entity_type, f.entity_id, f.metric) f.*
-        from analytics.forecasts f where f.entity_type = %s
-        order by f.entity_type, f.entity_id, f.metric, f.horizon_start desc"""
-    rd.org_forecasts = _dicts(conn, f"""
-        select o.name as organization, l.metric, l.model, l.threshold, l.threshold_crossing_at,
-               l.crossing_lo_at, l.crossing_hi_at, l.slope_per_day, l.trend, l.status, l.is_above_threshold
-        from ({latest}) l join tenancy.organizations o on o.id = l.entity_id
-        order by l.threshold_crossing_at nulls last, o.name, l.metric limit %s""", ("organization", top))
-    rd.exhaustion = _dicts(conn, f"""
-        select s.id as server_id, s.name as server, o.name as organization, l.metric, l.model,
-               l.threshold, l.threshold_crossing_at, l.crossing_lo_at, l.crossing_hi_at, l.trend,
-               l.slope_per_day, l.mase, l.forecast, l.is_above_threshold
-        from ({latest}) l join tenancy.servers s on s.id = l.entity_id
-        join tenancy.organizations o on o.id = s.organization_id
-        where l.threshold_crossing_at is not null
-        order by l.threshold_crossing_at, s.name, l.metric limit %s""", ("server", top))
+    rd.org_forecasts = queries.run_dicts(conn, "report_organization_forecasts", top=top)
+    rd.exhaustion = queries.run_dicts(conn, "report_server_exhaustion", top=top)
     for row in rd.exhaustion:
         row["unit_suffix"] = " %" if UNITS.get(row["metric"]) == "%" else ""
     if start is not None:
-        rd.anomalies = _dicts(conn, """
-            select a.id, a.server_id, s.name as server, o.name as organization, a.metric, a.detector,
-                   a.started_at, a.ended_at, a.observed, a.expected, a.score, a.direction,
-                   coalesce(a.resolution, '1h') as resolution
-            from analytics.anomalies a join tenancy.servers s on s.id = a.server_id
-            join tenancy.organizations o on o.id = s.organization_id
-            where a.started_at >= %s and a.detector = 'stl_mad'
-            order by a.score desc, a.started_at limit %s""", (start, top))
+        rd.anomalies = queries.run_dicts(conn, "report_anomalies", since=start, top=top)
     return rd
 
 

@@ -41,13 +41,12 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from rmp.catalog import tier
-
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nab"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ORG = "bench-nab"
-RESOLUTIONS = ("5m", "1h")  # tiers of rmp.catalog
+AGGREGATES_ALLOWED = {"5m": "server_metrics_5m", "1h": "server_metrics_1h"}  # resolution -> aggregate
+RESOLUTIONS = ("5m", "1h")
 QUICK: dict = {"resolutions": ["1h"], "generated": {"servers": 6}}
 # the labelled generated fleet: a Monday start keeps the weekly pattern identical on every run
 GENERATED: dict = {"seed": 7, "organizations": 3, "servers": 24, "days": 14, "interval_seconds": 60,
@@ -182,7 +181,7 @@ def run_generated(url: str, resolutions, sensitivity: float, say, cleanup: bool 
     ids = [fleet.server_ids[(s.organization, s.name)] for s in fleet.servers]
     with psycopg.connect(url, autocommit=True) as conn:
         for res in resolutions:
-            view = sql.Literal(tier(res).qualified)
+            view = sql.Literal(f"metrics.{AGGREGATES_ALLOWED[res]}")
             conn.execute(sql.SQL("call refresh_continuous_aggregate({}::regclass, %s, null)").format(view),
                          (start - timedelta(days=1),))
     windows: dict[tuple[int, str], list] = {(sid, m): [] for sid in ids for m in ("cpu_percent", "memory_percent")}

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from rmp.errors import UserError
 from rmp.settings import SQL_DIR
@@ -50,8 +51,19 @@ def to_psycopg(text: str) -> str:
 
 def run(conn: psycopg.Connection, name: str, **params: Any) -> list[tuple]:
     """Rows of query ``name`` with its psql variables bound to ``params``."""
+    with _cursor(conn, name, params) as cur:
+        return cur.fetchall()
+
+
+def run_dicts(conn: psycopg.Connection, name: str, **params: Any) -> list[dict[str, Any]]:
+    """The same rows as ``run``, each a dict keyed by column name."""
+    with _cursor(conn, name, params, row_factory=dict_row) as cur:
+        return cur.fetchall()
+
+
+def _cursor(conn: psycopg.Connection, name: str, params: dict[str, Any], **kwargs: Any) -> psycopg.Cursor:
     text = _text(name)
     missing = variables(name) - params.keys()
     if missing:
         raise QueryError(f"query {name} needs {', '.join(sorted(missing))}")
-    return conn.execute(to_psycopg(text), params).fetchall()
+    return conn.cursor(**kwargs).execute(to_psycopg(text), params)

@@ -1,6 +1,8 @@
 {#- Organization-wide hour: cpu averaged over every sample of its servers
     (weighted by sample_count, not a mean of means) and its peak; memory,
-    disk and network as the sum over servers of each server's hourly figure. -#}
+    disk and network as the sum over servers of each server's hourly figure.
+    is_complete: every server the organization runs (not decommissioned)
+    reported in that hour; a partial hour's totals would look like a drop. -#}
 
 with
 
@@ -10,6 +12,15 @@ servers as (
 
 hourly_metrics as (
     select * from {{ ref('stg_server_metrics_1h') }}
+),
+
+expected_servers as (
+    select
+        organization_id,
+        count(*) as count_servers_expected
+    from servers
+    where server_status <> 'decommissioned'
+    group by 1
 ),
 
 organization_hours as (
@@ -35,19 +46,26 @@ organization_hours as (
 
 final as (
     select
-        organization_id,
-        hour_start_at,
-        count_servers_reporting::bigint as count_servers_reporting,
-        sample_count::bigint as sample_count,
-        cpu_avg_percent::double precision as cpu_avg_percent,
-        cpu_max_percent::double precision as cpu_max_percent,
-        memory_used_avg_bytes_total::double precision as memory_used_avg_bytes_total,
-        memory_used_max_bytes_total::double precision as memory_used_max_bytes_total,
-        disk_used_avg_bytes_total::double precision as disk_used_avg_bytes_total,
-        disk_used_max_bytes_total::double precision as disk_used_max_bytes_total,
-        network_rx_avg_bytes_per_sec_total::double precision as network_rx_avg_bytes_per_sec_total,
-        network_tx_avg_bytes_per_sec_total::double precision as network_tx_avg_bytes_per_sec_total
+        organization_hours.organization_id,
+        organization_hours.hour_start_at,
+        organization_hours.count_servers_reporting::bigint as count_servers_reporting,
+        coalesce(expected_servers.count_servers_expected, 0)::bigint as count_servers_expected,
+        organization_hours.count_servers_reporting
+            = coalesce(expected_servers.count_servers_expected, 0) as is_complete,
+        organization_hours.sample_count::bigint as sample_count,
+        organization_hours.cpu_avg_percent::double precision as cpu_avg_percent,
+        organization_hours.cpu_max_percent::double precision as cpu_max_percent,
+        organization_hours.memory_used_avg_bytes_total::double precision as memory_used_avg_bytes_total,
+        organization_hours.memory_used_max_bytes_total::double precision as memory_used_max_bytes_total,
+        organization_hours.disk_used_avg_bytes_total::double precision as disk_used_avg_bytes_total,
+        organization_hours.disk_used_max_bytes_total::double precision as disk_used_max_bytes_total,
+        organization_hours.network_rx_avg_bytes_per_sec_total::double precision
+            as network_rx_avg_bytes_per_sec_total,
+        organization_hours.network_tx_avg_bytes_per_sec_total::double precision
+            as network_tx_avg_bytes_per_sec_total
     from organization_hours
+    left join expected_servers
+        on expected_servers.organization_id = organization_hours.organization_id
 )
 
 select * from final
