@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from bench import dataset
+from rmp import db
 from rmp.catalog import COLLECTION_INTERVAL_SECONDS, TIERS, tier_for_window
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -320,7 +321,7 @@ def run(
         "data_window": {"start": start.isoformat(), "end": end.isoformat()},
     }
     steps = 6
-    with psycopg.connect(url, autocommit=True) as conn, paused_jobs(conn), Progress(
+    with db.connect(url, autocommit=True) as conn, paused_jobs(conn), Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
         console=console, transient=False,
     ) as progress:

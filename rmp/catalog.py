@@ -144,10 +144,10 @@ class Aggregate:
 _UNITS = {"second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks"}
 
 
-def _tier(resolution: str, bucket_width: str, retention: str | None, start_offset: str,
+def _tier(name: str, resolution: str, bucket_width: str, retention: str | None, start_offset: str,
           compress_after: str, serves_window_up_to: timedelta | None) -> Aggregate:
     return Aggregate(
-        name=f"server_metrics_{resolution}", source="server_metrics", bucket_width=bucket_width,
+        name=name, source="server_metrics", bucket_width=bucket_width,
         retention=retention, refresh_start_offset=start_offset, refresh_end_offset=bucket_width,
         refresh_every=bucket_width, compress_after=compress_after,
         serves_window_up_to=serves_window_up_to, resolution=resolution,
@@ -156,11 +156,13 @@ def _tier(resolution: str, bucket_width: str, retention: str | None, start_offse
 
 # The tiers of metrics.server_metrics, finest first. Each is rendered from the
 # one definition in sql/templates/server-metrics-aggregate.sql.
+# name, resolution, bucket, retention, refresh start_offset (end_offset and
+# schedule: one bucket), compress_after, longest dashboard window served.
 TIERS: tuple[Aggregate, ...] = (
-    _tier("1m", "1 minute", "30 days", "2 hours", "1 day", timedelta(days=1)),
-    _tier("5m", "5 minutes", "90 days", "6 hours", "1 day", timedelta(days=7)),
-    _tier("1h", "1 hour", "1 year", "3 days", "7 days", timedelta(days=90)),
-    _tier("1d", "1 day", None, "7 days", "30 days", None),
+    _tier("server_metrics_1m", "1m", "1 minute", "30 days", "2 hours", "1 day", timedelta(days=1)),
+    _tier("server_metrics_5m", "5m", "5 minutes", "90 days", "6 hours", "1 day", timedelta(days=7)),
+    _tier("server_metrics_1h", "1h", "1 hour", "1 year", "3 days", "7 days", timedelta(days=90)),
+    _tier("server_metrics_1d", "1d", "1 day", None, "7 days", "30 days", None),
 )
 SITE_USAGE_DAILY = Aggregate(
     name="site_usage_daily", source="site_usage", bucket_width="1 day", retention=None,

@@ -165,6 +165,25 @@ def drop_aggregate(conn: sa.Connection, aggregate: catalog.Aggregate) -> None:
             sql.Identifier(catalog.SCHEMA, aggregate.name)))
 
 
+def add_metric_column(conn: sa.Connection, column: catalog.MetricColumn) -> None:
+    """``alter table metrics.server_metrics add column`` with its CHECK, from the catalog entry."""
+    lower, upper = column.bounds
+    name = sql.Identifier(column.name)
+    if upper is None:
+        check = sql.SQL("{} >= {}").format(name, sql.Literal(lower))
+    else:
+        check = sql.SQL("{} between {} and {}").format(name, sql.Literal(lower), sql.Literal(upper))
+    with _driver_cursor(conn) as cur:
+        cur.execute(sql.SQL("alter table metrics.server_metrics add column {} {} constraint {} check ({})").format(
+            name, sql.SQL(column.sql_type), sql.Identifier(column.check_name), check))
+
+
+def drop_metric_column(conn: sa.Connection, column: catalog.MetricColumn) -> None:
+    with _driver_cursor(conn) as cur:
+        cur.execute(sql.SQL("alter table metrics.server_metrics drop column if exists {}").format(
+            sql.Identifier(column.name)))
+
+
 def publish_catalog(conn: sa.Connection) -> None:
     """The tiers as rows of the view metrics.aggregate_tiers, for readers that speak only SQL
     (metrics.tier_for_window(), the tenant views, Grafana, dbt). Re-rendered on every migration."""

@@ -1,4 +1,4 @@
-"""Continuous aggregates (the server_metrics tiers 1m, 5m, 1h, 1d and site_usage_daily) and every policy.
+"""Continuous aggregates (the tiers of metrics.server_metrics and the daily site usage) and every policy.
 
 Revision ID: 0002_aggregates
 Revises: 0001_core
