@@ -1,6 +1,7 @@
--- server_last_30d: one server's last 30 days in 1-hour buckets (720 points), from the tier
--- metrics.server_buckets picks for a 30 days window (the catalog's window -> tier
--- mapping, the same the Grafana dashboard uses; real-time, so the newest minutes are included).
+-- server_last_30d: one server's last 30 days, from the tier of metrics.server_metrics
+-- that metrics.server_buckets picks for a 30 days window (the catalog's window -> tier
+-- mapping, which the Grafana dashboard uses too; see docs/architecture.md). Real-time:
+-- the newest minutes are included.
 -- psql: psql -v server_id=1 -f sql/queries/server_last_30d.sql
 select
     bucket,

@@ -1,6 +1,7 @@
--- server_last_7d: one server's last 7 days in 5-minute buckets (2,016 points), from the tier
--- metrics.server_buckets picks for a 7 days window (the catalog's window -> tier
--- mapping, the same the Grafana dashboard uses; real-time, so the newest minutes are included).
+-- server_last_7d: one server's last 7 days, from the tier of metrics.server_metrics
+-- that metrics.server_buckets picks for a 7 days window (the catalog's window -> tier
+-- mapping, which the Grafana dashboard uses too; see docs/architecture.md). Real-time:
+-- the newest minutes are included.
 -- psql: psql -v server_id=1 -f sql/queries/server_last_7d.sql
 select
     bucket,
