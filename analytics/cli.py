@@ -27,6 +27,13 @@ def _url() -> str:
     return database_url()
 
 
+def _read_url() -> str:
+    """RMP_READ_DATABASE_URL (a read replica) when set, else the primary."""
+    from rmp.db import read_database_url
+
+    return read_database_url()
+
+
 class _Bar:
     """A rich progress bar on stderr, fed (done, total) by the jobs."""
 
@@ -73,7 +80,7 @@ def forecast(metrics, history_days, horizon_days, until, server_ids, no_organiza
     with _Bar("forecasting") as bar:
         s = run_forecasts(_url(), metrics=metrics or tuple(SERVER_METRICS), history_days=history_days,
                           horizon_days=horizon_days, until=_utc(until), organizations=not no_organizations,
-                          server_ids=list(server_ids) or None, progress=bar)
+                          server_ids=list(server_ids) or None, progress=bar, read_url=_read_url())
     models = ", ".join(f"{k} {v}" for k, v in sorted(s.models.items())) or "none"
     click.echo(f"run {s.run_id}: {s.series} series, {s.ok} forecast ({models}), "
                f"{s.insufficient} with insufficient data")
@@ -99,7 +106,7 @@ def anomalies(metrics, detectors, resolution, days, until, sensitivity, server_i
         s = run_anomalies(_url(), metrics=metrics or ("cpu", "memory", "disk", "network"),
                           detectors=detectors or DETECTORS, resolution=resolution, days=days,
                           until=_utc(until), sensitivity=sensitivity, server_ids=list(server_ids) or None,
-                          progress=bar)
+                          progress=bar, read_url=_read_url())
     per = ", ".join(f"{k} {v}" for k, v in sorted(s.by_detector.items())) or "none"
     click.echo(f"{s.series} series, {s.anomalies} anomalies ({per}); "
                f"{s.skipped_short} series too short for STL")
@@ -122,16 +129,17 @@ def report(out_dir, days, top, refresh) -> None:
     from analytics.pipeline import run_anomalies, run_forecasts
     from analytics.report import ReportFailed, write_report
 
-    url = _url()
+    url, read_url = _url(), _read_url()
     target = out_dir or get_settings().reports_dir
     try:
         if refresh:
             with _Bar("forecasting") as bar:
-                run_forecasts(url, progress=bar)
+                run_forecasts(url, progress=bar, read_url=read_url)
             with _Bar("detecting anomalies") as bar:
-                run_anomalies(url, days=days, progress=bar)
+                run_anomalies(url, days=days, progress=bar, read_url=read_url)
         with Console(stderr=True).status("rendering report"):
-            path = write_report(url, target, days=days, top=top, parameters={"refresh": refresh})
+            path = write_report(url, target, days=days, top=top, parameters={"refresh": refresh},
+                                read_url=read_url)
     except ReportFailed as exc:
         log.error("%s", exc)
         sys.exit(1)
@@ -150,7 +158,7 @@ def export(name, fmt, out, since, until, entity_id) -> None:
     from analytics.data import connect
     from analytics.export import export as run_export
 
-    with connect(_url()) as conn:
+    with connect(_read_url()) as conn:     # read-only: the replica when RMP_READ_DATABASE_URL is set
         rows, text = run_export(conn, name, fmt, out, since=_utc(since), until=_utc(until), entity_id=entity_id)
     if out is None:
         click.echo(text, nl=False)

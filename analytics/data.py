@@ -7,6 +7,8 @@ Identifiers; user input (ids, times, metric type names) is always a parameter.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -165,3 +167,15 @@ def _split(df: pd.DataFrame, key: str) -> dict[int, pd.Series]:
 def connect(url: str | None = None) -> psycopg.Connection:
     """An autocommit connection: reads here never hold a transaction open on the shared engine."""
     return db.connect(url, autocommit=True)
+
+
+@contextmanager
+def reader(writer: psycopg.Connection, url: str | None, read_url: str | None) -> Iterator[psycopg.Connection]:
+    """The connection to read series from: a read replica when ``read_url`` names
+    one (writes stay on ``writer``, the primary), else ``writer`` itself. The
+    replica is first caught up with the primary, so reads see what was just written."""
+    if read_url is None or read_url == url:
+        yield writer
+        return
+    with connect(db.caught_up_read_url(url, read_url)) as conn:
+        yield conn

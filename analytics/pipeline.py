@@ -57,28 +57,31 @@ def run_forecasts(
     server_ids: list[int] | None = None,
     thresholds: dict[str, float] | None = None,
     progress: Progress | None = None,
+    read_url: str | None = None,
 ) -> ForecastSummary:
-    """Forecast every server metric (hourly aggregate) and organization quota; upsert analytics.forecasts."""
+    """Forecast every server metric (hourly aggregate) and organization quota; upsert analytics.forecasts.
+
+    Series are read from ``read_url`` (a read replica) when given; results go to ``url``."""
     chosen = [data.resolve_server_metric(m) for m in metrics]
     cfg = ForecastConfig(horizon_days=horizon_days)
-    with data.connect(url) as conn:
+    with data.connect(url) as conn, data.reader(conn, url, read_url) as src:
         run_id = store.start_run(conn, "forecast", {
             "metrics": [m.name for m in chosen], "history_days": history_days,
             "horizon_days": horizon_days, "until": until.isoformat() if until else None,
         })
         summary = ForecastSummary(run_id=run_id)
-        window = _window(conn, "1h", history_days, until)
+        window = _window(src, "1h", history_days, until)
         jobs: list[tuple[str, int, str, pd.Series, float | None, Bounds]] = []
         if window is not None:
             since, end = window
             for m in chosen:
                 threshold = (thresholds or {}).get(m.name, m.threshold)
-                for sid, s in data.server_series(conn, m, "1h", since, end, server_ids).items():
+                for sid, s in data.server_series(src, m, "1h", since, end, server_ids).items():
                     jobs.append(("server", sid, m.name, s, threshold, m.bounds))
             org_usage = {}
             if organizations and server_ids is None:
                 try:
-                    org_usage = {q: data.organization_usage(conn, q, since, end) for q in data.ORG_QUOTAS}
+                    org_usage = {q: data.organization_usage(src, q, since, end) for q in data.ORG_QUOTAS}
                 except data.MartsMissing as exc:
                     log.warning("%s; organization forecasts skipped", exc)
             for quota, (usage, limits) in org_usage.items():
@@ -115,12 +118,14 @@ def run_anomalies(
     sensitivity: float = DEFAULT_SENSITIVITY,
     server_ids: list[int] | None = None,
     progress: Progress | None = None,
+    read_url: str | None = None,
 ) -> AnomalySummary:
     """Detect anomalies over the last `days` of each series and replace the stored ones in that window.
 
     A metric is a server metric (cpu, memory, disk, network; read from the
     continuous aggregate at `resolution`) or a metrics.metric_types name (read
-    from metrics.metric_samples, bucketed at `resolution`).
+    from metrics.metric_samples, bucketed at `resolution`). Series are read from
+    ``read_url`` (a read replica) when given; anomalies are stored through ``url``.
     """
     for d in detectors:
         if d not in DETECTORS:
@@ -128,8 +133,8 @@ def run_anomalies(
     if resolution not in data.AGGREGATES:
         raise UserError(f"unknown resolution {resolution!r}; choose from {', '.join(data.AGGREGATES)}")
     summary = AnomalySummary()
-    with data.connect(url) as conn:
-        window = _window(conn, resolution, days, until)
+    with data.connect(url) as conn, data.reader(conn, url, read_url) as src:
+        window = _window(src, resolution, days, until)
         if window is None:
             return summary
         since, end = window
@@ -137,10 +142,10 @@ def run_anomalies(
         for name in metrics:
             if name in data.SERVER_METRICS or name in data.BY_NAME:
                 m = data.resolve_server_metric(name)
-                found = data.server_series(conn, m, resolution, since, end, server_ids)
+                found = data.server_series(src, m, resolution, since, end, server_ids)
                 metric_name = m.name
             else:
-                found = data.sample_series(conn, name, resolution, since, end, server_ids)
+                found = data.sample_series(src, name, resolution, since, end, server_ids)
                 metric_name = name
             jobs.extend((sid, metric_name, s) for sid, s in found.items())
         total = len(jobs) * len(detectors)

@@ -211,20 +211,23 @@ def _environment():
 
 
 def write_report(url: str | None, out_dir: Path, *, days: float = 7, top: int = 10,
-                 parameters: dict | None = None) -> Path:
+                 parameters: dict | None = None, read_url: str | None = None) -> Path:
     """Write `out_dir/report-<run id>-<UTC time>/` with index.html, report.md and img/*.png.
+
+    The report's queries go to ``read_url`` (a read replica) when given; its run
+    record in analytics.report_runs is written through ``url`` (the primary).
 
     Raises ReportFailed (recorded as a failed run, nothing left behind) on any error.
     """
     out_dir = Path(out_dir)
-    with data.connect(url) as conn:
+    with data.connect(url) as conn, data.reader(conn, url, read_url) as src:
         run_id = store.start_run(conn, "report", {"days": days, "top": top, **(parameters or {})})
         tmp: Path | None = None
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".report-tmp-", dir=out_dir))
-            rd = gather(conn, days, top)
-            charts = render_charts(conn, rd, tmp / "img")
+            rd = gather(src, days, top)
+            charts = render_charts(src, rd, tmp / "img")
             env = _environment()
             context = {"r": rd, "charts": charts, "run_id": run_id}
             (tmp / "index.html").write_text(env.get_template("report.html.j2").render(**context))

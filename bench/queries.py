@@ -58,7 +58,7 @@ class DashboardWindow:
 
 
 # The catalog's window -> tier mapping (the one the Grafana dashboard and
-# sql/queries read through metrics.server_buckets): ~1,000-2,000 points per panel.
+# sql/queries read through tenant.server_buckets): ~1,000-2,000 points per panel.
 DASHBOARD_WINDOWS = tuple(
     DashboardWindow(label, span, tier_for_window(span).name, tier_for_window(span).bucket)
     for label, span in (("24h", timedelta(days=1)), ("7d", timedelta(days=7)), ("30d", timedelta(days=30)))

@@ -35,27 +35,83 @@ def _rate_column() -> TextColumn:
 @click.option("--assume-utc", is_flag=True, help="Read timestamps without a zone as UTC instead of rejecting them.")
 @click.option("--batch-rows", default=10_000, show_default=True, type=click.IntRange(1),
               help="Rows per transaction (a killed load leaves only whole batches).")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1),
+              help="Worker processes: several files at once, and a large plain CSV split into JOBS line ranges. "
+                   "On the embedded engine (one session for all clients) the work runs one unit at a time.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary.")
 def ingest(files: tuple[Path, ...], table: str | None, fmt: str | None, assume_utc: bool,
-           batch_rows: int, quiet: bool) -> None:
+           batch_rows: int, jobs: int, quiet: bool) -> None:
     """Bulk-load metric FILES (CSV, NDJSON, Parquet; .gz too) into their hypertable.
 
-    Rows stream through COPY in batches; re-loading a file adds nothing
-    (duplicates are skipped on (server, collected_at)). Bad rows go to
-    FILE.rejected.csv and metrics.rejected_rows with line, field and reason.
-    Exit code 0: all rows valid; 1: some rows rejected; 2: a file could not be
-    loaded at all (the other files are still loaded).
+    Rows are checked against the column types read from the database and stream
+    through binary COPY in batches; re-loading a file adds nothing (duplicates
+    are skipped on (server, collected_at)). Bad rows go to FILE.rejected.csv and
+    metrics.rejected_rows with line, field and reason; a row the database itself
+    refuses is found by splitting its batch and quarantined the same way.
+
+    \b
+    Exit codes: 0 every row loaded (or already present);
+                1 some rows rejected (see the quarantine);
+                2 the run could not complete: a file could not be loaded or the
+                  database failed (the other files are still loaded).
     """
-    from ingest.loader import load_file
     from rmp import db
 
     url = db.database_url()
+    options = {"table": table, "fmt": fmt, "assume_utc": assume_utc, "batch_rows": batch_rows}
+    if jobs > 1:
+        from ingest.parallel import serialized
+
+        if serialized(url):
+            click.echo("rmp ingest: the embedded engine runs one statement at a time; --jobs runs serially",
+                       err=True)
+            jobs = 1
+    outcomes = _ingest_parallel(files, url, jobs, options, quiet) if jobs > 1 else \
+        _ingest_serial(files, url, options, quiet)
     totals = {"rows": 0, "loaded": 0, "duplicates": 0, "rejected": 0}
     failed = 0
+    for path, r, error, seconds in outcomes:
+        if error is not None:
+            failed += 1
+            click.echo(f"rmp: error: {error}", err=True)
+        if r is None:
+            continue
+        for k in totals:
+            totals[k] += getattr(r, k)
+        rate = r.rows / seconds if seconds else 0.0
+        click.echo(f"{path}: {r.loaded:,} loaded, {r.duplicates:,} duplicates skipped, {r.rejected:,} rejected "
+                   f"into {r.table} ({rate:,.0f} rows/s)")
+        if r.rejected:
+            for rej in r.rejections[:5]:
+                click.echo(f"  {path}:{rej.line}: {rej.field}: {rej.reason}", err=True)
+            more = f" (first 5 shown; all in {r.quarantine})" if r.rejected > 5 else f" (in {r.quarantine})"
+            click.echo(f"  {r.rejected:,} row(s) rejected{more}", err=True)
+    if len(files) > 1:
+        click.echo(f"total: {totals['loaded']:,} loaded, {totals['duplicates']:,} duplicates skipped, "
+                   f"{totals['rejected']:,} rejected, {failed} file(s) not loaded")
+    if failed:
+        sys.exit(2)
+    if totals["rejected"]:
+        sys.exit(1)
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                    TextColumn("{task.fields[rows]:,} rows"), _rate_column(),
+                    TimeElapsedColumn(), console=err, disable=quiet, transient=False)
+
+
+def _ingest_serial(files, url: str, options: dict, quiet: bool):
+    """(path, result or None, error or None, seconds) per file, loaded one after the other."""
+    import time
+
+    import psycopg
+
+    from ingest.loader import load_file
+
     for path in files:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TextColumn("{task.fields[rows]:,} rows"), _rate_column(),
-                      TimeElapsedColumn(), console=err, disable=quiet, transient=False) as progress:
+        started = time.perf_counter()
+        with _progress(quiet) as progress:
             task = progress.add_task(path.name, total=None, rows=0, rate="")
             state = {"rows": 0}
 
@@ -70,29 +126,40 @@ def ingest(files: tuple[Path, ...], table: str | None, fmt: str | None, assume_u
                                 rate=f"{state['rows'] / elapsed:,.0f} rows/s")
 
             try:
-                r = load_file(path, url, table=table, fmt=fmt, assume_utc=assume_utc, batch_rows=batch_rows,
-                              on_start=on_start, on_batch=on_batch)
+                r = load_file(path, url, on_start=on_start, on_batch=on_batch, **options)
             except IngestFileError as exc:
-                failed += 1
-                click.echo(f"rmp: error: {exc}", err=True)
+                yield path, None, str(exc), 0.0
                 continue
-        for k in totals:
-            totals[k] += getattr(r, k)
-        line = (f"{path}: {r.loaded:,} loaded, {r.duplicates:,} duplicates skipped, {r.rejected:,} rejected "
-                f"into {r.table} ({r.rows_per_second:,.0f} rows/s)")
-        click.echo(line)
-        if r.rejected:
-            for rej in r.rejections[:5]:
-                click.echo(f"  {path}:{rej.line}: {rej.field}: {rej.reason}", err=True)
-            more = f" (first 5 shown; all in {r.quarantine})" if r.rejected > 5 else f" (in {r.quarantine})"
-            click.echo(f"  {r.rejected:,} row(s) rejected{more}", err=True)
-    if len(files) > 1:
-        click.echo(f"total: {totals['loaded']:,} loaded, {totals['duplicates']:,} duplicates skipped, "
-                   f"{totals['rejected']:,} rejected, {failed} file(s) not loaded")
-    if failed:
-        sys.exit(2)
-    if totals["rejected"]:
-        sys.exit(1)
+            except psycopg.Error as exc:   # the run cannot complete this file: say so, go on with the next
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                yield path, None, f"{path}: database error: {first}", 0.0
+                continue
+        yield path, r, None, time.perf_counter() - started
+
+
+def _ingest_parallel(files, url: str, jobs: int, options: dict, quiet: bool):
+    import time
+
+    from ingest.parallel import load_parallel, plan
+
+    units = plan(files, jobs, options.get("fmt"))
+    started = time.perf_counter()
+    with _progress(quiet) as progress:
+        task = progress.add_task(f"{len(files)} file(s), {len(units)} unit(s), {jobs} workers",
+                                 total=sum(u.total for u in units) or None, rows=0, rate="")
+        done_rows: dict[int, int] = {}
+        done_bytes: dict[int, int] = {}
+
+        def on_progress(index: int, rows: int, position: int) -> None:
+            done_rows[index], done_bytes[index] = rows, position
+            total_rows = sum(done_rows.values())
+            elapsed = progress.tasks[0].elapsed or 1e-9
+            progress.update(task, completed=sum(done_bytes.values()), rows=total_rows,
+                            rate=f"{total_rows / elapsed:,.0f} rows/s")
+
+        outcomes = load_parallel(list(files), url, jobs, options, on_progress, units=units)
+    seconds = time.perf_counter() - started
+    return [(o.path, o.result, o.error, seconds) for o in outcomes]
 
 
 def _parse_start(value: str | None) -> datetime | None:

@@ -284,14 +284,14 @@ def _server_series(fleet: Fleet, s: Server) -> pd.DataFrame:
     cpu = np.clip(cpu, 0, 100).round(2)
     mem_pct = np.clip(mem_pct, 1, 99)
     mem_used = (mem_pct / 100 * s.memory_total_bytes).astype(np.int64)
-    mem_pct = (mem_used / s.memory_total_bytes * 100).round(3)
+    mem_pct = (mem_used / s.memory_total_bytes * 100).round(2)    # collectors report percents to 2 decimals
 
     # disk: positive increments (writes) accumulate from start to end percent
     steps = rng.gamma(0.5, 1.0, n) * (0.3 + load_shape)
     fill = np.cumsum(steps) / steps.sum()
     disk_pct = s.disk_start_percent + (s.disk_end_percent - s.disk_start_percent) * fill
     disk_used = np.minimum(disk_pct / 100 * s.disk_total_bytes, s.disk_total_bytes).astype(np.int64)
-    disk_pct = (disk_used / s.disk_total_bytes * 100).round(3)
+    disk_pct = (disk_used / s.disk_total_bytes * 100).round(2)
 
     busy = 0.2 + load_shape
     interval = fleet.interval_seconds

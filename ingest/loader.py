@@ -25,11 +25,20 @@ import psycopg
 from psycopg import sql
 
 from ingest.errors import IngestSetupError
+from ingest.fastcsv import FastCsvValidator, data_start, fast_eligible, read_chunks
 from ingest.formats import CsvSource, Source, open_source
+from ingest.payload import Columns, Rows
 from ingest.quarantine import QuarantineFile, record_rejections
 from ingest.targets import Column, Target, detect_target, get_target, table_columns
 from ingest.validate import ColumnValidator, Rejection, Resolver, RowValidator
 from rmp import db
+
+Payload = Rows | Columns
+ByteRange = tuple[int, int, int]   # start byte, end byte, number of the first line
+# Errors a row's content can cause in the database (a value the checks let
+# through, a server deleted meanwhile): the batch is split to find the row.
+# Client-side dump errors (a value psycopg cannot pack) count too.
+ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.DataError, OverflowError)
 
 DEFAULT_BATCH_ROWS = 10_000
 STAGING = "rmp_ingest_stage"
@@ -71,6 +80,11 @@ class BatchWriter:
     temp table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. Fresh
     data thus pays for one COPY; re-loads stay exact. After a fallback the
     staging path is used until a batch turns out to hold no duplicates.
+
+    If the database refuses a batch for a row's content (``ROW_ERRORS``), the
+    batch is split in halves under savepoints until the offending rows are
+    alone; they land in ``found`` as rejections (line, column, the database's
+    reason) and every other row is written.
     """
 
     def __init__(self, conn: psycopg.Connection, target: Target, columns: Sequence[Column]):
@@ -100,32 +114,84 @@ class BatchWriter:
         self.drop_staging = sql.SQL("drop table {}").format(sql.Identifier(STAGING))
         self.optimistic = True
         self.direct_batches = self.staged_batches = 0
+        self.found: list[Rejection] = []     # rows the database refused, found by bisection
+        self._constraint_columns: dict[str, str] | None = None
 
-    def _copy(self, statement: sql.Composed, rows: Sequence[tuple]) -> None:
+    def _copy(self, statement: sql.Composed, payload: Payload) -> None:
         with self.conn.cursor().copy(statement) as copy:
-            copy.set_types(self.oids)
-            for row in rows:
-                copy.write_row(row)
+            payload.write(copy, self.oids)
 
-    def write(self, rows: Sequence[tuple]) -> int:
-        """Rows inserted; the rest of ``rows`` were already present (duplicates)."""
-        if not rows:
+    def write(self, payload: Payload | Sequence[tuple]) -> int:
+        """Rows inserted; the rest were already present (duplicates) or are in ``found``."""
+        if not isinstance(payload, Rows | Columns):
+            payload = Rows(list(payload))
+        if not len(payload):
             return 0
         if self.optimistic:
             try:
                 with self.conn.transaction():          # savepoint
-                    self._copy(self.copy_direct, rows)
+                    self._copy(self.copy_direct, payload)
                 self.direct_batches += 1
-                return len(rows)
+                return len(payload)
             except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation):
                 pass
+            except ROW_ERRORS:
+                if not payload.locatable:
+                    raise
+        inserted = self._staged_or_split(payload)
+        self.staged_batches += 1
+        self.optimistic = inserted == len(payload)
+        return inserted
+
+    def _staged(self, payload: Payload) -> int:
         self.conn.execute(self.create_staging)
-        self._copy(self.copy_staging, rows)
+        self._copy(self.copy_staging, payload)
         inserted = self.conn.execute(self.move).rowcount
         self.conn.execute(self.drop_staging)
-        self.staged_batches += 1
-        self.optimistic = inserted == len(rows)
         return inserted
+
+    def _staged_or_split(self, payload: Payload) -> int:
+        if not payload.locatable:
+            return self._staged(payload)
+        try:
+            with self.conn.transaction():
+                return self._staged(payload)
+        except ROW_ERRORS as exc:
+            if len(payload) == 1:
+                self.found.append(self._rejection(payload, exc))
+                return 0
+        half = len(payload) // 2
+        return self._staged_or_split(payload.take(0, half)) + self._staged_or_split(payload.take(half, len(payload)))
+
+    def _rejection(self, payload: Payload, exc: Exception) -> Rejection:
+        diag = getattr(exc, "diag", None)
+        field = "-"
+        if diag is not None:
+            if diag.column_name:
+                field = diag.column_name
+            elif diag.constraint_name:
+                field = self._constraint_column(diag.constraint_name) or "-"
+            if field == "-" and diag.context:   # "COPY rmp_ingest_stage, line 1, column cpu_cores: ..."
+                for c in self.columns:
+                    if f"column {c.name}" in diag.context:
+                        field = c.name
+                        break
+            reason = diag.message_primary or str(exc)
+        else:
+            reason = str(exc)
+        reason = (reason.strip().splitlines() or [type(exc).__name__])[0]
+        return Rejection(payload.line(0), field, f"refused by the database: {reason}", payload.raw(0))
+
+    def _constraint_column(self, name: str) -> str | None:
+        if self._constraint_columns is None:
+            rows = self.conn.execute(
+                """
+                select c.conname, a.attname from pg_constraint c
+                join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
+                where c.conrelid = to_regclass(%s)
+                """, (self.target.qualified,)).fetchall()
+            self._constraint_columns = dict(rows)
+        return self._constraint_columns.get(name)
 
 
 def _require_unique_index(conn: psycopg.Connection, target: Target) -> None:
@@ -143,14 +209,6 @@ def _require_unique_index(conn: psycopg.Connection, target: Target) -> None:
     if not found:
         raise IngestSetupError(f"{target.qualified} has no unique index on ({', '.join(target.conflict)}); "
                                "run the migrations (alembic upgrade head)")
-
-
-def write_batch(conn: psycopg.Connection, target: Target, columns: Sequence[Column],
-                rows: Sequence[tuple]) -> int:
-    """One batch through the staging path (no optimistic COPY); returns rows inserted."""
-    writer = BatchWriter(conn, target, columns)
-    writer.optimistic = False
-    return writer.write(rows)
 
 
 def load_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[tuple],
@@ -172,7 +230,7 @@ def load_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows
     def flush() -> None:
         nonlocal inserted, dupes, batch
         with conn.transaction():
-            n = writer.write(batch)
+            n = writer.write(Rows(batch))
         inserted += n
         dupes += len(batch) - n
         if on_batch is not None:
@@ -190,27 +248,46 @@ def load_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows
 
 @dataclass
 class _Batch:
-    good: list[tuple]
+    good: list[Payload]
     rejected: list[Rejection]
     position: int
+
+    @property
+    def good_rows(self) -> int:
+        return sum(map(len, self.good))
 
 
 _DONE = object()
 
 
 def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
-                       stop: threading.Event) -> Iterator[_Batch]:
+                       stop: threading.Event, byte_range: ByteRange | None = None) -> Iterator[_Batch]:
+    if byte_range is not None or (isinstance(source, CsvSource) and len(source.columns) > 1
+                                  and fast_eligible(source.path)):
+        fast = FastCsvValidator(validator, source.columns)
+        start, end, first_line = byte_range or (data_start(source.path), source.path.stat().st_size, 2)
+        for chunk in read_chunks(source.path, start, end, first_line, batch_rows):
+            if stop.is_set():
+                return
+            good, bad = fast.validate(chunk)
+            for p in good:
+                if isinstance(p, Columns):
+                    p.encoded()      # encode here, in the reader thread, while the database works
+            yield _Batch(good, bad, chunk.position)
+        return
     if isinstance(source, CsvSource):
         columns = ColumnValidator(validator, source.columns)
         for rb in source.row_batches(batch_rows):
             if stop.is_set():
                 return
-            good, bad = columns.validate(rb.lines, rb.rows, rb.raws)
+            good, bad, lines, raws = columns.validate_located(rb.lines, rb.rows, rb.raws)
             bad.extend(validator.row(rec) for rec in rb.broken)
             bad.sort(key=lambda r: r.line)
-            yield _Batch(good, bad, rb.position)
+            yield _Batch([Rows(good, lines, raws)], bad, rb.position)
         return
     good: list[tuple] = []
+    lines: list[int] = []
+    records: list = []
     bad: list[Rejection] = []
     row = validator.row
     for record in source.records():
@@ -221,11 +298,13 @@ def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
             bad.append(out)
         else:
             good.append(out)
+            lines.append(record.line)
+            records.append(record)
         if len(good) + len(bad) >= batch_rows:
-            yield _Batch(good, bad, source.position)
-            good, bad = [], []
+            yield _Batch([Rows(good, lines, records)], bad, source.position)
+            good, lines, records, bad = [], [], [], []
     if good or bad:
-        yield _Batch(good, bad, source.position)
+        yield _Batch([Rows(good, lines, records)], bad, source.position)
 
 
 def _prefetch(batches: Iterator[_Batch], stop: threading.Event, depth: int = 2) -> Iterator[_Batch]:
@@ -265,13 +344,22 @@ def _prefetch(batches: Iterator[_Batch], stop: threading.Event, depth: int = 2) 
 def load_file(path: str | Path, url: str | None = None, *, table: str | None = None,
               fmt: str | None = None, assume_utc: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
               on_start: Callable[[Source, Target], None] | None = None,
-              on_batch: Callable[[BatchResult], None] | None = None) -> LoadResult:
+              on_batch: Callable[[BatchResult], None] | None = None,
+              byte_range: ByteRange | None = None) -> LoadResult:
     """Load one file into its hypertable; rejected rows go to the quarantine.
+
+    ``byte_range`` (start byte, end byte, first line number; from
+    ``fastcsv.split_ranges``) loads only that part of a plain CSV: one worker
+    of ``rmp ingest --jobs``. Such a part writes no quarantine file and keeps
+    every rejection in the result, for the caller to write the file once.
 
     Raises ``IngestFileError`` (one line, names the file) when the file as a
     whole cannot be loaded; individual bad rows never raise."""
     started = time.perf_counter()
     source = open_source(path, fmt)
+    if byte_range is not None and not isinstance(source, CsvSource):
+        source.close()
+        raise ValueError("byte ranges are for CSV files only")
     stop = threading.Event()
     quarantine: QuarantineFile | None = None
     try:
@@ -286,24 +374,33 @@ def load_file(path: str | Path, url: str | None = None, *, table: str | None = N
             if on_start is not None:
                 on_start(source, target)
             writer = BatchWriter(conn, target, validator.columns)
-            quarantine = QuarantineFile(path)
-            for batch in _prefetch(_validated_batches(source, validator, batch_rows, stop), stop):
+            quarantine = QuarantineFile(path) if byte_range is None else None
+            keep = 100 if byte_range is None else None
+            batches = _validated_batches(source, validator, batch_rows, stop, byte_range)
+            for batch in _prefetch(batches, stop):
                 with conn.transaction():
-                    inserted = writer.write(batch.good)
+                    inserted = sum(writer.write(p) for p in batch.good)
+                    refused, writer.found = writer.found, []
+                    if refused:
+                        batch.rejected = sorted(batch.rejected + refused, key=lambda r: r.line)
                     record_rejections(conn, source_file, target.qualified, batch.rejected)
-                quarantine.write(batch.rejected)
-                b = BatchResult(len(batch.good) + len(batch.rejected), inserted,
-                                len(batch.good) - inserted, len(batch.rejected), batch.position)
+                if quarantine is not None:
+                    quarantine.write(batch.rejected)
+                good = batch.good_rows - len(refused)
+                b = BatchResult(good + len(batch.rejected), inserted,
+                                good - inserted, len(batch.rejected), batch.position)
                 result.rows += b.rows
                 result.loaded += b.loaded
                 result.duplicates += b.duplicates
                 result.rejected += b.rejected
                 result.batches += 1
-                if len(result.rejections) < 100:
-                    result.rejections.extend(batch.rejected[: 100 - len(result.rejections)])
+                if keep is None:
+                    result.rejections.extend(batch.rejected)
+                elif len(result.rejections) < keep:
+                    result.rejections.extend(batch.rejected[: keep - len(result.rejections)])
                 if on_batch is not None:
                     on_batch(b)
-        result.quarantine = quarantine.written
+        result.quarantine = quarantine.written if quarantine is not None else None
     finally:
         stop.set()
         if quarantine is not None:

@@ -5,6 +5,12 @@ The quarantine file ``<input>.rejected.csv`` has the columns
 (it is rewritten by each load, removed when a load rejects nothing). The
 table keeps every rejection once: re-loading the same file does not repeat
 rows already recorded for the same file, line, reason and raw text.
+
+The file is meant to be opened in a spreadsheet, and its cells hold input
+the loader refused: a cell that begins with ``=``, ``+``, ``-``, ``@``, a tab
+or a carriage return (and is more than that one character) is written with a leading apostrophe so a spreadsheet
+shows it as text instead of running it as a formula (OWASP "CSV
+injection"). The exact text stays in ``metrics.rejected_rows.raw_line``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,16 @@ import psycopg
 from ingest.validate import Rejection
 
 QUARANTINE_COLUMNS = ["file", "line", "field", "reason", "raw"]
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize(cell: object) -> object:
+    """A text cell a spreadsheet would evaluate, prefixed so it stays text."""
+    if isinstance(cell, str) and len(cell) > 1 and cell.startswith(_FORMULA_START):   # a lone "-" is no formula
+        return "'" + cell
+    return cell
 
 
 def quarantine_path(path: str | Path) -> Path:
@@ -43,7 +59,8 @@ class QuarantineFile:
             self._fh = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
             self._writer = csv.writer(self._fh)
             self._writer.writerow(QUARANTINE_COLUMNS)
-        self._writer.writerows((self.source, r.line, r.field, r.reason, r.raw) for r in rejections)
+        self._writer.writerows(tuple(map(neutralize, (self.source, r.line, r.field, r.reason, r.raw)))
+                               for r in rejections)
         self._fh.flush()
         self.count += len(rejections)
 

@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
+from ingest.coltypes import ColType, col_type, out_of_range
 from ingest.errors import IngestFileError
 from ingest.formats import Record, raw_text
 from ingest.targets import GENERATED, Column, Target
@@ -183,15 +184,41 @@ def make_timestamp_parser(assume_utc: bool) -> Callable[[Any], datetime]:
     return parse_ts
 
 
+def _reject_constant(name: str) -> Any:
+    raise BadValue(f"JSON contains {name}, which jsonb cannot store")
+
+
+def _find_nul(obj: Any) -> bool:
+    if isinstance(obj, str):
+        return "\x00" in obj
+    if isinstance(obj, dict):
+        return any(_find_nul(k) or _find_nul(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(map(_find_nul, obj))
+    return False
+
+
 def parse_json(v: Any) -> Jsonb:
+    """A JSON object that jsonb can hold: no NaN/Infinity, no \\u0000, valid Unicode."""
     if isinstance(v, dict):
-        return Jsonb(v)
-    try:
-        obj = json.loads(v)
-    except (TypeError, ValueError):
-        raise BadValue(f"expected a JSON object, found {v!r}") from None
+        obj = v
+    else:
+        try:
+            obj = json.loads(v, parse_constant=_reject_constant)
+        except BadValue:
+            raise
+        except (TypeError, ValueError, RecursionError):
+            raise BadValue(f"expected a JSON object, found {v!r}") from None
     if not isinstance(obj, dict):
         raise BadValue(f"expected a JSON object, found {v!r}")
+    try:
+        json.dumps(obj, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except ValueError as exc:   # NaN/Infinity (also from 1e400), lone surrogates
+        raise BadValue(f"JSON that jsonb cannot store: {exc}") from None
+    except (TypeError, RecursionError):
+        raise BadValue(f"expected a JSON object, found {v!r}") from None
+    if _find_nul(obj):
+        raise BadValue("JSON contains \\u0000, which jsonb cannot store")
     return Jsonb(obj)
 
 
@@ -199,19 +226,33 @@ def parse_text(v: Any) -> str:
     return str(v)
 
 
+def _bounded(parse: Callable[[Any], Any], t: ColType) -> Callable[[Any], Any]:
+    """``parse``, then refuse what the column's type cannot hold (int4/int8/float4 bounds)."""
+    if t.lo is None:
+        return parse
+
+    def check(v: Any) -> Any:
+        x = parse(v)
+        reason = out_of_range(x, t)
+        if reason:
+            raise BadValue(reason)
+        return x
+    return check
+
+
 def _type_parser(col: Column, assume_utc: bool) -> Callable[[Any], Any]:
-    t = col.type
-    if t in ("smallint", "integer", "bigint"):
-        return parse_int
-    if t in ("real", "double precision"):
-        return parse_float
-    if t.startswith("numeric"):
+    t = col_type(col.type)
+    if t.kind == "int":
+        return _bounded(parse_int, t)
+    if t.kind == "float":
+        return _bounded(parse_float, t)
+    if col.type.startswith("numeric"):
         return parse_decimal
-    if t == "timestamp with time zone":
+    if t.kind == "ts":
         return make_timestamp_parser(assume_utc)
-    if t == "boolean":
+    if t.kind == "bool":
         return parse_bool
-    if t in ("jsonb", "json"):
+    if t.kind == "json":
         return parse_json
     return parse_text
 
@@ -237,7 +278,7 @@ def _range_check(name: str) -> Callable[[Any], None] | None:
 class RowValidator:
     def __init__(self, target: Target, table_cols: list[Column], input_fields: list[str],
                  resolver: Resolver, *, assume_utc: bool, path: object, all_optional_fields: bool):
-        self.target, self.resolver = target, resolver
+        self.target, self.resolver, self.assume_utc = target, resolver, assume_utc
         by_name = {c.name: c for c in table_cols}
         allowed = (set(by_name) - GENERATED) | set(target.references)
         unknown = [f for f in input_fields if f not in allowed]
@@ -256,7 +297,8 @@ class RowValidator:
             raise IngestFileError(path, f"missing required column(s) for {target.qualified}: "
                                   f"{', '.join(missing_required)}")
         # A missing value in a NOT NULL column with a default stages as NULL and
-        # takes the default on insert (see loader.write_batch); without a default it is rejected.
+        # takes the default on insert (see loader.BatchWriter); without a default it is rejected.
+        self.data_columns = data_cols
         self._data = [(c.name, _type_parser(c, assume_utc), _range_check(c.name),
                        c.not_null and not c.has_default) for c in data_cols]
 
@@ -326,8 +368,8 @@ class ColumnValidator:
         self.rv = rows
         self.index = {f: i for i, f in enumerate(fields)}
         self.fields = fields
-        self.plan = [(name, _kind(next(c for c in rows.columns if c.name == name)), check, required, parse)
-                     for name, parse, check, required in rows._data]
+        self.plan = [(name, _kind(c), col_type(c.type), check, required, parse)
+                     for (name, parse, check, required), c in zip(rows._data, rows.data_columns, strict=True)]
         r = rows.resolver
         self.ids = np.fromiter(r.ids, dtype=np.int64) if r.ids else np.empty(0, np.int64)
 
@@ -354,21 +396,28 @@ class ColumnValidator:
         return values, empty, bad
 
     def validate(self, lines: list[int], rows: list[list[str]], raws: list[str]) -> tuple[list[tuple], list[Rejection]]:
+        good, rejected, _, _ = self.validate_located(lines, rows, raws)
+        return good, rejected
+
+    def validate_located(self, lines: list[int], rows: list[list[str]], raws: list[str]):
+        """(good rows, rejections, line of each good row, raw text of each good row)."""
         n = len(rows)
         if n == 0:
-            return [], []
+            return [], [], [], []
         cols = list(zip(*rows, strict=True))
         bad = np.zeros(n, dtype=bool)
         out: list[np.ndarray] = [self._entities(cols, bad)]
         if self.rv.target.table == "metric_samples":
             out.append(self._metric_types(cols, bad))
-        for name, kind, check, required, parse in self.plan:
+        for name, kind, ctype, check, required, parse in self.plan:
             col = cols[self.index[name]]
             if kind in ("int", "float"):
                 values, empty, unparsable = self._numbers(col, np.int64 if kind == "int" else np.float64, parse)
                 bad |= unparsable
                 if kind == "float":
                     bad |= ~np.isfinite(values)
+                if ctype.lo is not None:     # what the catalog type holds (int2/int4, float4)
+                    bad |= (values < ctype.lo) | (values > ctype.hi)
                 if check is not None:
                     lo_hi = (0, 100) if name.endswith("_percent") else (0, None)
                     bad |= values < lo_hi[0]
@@ -391,6 +440,8 @@ class ColumnValidator:
             out.append(obj)
         good_idx = np.flatnonzero(~bad)
         good = list(zip(*(c[good_idx].tolist() for c in out), strict=True))
+        good_lines = [lines[i] for i in good_idx.tolist()]
+        good_raws = [raws[i] for i in good_idx.tolist()]
         rejected: list[Rejection] = []
         for i in np.flatnonzero(bad).tolist():
             res = self.rv.row(Record(lines[i], dict(zip(self.fields, rows[i], strict=True)), raws[i]))
@@ -398,7 +449,9 @@ class ColumnValidator:
                 rejected.append(res)
             else:
                 good.append(res)
-        return good, rejected
+                good_lines.append(lines[i])
+                good_raws.append(raws[i])
+        return good, rejected, good_lines, good_raws
 
     def _entities(self, cols: list[tuple[str, ...]], bad: np.ndarray) -> np.ndarray:
         r = self.rv.resolver

@@ -180,7 +180,7 @@ def tier(resolution: str) -> Aggregate:
 def tier_for_window(span: timedelta) -> Aggregate:
     """The tier a dashboard reads for a time range of ``span``: the finest one that serves it.
 
-    The same rule as metrics.tier_for_window() in SQL (sql/idempotent/server-buckets.sql),
+    The same rule as tenant.tier_for_window() in SQL (sql/idempotent/tier-read-path.sql),
     which reads the published copy of TIERS.
     """
     for t in TIERS:

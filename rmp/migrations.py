@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -28,6 +31,8 @@ from psycopg import sql
 
 # alembic logs its plugin set-up at INFO on import and every step after; the CLI's
 # INFO logging would print them all. -v (DEBUG) keeps them.
+log = logging.getLogger(__name__)
+
 if not logging.getLogger().isEnabledFor(logging.DEBUG):
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -75,21 +80,63 @@ def upgrade(url: str | None = None, revision: str = "head") -> str | None:
     """Upgrade to ``revision`` and return the revision reached."""
     target = url or db.database_url()
     before = current(target)
-    _run(command.upgrade, target, revision)
-    now = current(target)
-    # Revisions apply the idempotent SQL and policies themselves; with nothing
-    # to migrate, re-apply them so an edited view or changed tier takes effect.
-    if now == before == head():
-        with db.engine(target).begin() as conn:
-            apply_idempotent(conn)
-            configure_policies(conn)
+    with policy_jobs_paused(target):
+        _run(command.upgrade, target, revision)
+        now = current(target)
+        # Revisions apply the idempotent SQL and policies themselves; with nothing
+        # to migrate, re-apply them so an edited view or changed tier takes effect.
+        if now == before == head():
+            with db.engine(target).begin() as conn:
+                apply_idempotent(conn)
+                configure_policies(conn)
     return now
 
 
 def downgrade(url: str | None = None, revision: str = "-1") -> str | None:
     target = url or db.database_url()
-    _run(command.downgrade, target, revision)
+    with policy_jobs_paused(target):
+        _run(command.downgrade, target, revision)
     return current(target)
+
+
+@contextmanager
+def policy_jobs_paused(url: str, timeout: float = 120) -> Iterator[None]:
+    """Unschedule the platform's policy jobs and wait for running ones to finish.
+
+    On a real server TimescaleDB's background workers refresh and compress
+    while a migration runs; a revision's DDL waiting on a job that waits on the
+    revision's locks is a deadlock. Jobs the migration recreates come back
+    scheduled; the others are scheduled again afterwards, even on failure.
+    """
+    with db.connect(url, autocommit=True) as conn:
+        exists = conn.execute("select to_regprocedure('metrics.policy_job_ids()') is not null").fetchone()[0]
+        paused = [] if not exists else [r[0] for r in conn.execute(
+            "select job_id from timescaledb_information.jobs"
+            " where scheduled and job_id in (select metrics.policy_job_ids()) order by job_id")]
+        for job_id in paused:
+            conn.execute("select alter_job(%s, scheduled => false)", (job_id,))
+        _wait_until_idle(conn, paused, timeout)
+    try:
+        yield
+    finally:
+        if paused:
+            with db.connect(url, autocommit=True) as conn:
+                conn.execute(
+                    "select alter_job(job_id, scheduled => true) from timescaledb_information.jobs"
+                    " where job_id = any(%s) and not scheduled", (paused,))
+
+
+def _wait_until_idle(conn: psycopg.Connection, job_ids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while job_ids and time.monotonic() < deadline:
+        running = conn.execute(
+            "select count(*) from timescaledb_information.job_stats"
+            " where job_id = any(%s) and job_status = 'Running'", (job_ids,)).fetchone()[0]
+        if running == 0:
+            return
+        time.sleep(0.2)
+    if job_ids:
+        log.warning("policy jobs still running after %.0f s; migrating anyway", timeout)
 
 
 def _run(fn, url: str, revision: str) -> None:
@@ -186,7 +233,8 @@ def drop_metric_column(conn: sa.Connection, column: catalog.MetricColumn) -> Non
 
 def publish_catalog(conn: sa.Connection) -> None:
     """The tiers as rows of the view metrics.aggregate_tiers, for readers that speak only SQL
-    (metrics.tier_for_window(), the tenant views, Grafana, dbt). Re-rendered on every migration."""
+    (the tenant views, tenant.server_buckets() and so Grafana). Re-rendered on every migration;
+    tenant.aggregate_tiers goes with it (cascade) and sql/idempotent/tier-read-path.sql recreates it."""
     rows = sql.SQL(", ").join(
         sql.SQL("({})").format(sql.SQL(", ").join([
             sql.Literal(t.name), sql.Literal(t.resolution), sql.Literal(t.source),
@@ -198,7 +246,7 @@ def publish_catalog(conn: sa.Connection) -> None:
         for t in catalog.TIERS
     )
     with _driver_cursor(conn) as cur:
-        cur.execute("drop view if exists metrics.aggregate_tiers")
+        cur.execute("drop view if exists metrics.aggregate_tiers cascade")
         cur.execute(sql.SQL(
             "create view metrics.aggregate_tiers as select * from (values {rows}) as tiers "
             "(view_name, resolution, source, bucket_width, retention, refresh_start_offset, serves_window_up_to)"

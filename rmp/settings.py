@@ -1,9 +1,15 @@
 """Every setting of the platform, in one place, read from the environment.
 
 Engines: ``DATABASE_URL`` points at any TimescaleDB 2.13+ server; without it
-the embedded engine (``embedded/``) is used, with its data directory and port
-below. What the platform knows about its schema (retention tiers, the
-collection interval, metric columns) is in ``rmp.catalog``.
+``RMP_ENGINE`` picks the engine the platform starts itself: ``embedded`` (the
+default, ``embedded/``) or ``native`` (a private PostgreSQL cluster with
+TimescaleDB from the installed binaries, ``rmp/native.py``), each with its own
+data directory and port below.
+``RMP_READ_DATABASE_URL`` (optional) is a read replica that analysts'
+reads go to (export, report, forecast and anomaly readers); their writes,
+ingest, migrations, jobs and dbt always use the primary. What the platform
+knows about its schema (retention tiers, the collection interval, metric
+columns) is in ``rmp.catalog``.
 """
 
 from __future__ import annotations
@@ -17,16 +23,34 @@ EMBEDDED_DIR = ROOT / "embedded"
 SQL_DIR = ROOT / "sql"
 DBT_DIR = ROOT / "dbt"
 
+ENGINES = ("embedded", "native")
+
+
+def _engine() -> str:
+    value = os.environ.get("RMP_ENGINE", "embedded").strip().lower() or "embedded"
+    if value not in ENGINES:
+        from rmp.errors import UserError
+
+        raise UserError(f"RMP_ENGINE={value!r}: use one of {', '.join(ENGINES)}")
+    return value
+
 
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = field(default_factory=lambda: os.environ.get("DATABASE_URL") or None)
+    # a hot standby of the primary for analysts' reads; None: read from the primary
+    read_database_url: str | None = field(
+        default_factory=lambda: os.environ.get("RMP_READ_DATABASE_URL") or None)
     home: Path = field(default_factory=lambda: Path(os.environ.get("RMP_HOME", ROOT / ".rmp")))
     host: str = field(default_factory=lambda: os.environ.get("RMP_HOST", "127.0.0.1"))
     port: int = field(default_factory=lambda: int(os.environ.get("RMP_PORT", "55432")))
     user: str = field(default_factory=lambda: os.environ.get("RMP_USER", "postgres"))
     # PGlite's only database is template1; dbt needs the name to match.
     database: str = field(default_factory=lambda: os.environ.get("RMP_DATABASE", "template1"))
+    engine: str = field(default_factory=_engine)
+    # The native engine: its own port and database (a real server has many).
+    native_port: int = field(default_factory=lambda: int(os.environ.get("RMP_NATIVE_PORT", "55433")))
+    native_database: str = field(default_factory=lambda: os.environ.get("RMP_NATIVE_DATABASE", "rmp"))
     reports_dir: Path = field(default_factory=lambda: Path(os.environ.get("RMP_REPORTS_DIR", ROOT / "reports")))
 
     # None: ``home/pgdata``.
@@ -45,6 +69,11 @@ class Settings:
     @property
     def log_file(self) -> Path:
         return self.home / "embedded.log"
+
+    @property
+    def native_dir(self) -> Path:
+        """The native cluster's directory (``pgdata/`` and ``postgres.log`` inside)."""
+        return self.home / "native"
 
     @property
     def embedded_url(self) -> str:

@@ -19,6 +19,7 @@ from rmp.errors import UserError
 from rmp.identifiers import check_login
 
 ANALYST_ROLE = "rmp_analyst"
+GROUP_ROLES = ("rmp_ingest", "rmp_analyst", "rmp_admin")
 MAX_NAME_CHARS = 1000
 
 
@@ -65,12 +66,14 @@ def find_organization(conn: psycopg.Connection, ref: str) -> Organization:
 
 def _require_login(conn: psycopg.Connection, login: str) -> None:
     check_login(login)
-    row = conn.execute("select rolcanlogin, rolsuper from pg_roles where rolname = %s", (login,)).fetchone()
+    row = conn.execute("select rolsuper from pg_roles where rolname = %s", (login,)).fetchone()
     if row is None:
         raise TenantError(f"no database role {login!r}; create it first (CREATE ROLE {login} LOGIN PASSWORD ...)")
-    can_login, is_super = row
-    if not can_login:
-        raise TenantError(f"role {login!r} cannot log in (NOLOGIN); grant organizations to logins only")
+    # A NOLOGIN role is fine: visibility follows current_user, so a pooled or
+    # API connection that does SET [LOCAL] ROLE to it sees its organizations.
+    if login in GROUP_ROLES:
+        raise TenantError(f"role {login!r} is a platform group role; grant organizations to a login or tenant role")
+    (is_super,) = row
     if is_super:
         raise TenantError(f"role {login!r} is a superuser and sees every organization; a grant would mean nothing")
 
@@ -144,5 +147,5 @@ def list_grants(conn: psycopg.Connection, login: str | None = None) -> list[Gran
 
 
 def visible_organization_ids(conn: psycopg.Connection) -> list[int]:
-    """The organizations the connected login sees (what its RLS policies use)."""
+    """The organizations the role in effect (current_user) sees: what its RLS policies use."""
     return sorted(r[0] for r in conn.execute("select tenancy.visible_organization_ids()"))

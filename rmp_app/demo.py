@@ -29,7 +29,7 @@ EXAMPLE_QUERIES = [
     ("The newest 24 h of one server, from the aggregate tier dashboards read for 24 h",
      "select buckets.bucket, buckets.cpu_avg_percent, buckets.cpu_p95_percent, buckets.memory_avg_percent\n"
      "  from (select max(collected_at) as last_at from metrics.server_metrics) as newest,\n"
-     "       metrics.server_buckets(newest.last_at - interval '24 hours', newest.last_at, array[1::bigint]) as buckets\n"
+     "       tenant.server_buckets(newest.last_at - interval '24 hours', newest.last_at, array[1::bigint]) as buckets\n"
      " order by buckets.bucket;"),
     ("Servers predicted to fill their disk soonest",
      "select entity_id as server_id, threshold_crossing_at, crossing_lo_at, crossing_hi_at, mase\n"

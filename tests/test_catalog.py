@@ -65,7 +65,7 @@ def test_published_tiers_are_the_catalogs(db):
 ])
 def test_window_to_tier_is_one_mapping_in_python_and_sql(db, span, tier):
     assert catalog.tier_for_window(span).name == tier
-    assert db.execute("select metrics.tier_for_window(%s)", (span,)).fetchone()[0] == tier
+    assert db.execute("select tenant.tier_for_window(%s)", (span,)).fetchone()[0] == tier
 
 
 def test_policies_follow_the_catalog(db):

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from rmp.settings import DBT_DIR
 from transform.dbt_runner import DbtUrlError, dbt_args, profile_env
@@ -78,12 +79,12 @@ def test_cli_without_engine_is_one_line_error(tmp_path):
     ]
 
 
-def test_cli_connects_to_template1_and_passes_exit_codes(db, migrated_url, tmp_path):
+def test_cli_connects_to_the_urls_database_and_passes_exit_codes(db, migrated_url, tmp_path):
     env = {"DATABASE_URL": migrated_url, "DBT_TARGET_PATH": str(tmp_path / "target"),
            "DBT_LOG_PATH": str(tmp_path / "logs")}
     debug = rmp_dbt("debug", env=env)
     assert debug.returncode == 0, debug.stdout[-2000:]
-    assert "database: template1" in debug.stdout
+    assert f"database: {conninfo_to_dict(migrated_url)['dbname']}" in debug.stdout
 
     # one sample two days old: the freshness check errors and dbt exits 1
     db.execute("insert into tenancy.organizations (name, slug) values ('o', 'o')")

@@ -6,7 +6,6 @@ import psycopg
 import pytest
 
 from rmp import migrations
-from rmp.testing import timescale_engine
 
 EXPECTED_TABLES = {
     ("tenancy", "organizations"), ("tenancy", "users"), ("tenancy", "memberships"),
@@ -42,9 +41,9 @@ def _project_jobs(conn: psycopg.Connection) -> int:
 
 
 @pytest.fixture(scope="module")
-def fresh_url(tmp_path_factory):
-    """A private empty engine: this module migrates it up and down."""
-    with timescale_engine(tmp_path_factory.mktemp("migrations")) as url:
+def fresh_url(engine, tmp_path_factory):
+    """An empty database (a private engine on the embedded kind): this module migrates it up and down."""
+    with engine.fresh_database("rmp_migrations", tmp_path_factory.mktemp("migrations")) as url:
         yield url
 
 

@@ -22,7 +22,7 @@ from transform.dbt_runner import run_dbt
 
 T0 = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
 AS_OF = T0 + timedelta(minutes=5)
-LOGINS = ("sec_alice", "sec_sub", "sec_none", "sec_ing", "sec_boss")
+LOGINS = ("sec_auth", "sec_alice", "sec_sub", "sec_none", "sec_ing", "sec_boss")
 TENANT_VIEWS = ("server_metrics", "metric_samples", "site_usage", "scaling_events", "server_metrics_1m",
                 "server_metrics_5m", "server_metrics_1h", "server_metrics_1d", "site_usage_daily",
                 "server_last_point")
@@ -98,6 +98,10 @@ def fleet(migrated_url, tmp_path_factory):
         conn.execute("grant rmp_analyst to sec_none")
         conn.execute("grant rmp_ingest to sec_ing")
         conn.execute("grant rmp_admin to sec_boss")
+        # a pooled-connection "authenticator": logs in, inherits nothing, and
+        # switches to a tenant role per request
+        conn.execute("alter role sec_auth noinherit")
+        conn.execute("grant sec_alice, sec_sub to sec_auth")
     result = run_dbt(["run", "--vars", json.dumps({"as_of": AS_OF.isoformat()})], migrated_url, extra_env=env)
     assert result.exit_code == 0, result.exception
     try:
@@ -216,6 +220,85 @@ def test_analyst_cannot_write_tenancy_or_escape_its_login(fleet):
         assert _values(conn, "select max(max_servers) from tenancy.licences") == [5]
 
 
+# ------------------------------------------- visibility follows current_user
+
+def _what_is_visible(conn: psycopg.Connection) -> tuple:
+    """(current_user, organizations, servers, raw-sample servers, 1h servers, marts' organizations, forecasts)."""
+    return (
+        _values(conn, "select current_user")[0],
+        _values(conn, "select slug from tenancy.organizations order by 1"),
+        _values(conn, "select id from tenancy.servers order by 1"),
+        _values(conn, "select distinct server_id from tenant.server_metrics order by 1"),
+        _values(conn, "select distinct server_id from tenant.server_metrics_1h order by 1"),
+        _values(conn, "select distinct organization_id from marts.org_quota_status order by 1"),
+        _values(conn, "select count(*) from analytics.forecasts"),
+    )
+
+
+def _expected(ids: dict[str, int], role: str, *orgs: str) -> tuple:
+    keys = sorted(orgs, key=lambda k: ids[k])
+    return (role, [f"org-{k.lower()}" for k in sorted(orgs)], [ids[f"server_{k}"] for k in keys],
+            [ids[f"server_{k}"] for k in keys], [ids[f"server_{k}"] for k in keys], [ids[k] for k in keys],
+            [2 * len(orgs)])
+
+
+def test_superuser_session_after_set_role_sees_only_that_roles_organizations(fleet):
+    url, ids = fleet
+    with psycopg.connect(url, autocommit=True) as conn:
+        everything = _what_is_visible(conn)
+        assert everything[1] == ["org-a", "org-a1", "org-b"]
+        conn.execute("set role sec_alice")
+        assert _what_is_visible(conn) == _expected(ids, "sec_alice", "A", "A1")
+        assert tenancy.visible_organization_ids(conn) == sorted([ids["A"], ids["A1"]])
+        conn.execute("set role sec_sub")
+        assert _what_is_visible(conn) == _expected(ids, "sec_sub", "A1")
+        conn.execute("reset role")
+        assert _what_is_visible(conn) == everything
+
+
+def test_set_local_role_inside_a_transaction_scopes_that_transaction_only(fleet):
+    url, ids = fleet
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("set local role sec_sub")
+            assert _what_is_visible(conn) == _expected(ids, "sec_sub", "A1")
+        # after commit the session is the superuser again
+        assert _values(conn, "select count(*) from tenancy.organizations") == [3]
+        with conn.transaction():
+            conn.execute("set local role sec_alice")
+            assert _what_is_visible(conn) == _expected(ids, "sec_alice", "A", "A1")
+        assert _values(conn, "select count(*) from tenant.server_metrics") == [12]
+
+
+def test_noinherit_authenticator_sees_nothing_until_it_switches_to_a_tenant_role(fleet):
+    url, ids = fleet
+    with as_login(url, "sec_auth") as conn:
+        # as itself: no inherited privilege (not even usage on the schemas)
+        for relation in ("tenancy.organizations", "tenant.server_metrics", "marts.org_quota_status"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql.SQL("select 1 from {} limit 1").format(sql.SQL(relation)))
+        with conn.transaction():
+            conn.execute("set local role sec_alice")
+            assert _what_is_visible(conn) == _expected(ids, "sec_alice", "A", "A1")
+        with conn.transaction():
+            conn.execute("set local role sec_sub")
+            assert _what_is_visible(conn) == _expected(ids, "sec_sub", "A1")
+        assert conn.execute("select current_user, session_user").fetchone() == ("sec_auth", "sec_auth")
+        # a role it was not granted stays out of reach
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+            conn.execute("set local role sec_boss")
+
+
+def test_a_role_cannot_ask_for_another_roles_organizations(fleet):
+    url, ids = fleet
+    with as_login(url, "sec_alice") as conn:
+        assert _values(conn, "select tenancy.organization_ids_visible_to('sec_alice') order by 1") == [
+            ids["A"], ids["A1"]]
+        # not a member of sec_sub / sec_boss: the security-definer function answers nothing
+        assert _values(conn, "select tenancy.organization_ids_visible_to('sec_sub')") == []
+        assert _values(conn, "select tenancy.server_ids_visible_to('sec_boss')") == []
+
+
 # ---------------------------------------------------------------- ingest
 
 def test_ingest_role_cannot_read_marts_tenancy_or_analytics(fleet):
@@ -291,8 +374,15 @@ def test_quota_and_retention_changes_are_audited_with_the_acting_role(fleet):
             "old_row ->> 'metrics_retention', new_row ->> 'metrics_retention' "
             "from tenancy.audit_log where table_name in ('licences', 'organization_settings') order by id"
         ).fetchall()
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            boss.execute("delete from tenancy.audit_log")
+        for statement in ("delete from tenancy.audit_log", "truncate tenancy.audit_log",
+                          "update tenancy.audit_log set login = 'x'",
+                          "create trigger forge before insert on tenancy.audit_log "
+                          "for each row execute function tenancy.audit_change()"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                boss.execute(statement)
+        assert boss.execute("select privilege_type from information_schema.role_table_grants "
+                            "where grantee = 'rmp_admin' and table_schema = 'tenancy' "
+                            "and table_name = 'audit_log'").fetchall() == [("SELECT",)]
     b = ids["B"]
     assert rows == [
         ("sec_boss", "sec_boss", "licences", "update", b, "5", "7", None, None),

@@ -40,7 +40,8 @@ def downgrade() -> None:
     for table in AUDITED:
         op.execute(f"drop trigger if exists {table}_audit on tenancy.{table}")
     op.execute("drop table if exists tenancy.tenant_grants, tenancy.audit_log")
-    for fn in ("tenancy.audit_change()", "tenancy.visible_site_ids()", "tenancy.visible_server_ids()",
+    for fn in ("tenancy.audit_change()", "tenancy.visible_site_ids()", "tenancy.site_ids_visible_to(name)",
+               "tenancy.server_ids_visible_to(name)", "tenancy.organization_ids_visible_to(name)", "tenancy.visible_server_ids()",
                "tenancy.visible_organization_ids()", "tenancy.sees_all()",
                "metrics.ingest_servers()", "metrics.ingest_sites()"):
         op.execute(f"drop function if exists {fn}")

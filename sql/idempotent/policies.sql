@@ -16,6 +16,41 @@
 -- and delete the aggregated buckets. All levels read the raw hypertable, so
 -- every start_offset must be shorter than the raw tier; this function refuses
 -- a catalog that breaks it, and `rmp doctor` audits it on a live database.
+--
+-- Running jobs: on a real server TimescaleDB's background workers may be
+-- refreshing or compressing while this runs. Deleting a job waits for (and
+-- cancels) its worker, and that worker may be waiting for a lock on the same
+-- relations; so every job of ours is deleted first, in job-id order, before
+-- this transaction locks anything else — it cannot deadlock with a job.
+-- rmp.migrations also pauses these jobs (and waits for running ones) before
+-- any revision runs, so a revision's DDL never waits on a job either.
+
+create or replace function metrics.policy_job_ids() returns setof integer
+language sql stable as $$
+    select j.job_id
+    from timescaledb_information.jobs as j
+    where j.hypertable_schema = 'metrics'
+       or (j.hypertable_schema, j.hypertable_name) in (
+            select c.materialization_hypertable_schema, c.materialization_hypertable_name
+            from timescaledb_information.continuous_aggregates as c
+            where c.view_schema = 'metrics')
+       or (j.proc_schema = 'metrics' and j.proc_name = 'apply_organization_retention')
+    order by j.job_id
+$$;
+
+create or replace function metrics.delete_policy_jobs() returns integer
+language plpgsql as $$
+declare
+    job_id integer;
+    n integer := 0;
+begin
+    for job_id in select metrics.policy_job_ids() loop
+        perform delete_job(job_id);
+        n := n + 1;
+    end loop;
+    return n;
+end;
+$$;
 
 -- (dropped first: the parameter was once named differently, which "or replace" cannot change)
 drop function if exists metrics.configure_policies(jsonb);
@@ -26,6 +61,8 @@ declare
     raw_table text;
     agg record;
 begin
+    perform metrics.delete_policy_jobs();
+
     -- Raw hypertables: compression after a day, retention at the raw tier.
     for raw_table in select jsonb_array_elements_text(catalog -> 'raw_hypertables') loop
         perform remove_compression_policy(format('metrics.%I', raw_table)::regclass, if_exists => true);

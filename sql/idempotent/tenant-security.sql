@@ -26,47 +26,78 @@ if to_regclass('tenancy.tenant_grants') is null or to_regclass('metrics.site_usa
 end if;
 
 -- ------------------------------------------------------------ visibility
--- session_user, not current_user: inside these security-definer functions
--- current_user is their owner, and a login cannot change its session_user
--- (the embedded server refuses SET SESSION AUTHORIZATION to non-superusers).
+-- Visibility follows current_user, the role in effect: a login, a superuser
+-- session after `SET ROLE ana_acme`, or an authenticator login after
+-- `SET LOCAL ROLE ana_acme` (pooled connections, the HTTP API) all see what
+-- ana_acme may see. Inside a security-definer function current_user is the
+-- owner, so policies and views pass current_user in
+-- (tenancy.organization_ids_visible_to(current_user)). Asking about a role
+-- the session cannot become yields nothing: the session's login must be a
+-- member of it (it is, whenever it could SET ROLE to it).
 
 create or replace function tenancy.sees_all() returns boolean
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $f$
-    select coalesce((select r.rolsuper from pg_roles r where r.rolname = session_user), false)
-        or pg_has_role(session_user, 'rmp_admin', 'member')
+    -- 'usage': privileges actually in effect, so a NOINHERIT member of
+    -- rmp_admin sees everything only after SET ROLE rmp_admin
+    select coalesce((select r.rolsuper from pg_roles r where r.rolname = current_user), false)
+        or pg_has_role(current_user, 'rmp_admin', 'usage')
 $f$;
 
-create or replace function tenancy.visible_organization_ids() returns setof bigint
+create or replace function tenancy.organization_ids_visible_to(who name) returns setof bigint
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $f$
     with recursive visible(id) as (
-        select g.organization_id from tenancy.tenant_grants g where g.login = session_user
+        select g.organization_id from tenancy.tenant_grants g
+        where g.login = who and pg_has_role(session_user, who, 'member')
         union
         select o.id from tenancy.organizations o join visible v on o.parent_id = v.id
     )
     select id from visible
 $f$;
 
-create or replace function tenancy.visible_server_ids() returns setof bigint
+create or replace function tenancy.server_ids_visible_to(who name) returns setof bigint
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $f$
     select s.id from tenancy.servers s
-    where s.organization_id in (select tenancy.visible_organization_ids())
+    where s.organization_id in (select tenancy.organization_ids_visible_to(who))
 $f$;
 
 -- Sites owned by a visible organization, or by a user who is a member of one.
-create or replace function tenancy.visible_site_ids() returns setof bigint
+create or replace function tenancy.site_ids_visible_to(who name) returns setof bigint
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $f$
     select s.id from tenancy.sites s
-    where s.organization_id in (select tenancy.visible_organization_ids())
+    where s.organization_id in (select tenancy.organization_ids_visible_to(who))
        or s.user_id in (select m.user_id from tenancy.memberships m
-                        where m.organization_id in (select tenancy.visible_organization_ids()))
+                        where m.organization_id in (select tenancy.organization_ids_visible_to(who)))
+$f$;
+
+-- The caller's sets (security invoker, so current_user is the caller's role):
+-- what `rmp tenant` and ad-hoc SQL use.
+create or replace function tenancy.visible_organization_ids() returns setof bigint
+language sql stable security invoker
+set search_path = pg_catalog, pg_temp
+as $f$
+    select tenancy.organization_ids_visible_to(current_user)
+$f$;
+
+create or replace function tenancy.visible_server_ids() returns setof bigint
+language sql stable security invoker
+set search_path = pg_catalog, pg_temp
+as $f$
+    select tenancy.server_ids_visible_to(current_user)
+$f$;
+
+create or replace function tenancy.visible_site_ids() returns setof bigint
+language sql stable security invoker
+set search_path = pg_catalog, pg_temp
+as $f$
+    select tenancy.site_ids_visible_to(current_user)
 $f$;
 
 -- --------------------------------------------------------- ingest lookup
@@ -142,60 +173,60 @@ create or replace trigger tenant_grants_audit
 alter table tenancy.organizations enable row level security;
 drop policy if exists tenant_scope on tenancy.organizations;
 create policy tenant_scope on tenancy.organizations
-    using ((select tenancy.sees_all()) or id in (select tenancy.visible_organization_ids()));
+    using ((select tenancy.sees_all()) or id in (select tenancy.organization_ids_visible_to(current_user)));
 
 alter table tenancy.users enable row level security;
 drop policy if exists tenant_scope on tenancy.users;
 create policy tenant_scope on tenancy.users
     using ((select tenancy.sees_all()) or id in (
         select m.user_id from tenancy.memberships m
-        where m.organization_id in (select tenancy.visible_organization_ids())));
+        where m.organization_id in (select tenancy.organization_ids_visible_to(current_user))));
 
 alter table tenancy.memberships enable row level security;
 drop policy if exists tenant_scope on tenancy.memberships;
 create policy tenant_scope on tenancy.memberships
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
 
 alter table tenancy.servers enable row level security;
 drop policy if exists tenant_scope on tenancy.servers;
 create policy tenant_scope on tenancy.servers
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
 
 alter table tenancy.sites enable row level security;
 drop policy if exists tenant_scope on tenancy.sites;
 create policy tenant_scope on tenancy.sites
-    using ((select tenancy.sees_all()) or id in (select tenancy.visible_site_ids()));
+    using ((select tenancy.sees_all()) or id in (select tenancy.site_ids_visible_to(current_user)));
 
 alter table tenancy.applications enable row level security;
 drop policy if exists tenant_scope on tenancy.applications;
 create policy tenant_scope on tenancy.applications
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
 
 alter table tenancy.databases enable row level security;
 drop policy if exists tenant_scope on tenancy.databases;
 create policy tenant_scope on tenancy.databases
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
 
 alter table tenancy.deployments enable row level security;
 drop policy if exists tenant_scope on tenancy.deployments;
 create policy tenant_scope on tenancy.deployments
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
 
 alter table tenancy.licences enable row level security;
 drop policy if exists tenant_scope on tenancy.licences;
 create policy tenant_scope on tenancy.licences
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
 
 alter table tenancy.organization_settings enable row level security;
 drop policy if exists tenant_scope on tenancy.organization_settings;
 create policy tenant_scope on tenancy.organization_settings
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.visible_organization_ids()));
+    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
 
--- A login sees its own grants (what `rmp tenant list` shows it); admins all.
+-- A role sees its own grants (what `rmp tenant list` shows it); admins all.
 alter table tenancy.tenant_grants enable row level security;
 drop policy if exists tenant_scope on tenancy.tenant_grants;
 create policy tenant_scope on tenancy.tenant_grants
-    using ((select tenancy.sees_all()) or login = session_user);
+    using ((select tenancy.sees_all()) or login = current_user);
 
 alter table tenancy.audit_log enable row level security;
 drop policy if exists tenant_scope on tenancy.audit_log;
@@ -206,13 +237,13 @@ alter table analytics.forecasts enable row level security;
 drop policy if exists tenant_scope on analytics.forecasts;
 create policy tenant_scope on analytics.forecasts
     using ((select tenancy.sees_all())
-           or (entity_type = 'server' and entity_id in (select tenancy.visible_server_ids()))
-           or (entity_type = 'organization' and entity_id in (select tenancy.visible_organization_ids())));
+           or (entity_type = 'server' and entity_id in (select tenancy.server_ids_visible_to(current_user)))
+           or (entity_type = 'organization' and entity_id in (select tenancy.organization_ids_visible_to(current_user))));
 
 alter table analytics.anomalies enable row level security;
 drop policy if exists tenant_scope on analytics.anomalies;
 create policy tenant_scope on analytics.anomalies
-    using ((select tenancy.sees_all()) or server_id in (select tenancy.visible_server_ids()));
+    using ((select tenancy.sees_all()) or server_id in (select tenancy.server_ids_visible_to(current_user)));
 
 -- Report runs belong to no organization (a run covers the fleet): admins only.
 alter table analytics.report_runs enable row level security;
@@ -226,19 +257,19 @@ create policy tenant_scope on analytics.report_runs
 
 create or replace view tenant.server_metrics with (security_barrier) as
 select m.* from metrics.server_metrics m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
 
 create or replace view tenant.metric_samples with (security_barrier) as
 select m.* from metrics.metric_samples m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
 
 create or replace view tenant.site_usage with (security_barrier) as
 select m.* from metrics.site_usage m
-where (select tenancy.sees_all()) or m.site_id in (select tenancy.visible_site_ids());
+where (select tenancy.sees_all()) or m.site_id in (select tenancy.site_ids_visible_to(current_user));
 
 create or replace view tenant.scaling_events with (security_barrier) as
 select m.* from metrics.scaling_events m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
 
 create or replace view tenant.metric_types as
 select * from metrics.metric_types;
@@ -251,25 +282,27 @@ loop
     execute format($v$
         create or replace view tenant.%1$I with (security_barrier) as
         select m.* from metrics.%1$I m
-        where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids())
+        where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user))
     $v$, tier_view);
 end loop;
 
 create or replace view tenant.site_usage_daily with (security_barrier) as
 select m.* from metrics.site_usage_daily m
-where (select tenancy.sees_all()) or m.site_id in (select tenancy.visible_site_ids());
+where (select tenancy.sees_all()) or m.site_id in (select tenancy.site_ids_visible_to(current_user));
 
 create or replace view tenant.server_last_point with (security_barrier) as
 select m.* from metrics.server_last_point m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.visible_server_ids());
+where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
 
 -- ------------------------------------------------------------ privileges
 
 grant usage on schema tenancy, metrics, analytics, tenant to rmp_admin;
 grant all on all tables in schema tenancy, metrics, analytics, tenant to rmp_admin;
 grant all on all sequences in schema tenancy, metrics, analytics to rmp_admin;
--- the audit log is append-only, and only through the trigger
-revoke insert, update, delete, truncate on tenancy.audit_log from rmp_admin;
+-- the audit log is append-only, and only through the trigger: admins read it
+-- and nothing else (no TRIGGER, REFERENCES or TRUNCATE either)
+revoke all on tenancy.audit_log from rmp_admin;
+grant select on tenancy.audit_log to rmp_admin;
 
 grant usage on schema metrics to rmp_ingest;
 -- select too: the loader's `insert ... on conflict (key) do nothing` needs it

@@ -2,18 +2,23 @@
 -- sub-organizations (any depth): capacity, current use (each server's last
 -- sample) and the CPU average of the last 24 hours (sample-weighted mean of
 -- the hourly aggregate, which equals the mean over the raw samples).
+-- The tree walk stops 64 levels down (the limit the anti-cycle trigger
+-- enforces on tenancy.organizations), so it ends even on corrupt data.
 -- psql: psql -f sql/queries/organization_totals.sql
 with recursive org_tree as (
     select
         organizations.id as root_id,
-        organizations.id as organization_id
+        organizations.id as organization_id,
+        1 as depth
     from tenancy.organizations as organizations
     union all
     select
         org_tree.root_id,
-        children.id
+        children.id,
+        org_tree.depth + 1
     from org_tree
     join tenancy.organizations as children on children.parent_id = org_tree.organization_id
+    where org_tree.depth < 64
 ),
 
 org_servers as (

@@ -1,5 +1,5 @@
 -- server_last_24h: one server's last 24 hours, from the tier of metrics.server_metrics
--- that metrics.server_buckets picks for a 24 hours window (the catalog's window -> tier
+-- that tenant.server_buckets picks for a 24 hours window (the catalog's window -> tier
 -- mapping, which the Grafana dashboard uses too; see docs/architecture.md). Real-time:
 -- the newest minutes are included.
 -- psql: psql -v server_id=1 -f sql/queries/server_last_24h.sql
@@ -14,5 +14,5 @@ select
     disk_used_max_bytes,
     network_rx_avg_bytes_per_sec,
     network_tx_avg_bytes_per_sec
-from metrics.server_buckets(now() - interval '24 hours', now(), array[:server_id]::bigint[])
+from tenant.server_buckets(now() - interval '24 hours', now(), array[:server_id]::bigint[])
 order by bucket;

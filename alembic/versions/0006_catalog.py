@@ -1,0 +1,29 @@
+"""The schema catalog in the database: metrics.aggregate_tiers (published from rmp/catalog.py),
+tenant.aggregate_tiers, tenant.tier_for_window() and tenant.server_buckets()
+(sql/idempotent/tier-read-path.sql), and policies and tenant views rendered from the catalog.
+
+Revision ID: 0006_catalog
+Revises: 0005_tenant_current_user
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from rmp.migrations import apply_idempotent, configure_policies
+
+revision = "0006_catalog"
+down_revision = "0005_tenant_current_user"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    apply_idempotent(op.get_bind())
+    configure_policies(op.get_bind())
+
+
+def downgrade() -> None:
+    op.execute("drop function if exists tenant.server_buckets(timestamptz, timestamptz, bigint[])")
+    op.execute("drop function if exists tenant.tier_for_window(interval)")
+    op.execute("drop view if exists metrics.aggregate_tiers cascade")  # and tenant.aggregate_tiers
