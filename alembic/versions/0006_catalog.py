@@ -1,6 +1,7 @@
 """The schema catalog in the database: metrics.aggregate_tiers (published from rmp/catalog.py),
 tenant.aggregate_tiers, tenant.tier_for_window() and tenant.server_buckets()
-(sql/idempotent/tier-read-path.sql), and policies and tenant views rendered from the catalog.
+(sql/idempotent/tier-read-path.sql), tenant views of the tiers rendered from the catalog, and
+metrics.configure_policies() taking the catalog (rmp.catalog.policies()).
 
 Revision ID: 0006_catalog
 Revises: 0005_tenant_current_user
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from rmp.migrations import apply_idempotent, configure_policies
+from rmp.migrations import apply_idempotent
 
 revision = "0006_catalog"
 down_revision = "0005_tenant_current_user"
@@ -19,8 +20,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # The policies themselves do not change (the catalog holds the values they
+    # had), only metrics.configure_policies() now takes the catalog: no job is
+    # touched here, so no running job can deadlock with this revision. The next
+    # `rmp migrate upgrade` at head re-sets them from the catalog, jobs paused.
     apply_idempotent(op.get_bind())
-    configure_policies(op.get_bind())
 
 
 def downgrade() -> None:

@@ -9,7 +9,7 @@
 --     servers with since <= bucket <= until, read through tenant.<tier>, so a
 --     login sees only its organizations' servers (every tier has the same
 --     columns: they are rendered from sql/templates/server-metrics-aggregate.sql).
--- Grafana's fleet panels and sql/queries/server_last_*.sql read through it.
+-- Grafana's fleet panels and sql/queries/server_window.sql read through it.
 -- Until revision 0003 has created the tenant views this file does nothing.
 
 do $guard$
