@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, str] = {
     "marts": "bench.marts",
     "anomaly_eval": "bench.anomaly_eval",
     "forecast_eval": "bench.forecast_eval",
+    "scale": "bench.scale",
 }
 
 

@@ -132,37 +132,44 @@ export function parseParseMessage(msg) {
   return { name: strings[0], sql: strings[1] };
 }
 
-// Everything before the first statement: whitespace and comments.
-function stripLeading(sql) {
-  let s = sql;
-  for (;;) {
-    const t = s.replace(/^\s+/, '');
-    if (t.startsWith('--')) { const nl = t.indexOf('\n'); s = nl < 0 ? '' : t.slice(nl + 1); continue; }
-    if (t.startsWith('/*')) { const e = t.indexOf('*/'); s = e < 0 ? '' : t.slice(e + 2); continue; }
-    return t;
-  }
+// Replaces the query text of a Parse message, keeping its name and parameter types.
+export function replaceParseText(msg, text) {
+  const body = msg.subarray(5);
+  const { next: afterName } = readCStrings(body, 1, 0);
+  const { next: afterText } = readCStrings(body, 1, afterName);
+  return message('P', Buffer.concat([body.subarray(0, afterName), text, Buffer.from([0]), body.subarray(afterText)]));
 }
 
-const COPY_FROM_STDIN = /^copy\s+([\s\S]+?)\s+from\s+stdin\b([\s\S]*)$/i;
+// The fields of the first ErrorResponse in a buffer of backend messages
+// ({ S, C, M, ... } by field code), or {}.
+export function errorFields(buf) {
+  let i = 0;
+  while (i + 5 <= buf.length) {
+    const len = buf.readInt32BE(i + 1);
+    if (buf[i] === 0x45 /* E */) {
+      const fields = {};
+      let p = i + 5;
+      while (p < i + 1 + len && buf[p] !== 0) {
+        const end = buf.indexOf(0, p + 1);
+        fields[String.fromCharCode(buf[p])] = buf.toString('utf8', p + 1, end);
+        p = end + 1;
+      }
+      return fields;
+    }
+    i += 1 + len;
+  }
+  return {};
+}
 
-// Recognises a single `COPY target FROM STDIN [options]` statement. Returns
-// null when the text is something else. `mentionsStdin` is true for any text
-// that could start a COPY FROM STDIN (PGlite aborts on those, so the server
-// refuses what it cannot rewrite).
-export function analyseCopy(sql) {
-  const mentionsStdin = /\bcopy\b[\s\S]*\bfrom\s+stdin\b/i.test(sql);
-  if (!mentionsStdin) return { mentionsStdin: false, copy: null };
-  const text = stripLeading(sql).replace(/[\s;]+$/, '');
-  const m = COPY_FROM_STDIN.exec(text);
-  if (!m || text.replace(/'(?:[^']|'')*'/g, "''").includes(';')) return { mentionsStdin: true, copy: null };
-  const target = m[1].trim();
-  const options = m[2].trim();
-  const binary = /\bformat\s*'?binary\b/i.test(options) || /^(with\s+)?binary\b/i.test(options);
-  const paren = target.indexOf('(');
-  const table = paren < 0 ? target : target.slice(0, paren).trim();
-  const columns = paren < 0 ? null : target.slice(paren + 1, target.lastIndexOf(')')).split(',').length;
-  return {
-    mentionsStdin: true,
-    copy: { sql: `COPY ${target} FROM '/dev/blob' ${options}`, binary, table, columns, options },
-  };
+// Inserts messages right before the last ReadyForQuery (where a server puts
+// ParameterStatus for settings changed by the statements just run).
+export function insertBeforeLastReady(buf, extra) {
+  let last = -1;
+  let i = 0;
+  while (i + 5 <= buf.length) {
+    if (buf[i] === 0x5a /* Z */) last = i;
+    i += 1 + buf.readInt32BE(i + 1);
+  }
+  if (last < 0) return Buffer.concat([buf, extra]);
+  return Buffer.concat([buf.subarray(0, last), extra, buf.subarray(last)]);
 }

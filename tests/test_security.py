@@ -342,6 +342,7 @@ def test_ingest_role_loads_a_file_with_names_resolved_and_rejections_recorded(fl
         conn.commit()
 
 
+@pytest.mark.embedded_only  # the embedded server's COPY path (a server runs COPY as the login)
 def test_non_superuser_copy_into_own_temp_table_with_a_default_is_refused(fleet):
     url, _ = fleet
     with as_login(url, "sec_ing") as conn, conn.transaction():
