@@ -82,13 +82,17 @@ def upgrade(url: str | None = None, revision: str = "head") -> str | None:
     before = current(target)
     with policy_jobs_paused(target):
         _run(command.upgrade, target, revision)
-        now = current(target)
-        # Revisions apply the idempotent SQL and policies themselves; with nothing
-        # to migrate, re-apply them so an edited view or changed tier takes effect.
-        if now == before == head():
-            with db.engine(target).begin() as conn:
+    now = current(target)
+    if now == head():
+        # Policies follow the catalog once the schema is at head (a tier a revision
+        # just created gets its own), with every job paused again: the jobs an
+        # earlier revision of this run created may be running. Revisions apply the
+        # idempotent SQL themselves; with nothing to migrate, re-apply it so an
+        # edited view takes effect.
+        with policy_jobs_paused(target), db.engine(target).begin() as conn:
+            if now == before:
                 apply_idempotent(conn)
-                configure_policies(conn)
+            configure_policies(conn)
     return now
 
 
