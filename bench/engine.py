@@ -1,5 +1,6 @@
-"""The engine a benchmark runs on: the same choice as the tests (rmp.testing:
-``DATABASE_URL`` if set, else a throw-away engine of its own).
+"""The engine a benchmark runs on: the same kinds as the tests (rmp.testing):
+``DATABASE_URL`` if set, else a throw-away engine of its own — the native
+server (PostgreSQL + TimescaleDB), the embedded one, or each in turn.
 
 Either way the project's migrations are applied first, so a benchmark sees
 the same schema, aggregates and policies as production.
@@ -14,7 +15,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rmp.testing import timescale_engine
+from rmp import native
+from rmp.errors import UserError
+from rmp.testing import NATIVE_SKIPPED, start_engine
+
+CHOICES = ("embedded", "native", "both")
+DESCRIPTIONS = {
+    "embedded": "embedded (PGlite + TimescaleDB, WebAssembly, one backend)",
+    "native": f"native (PostgreSQL {{pg}} + TimescaleDB {native.TIMESCALEDB_VERSION}, multi-process)",
+    "server": "DATABASE_URL",
+    "docker": "timescale/timescaledb container",
+}
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,37 @@ class BenchEngine:
     url: str
     # True: a throw-away engine nobody else uses (no cleanup needed).
     private: bool
+    kind: str = "embedded"
+
+
+def engine_kinds(choice: str | None) -> tuple[list[str], str | None]:
+    """The engines ``--engine`` names (default: both where the native engine is
+    installed, else embedded; DATABASE_URL's server when set), and a note when
+    the native one had to be skipped."""
+    if os.environ.get("DATABASE_URL") and choice is None:
+        return ["server"], None
+    if choice is None:
+        return (["native", "embedded"], None) if native.available() else (["embedded"], NATIVE_SKIPPED)
+    if choice == "both":
+        return ["native", "embedded"], None
+    if choice in ("embedded", "native"):
+        return [choice], None
+    raise UserError(f"--engine {choice!r}: use {', '.join(CHOICES)}")
+
+
+def describe(kind: str) -> str:
+    text = DESCRIPTIONS.get(kind, kind)
+    if "{pg}" in text:
+        import subprocess
+
+        try:
+            # "postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"
+            out = subprocess.run([str(native.find_pg_bin() / "postgres"), "--version"],
+                                 capture_output=True, text=True).stdout.split()
+            text = text.replace("{pg}", out[2] if len(out) > 2 else "?")
+        except (UserError, OSError):
+            text = text.replace("{pg}", "?")
+    return text
 
 
 def migrate(url: str) -> None:
@@ -31,10 +73,14 @@ def migrate(url: str) -> None:
 
 
 @contextlib.contextmanager
-def bench_engine(workdir: Path | None = None) -> Iterator[BenchEngine]:
-    """A migrated engine for one benchmark; a private one is stopped afterwards."""
+def bench_engine(workdir: Path | None = None, kind: str | None = None) -> Iterator[BenchEngine]:
+    """A migrated engine of ``kind`` for one benchmark (default: the first of
+    ``engine_kinds(None)``); a private one is stopped afterwards."""
+    kind = kind or engine_kinds(None)[0][0]
     with contextlib.ExitStack() as stack:
         home = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rmp-bench-")))
-        url = stack.enter_context(timescale_engine(home))
-        migrate(url)
-        yield BenchEngine(url=url, private=not os.environ.get("DATABASE_URL"))
+        engine = start_engine(kind, home, database="rmp_bench")
+        stack.callback(engine.close)
+        migrate(engine.url)
+        # DATABASE_URL's own database (no CREATEDB) is shared: benchmarks clean up after themselves there
+        yield BenchEngine(url=engine.url, private=kind != "server" or engine.admin_url is not None, kind=kind)

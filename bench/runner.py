@@ -2,9 +2,11 @@
 
 A benchmark is a module ``bench.<name>`` with ``run(...) -> dict``. The
 runner passes only the keyword arguments ``run`` declares: ``url`` (a
-migrated engine — a fresh private embedded server per benchmark unless
-``DATABASE_URL`` is set), ``console``, ``cleanup`` and the sizes given as
-``--param <name>.<arg>=<value>``. A module's optional ``QUICK`` dict holds
+migrated engine — a fresh private engine per benchmark and engine kind,
+unless ``DATABASE_URL`` is set), ``console``, ``cleanup`` and the sizes given as
+``--param <name>.<arg>=<value>``. With several engines (``--engine both``)
+every benchmark runs on each in turn, the same work, and the report puts
+their figures side by side: one column per engine. A module's optional ``QUICK`` dict holds
 its smoke-test sizes (``--quick``). Modules not written yet are reported as
 skipped; a failing benchmark is reported and the others still run.
 """
@@ -39,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "anomaly_eval": "bench.anomaly_eval",
     "forecast_eval": "bench.forecast_eval",
     "scale": "bench.scale",
+    "api": "bench.api",
 }
 
 
@@ -120,26 +123,30 @@ def run_all(
     quick: bool = False,
     out_dir: Path = RESULTS_DIR,
     console: Console | None = None,
+    engines: list[str] | None = None,
 ) -> dict:
-    """Run the selected benchmarks in order; write latest.json and latest.md; return the report."""
+    """Run the selected benchmarks in order on each engine; write latest.json and latest.md; return the report."""
+    from bench.engine import describe, engine_kinds
+
     console = console or Console(stderr=True)
     params = params or {}
+    kinds = engines or engine_kinds(None)[0]
     names = list(only) if only else list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise BenchParamError(f"--only {', '.join(unknown)}: unknown benchmark; known: {', '.join(BENCHMARKS)}")
 
     modules = {}
-    outcomes: list[Outcome] = []
+    outcomes: dict[str, dict[str, Outcome]] = {}
     for name in names:
         try:
             modules[name] = _load(BENCHMARKS[name])
         except Exception as exc:  # noqa: BLE001 - a broken module must not stop the others
-            outcomes.append(Outcome(name, "failed", error=f"import failed: {_one_line(exc)}",
-                                    traceback=traceback.format_exc()))
+            failed = Outcome(name, "failed", error=f"import failed: {_one_line(exc)}", traceback=traceback.format_exc())
+            outcomes[name] = dict.fromkeys(kinds, failed)
             continue
         if modules[name] is None:
-            outcomes.append(Outcome(name, "skipped", error=f"{BENCHMARKS[name]} is not present"))
+            outcomes[name] = dict.fromkeys(kinds, Outcome(name, "skipped", error=f"{BENCHMARKS[name]} is not present"))
             continue
         given = {**(getattr(modules[name], "QUICK", {}) if quick else {}), **params.get(name, {})}
         _check_params(modules[name], name, given)
@@ -147,24 +154,28 @@ def run_all(
 
     started = datetime.now(UTC)
     runnable = [n for n in names if modules.get(n) is not None]
-    for i, name in enumerate(runnable, 1):
-        console.rule(f"[bold]bench {i}/{len(runnable)}: {name}[/] {params.get(name) or ''}")
-        outcome = _run_one(name, modules[name], params.get(name, {}), console, out_dir)
+    steps = [(n, k) for n in runnable for k in kinds]
+    for i, (name, kind) in enumerate(steps, 1):
+        console.rule(f"[bold]bench {i}/{len(steps)}: {name} on {kind}[/] {params.get(name) or ''}")
+        outcome = _run_one(name, modules[name], params.get(name, {}), console, out_dir, kind, len(kinds) > 1)
         style = "green" if outcome.status == "ok" else "red"
-        console.print(f"[{style}]{name}: {outcome.status}[/] in {outcome.seconds:.1f} s"
+        console.print(f"[{style}]{name} on {kind}: {outcome.status}[/] in {outcome.seconds:.1f} s"
                       + (f" — {outcome.error}" if outcome.error else ""))
-        outcomes.append(outcome)
-    order = {n: i for i, n in enumerate(names)}
-    outcomes.sort(key=lambda o: order[o.name])
+        outcomes.setdefault(name, {})[kind] = outcome
+    if len(kinds) > 1:  # <name>.json: every engine's result, keyed by engine
+        for name, by_kind in outcomes.items():
+            results = {k: o.result for k, o in by_kind.items() if o.status == "ok"}
+            if results:
+                (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     report = {
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "engine": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded (PGlite + TimescaleDB, WebAssembly)",
+        "engines": {k: describe(k) for k in kinds},
         "quick": quick,
         "parameters": {n: params.get(n, {}) for n in names},
-        "benchmarks": {o.name: o.as_dict() for o in outcomes},
+        "benchmarks": {n: {k: o.as_dict() for k, o in outcomes[n].items()} for n in names},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -172,14 +183,15 @@ def run_all(
     return report
 
 
-def _run_one(name: str, module, params: dict[str, Any], console: Console, out_dir: Path) -> Outcome:
+def _run_one(name: str, module, params: dict[str, Any], console: Console, out_dir: Path,
+             kind: str, several: bool) -> Outcome:
     run = module.run
     t = time.perf_counter()
     try:
         if _accepts(run, "url"):
             from bench.engine import bench_engine
 
-            with bench_engine() as eng:
+            with bench_engine(kind=kind) as eng:
                 kwargs = _kwargs(run, params, url=eng.url, console=console, cleanup=not eng.private,
                                  out_dir=out_dir)
                 result = run(**kwargs)
@@ -189,7 +201,8 @@ def _run_one(name: str, module, params: dict[str, Any], console: Console, out_di
         return Outcome(name, "failed", time.perf_counter() - t, error=_one_line(exc),
                        traceback=traceback.format_exc())
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out_dir / (f"{name}-{kind}.json" if several else f"{name}.json")).write_text(
+        json.dumps(result, indent=2, default=str) + "\n")
     return Outcome(name, "ok", time.perf_counter() - t, result=result if isinstance(result, dict) else {"value": result})
 
 
@@ -240,54 +253,57 @@ def _table(rows: list[dict]) -> list[str]:
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
-    """Scalars (and scalar lists) of a nested dict under dotted keys."""
-    out = {}
+    """Every figure of a nested result under one dotted key; rows of a table
+    (a list of dicts) are keyed by their first column: ``dashboard[24h].p95_ms``."""
+    out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
             out.update(_flatten(v, f"{prefix}{k}."))
-        elif not (isinstance(v, list) and v and isinstance(v[0], dict)):
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for i, row in enumerate(v):
+                first = next(iter(row), None)
+                label = row[first] if first is not None and isinstance(row[first], str | int) else i
+                rest = {c: x for c, x in row.items() if c != first or not isinstance(row[first], str | int)}
+                out.update(_flatten(rest, f"{prefix}{k}[{label}]."))
+        else:
             out[f"{prefix}{k}"] = v
     return out
 
 
-def _render(d: dict, level: int) -> list[str]:
-    lines: list[str] = []
-    scalars = {k: v for k, v in d.items() if not isinstance(v, dict | list) or
-               (isinstance(v, list) and not (v and isinstance(v[0], dict)))}
-    if scalars:
-        lines += _table([{"metric": k, "value": v} for k, v in scalars.items()]) + [""]
-    for k, v in d.items():
-        if isinstance(v, list) and v and isinstance(v[0], dict):
-            lines += [f"{'#' * level} {k}", ""] + _table(v) + [""]
-        elif isinstance(v, dict):
-            nested_tables = any(isinstance(x, list) and x and isinstance(x[0], dict) for x in v.values())
-            if nested_tables:
-                lines += [f"{'#' * level} {k}", ""] + _render(v, level + 1)
-            else:
-                lines += [f"{'#' * level} {k}", ""] + _table(
-                    [{"metric": kk, "value": vv} for kk, vv in _flatten(v).items()]) + [""]
-    return lines
-
-
 def markdown(report: dict) -> str:
-    """The report as Markdown: a summary table, then each benchmark's tables."""
+    """The report as Markdown: a summary table, then each benchmark's figures
+    with one column per engine, side by side."""
     m = report["machine"]
+    engines: dict[str, str] = report["engines"]
+    kinds = list(engines)
     lines = [
         "# Benchmark results",
         "",
-        f"{report['started_at']} → {report['finished_at']}; engine: {report['engine']}; "
-        f"{m['cpus']} CPUs, {m['memory_gb']} GB RAM, Python {m['python']}"
-        + ("; **quick sizes**" if report.get("quick") else ""),
+        f"{report['started_at']} → {report['finished_at']}; {m['cpus']} CPUs, {m['memory_gb']} GB RAM, "
+        f"Python {m['python']}" + ("; **quick sizes**" if report.get("quick") else ""),
+        "",
+        "Engines: " + "; ".join(f"**{k}**: {v}" for k, v in engines.items()),
         "",
     ]
-    lines += _table([
-        {"benchmark": name, "status": b["status"], "seconds": b["seconds"],
-         "parameters": ", ".join(f"{k}={v}" for k, v in report["parameters"].get(name, {}).items()),
-         "note": b.get("error", "")}
-        for name, b in report["benchmarks"].items()
-    ]) + [""]
-    for name, b in report["benchmarks"].items():
-        if b["status"] != "ok":
+    summary = []
+    for name, by_kind in report["benchmarks"].items():
+        row: dict[str, Any] = {"benchmark": name}
+        for k in kinds:
+            b = by_kind.get(k, {})
+            row[f"{k} status"] = b.get("status", "—")
+            row[f"{k} seconds"] = b.get("seconds")
+        row["parameters"] = ", ".join(f"{a}={v}" for a, v in report["parameters"].get(name, {}).items())
+        row["note"] = "; ".join(f"{k}: {b['error']}" for k, b in by_kind.items() if b.get("error"))
+        summary.append(row)
+    lines += _table(summary) + [""]
+    for name, by_kind in report["benchmarks"].items():
+        flat = {k: _flatten(b["result"]) for k, b in by_kind.items() if b.get("status") == "ok"}
+        if not flat:
             continue
-        lines += [f"## {name}", ""] + _render(b["result"], 3)
+        metrics: list[str] = []
+        for figures in flat.values():
+            metrics += [key for key in figures if key not in metrics]
+        lines += [f"## {name}", ""]
+        lines += _table([{"metric": key, **{k: flat[k].get(key) if k in flat else None for k in kinds}}
+                         for key in metrics]) + [""]
     return "\n".join(lines).rstrip() + "\n"

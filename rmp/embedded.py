@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rmp.errors import EngineError
-from rmp.settings import EMBEDDED_DIR, Settings, get_settings
+from rmp.settings import EMBEDDED_DIR, Settings, get_settings, is_loopback
 
 START_TIMEOUT_S = 90
 
@@ -115,6 +115,11 @@ def start(settings: Settings | None = None, *, job_interval: float = 2.0,
     current = status(s)
     if current.running:
         return current
+    if not is_loopback(s.host) and not s.allow_remote:
+        raise EngineError(
+            f"RMP_HOST={s.host} is not a loopback address and the embedded engine trusts every login; "
+            "use 127.0.0.1, or set RMP_ALLOW_REMOTE=1 to accept that anyone who reaches the port is any role"
+        )
     if port_open(s.host, s.port):
         raise EngineError(
             f"port {s.port} on {s.host} is already taken by another program; "
@@ -133,6 +138,8 @@ def start(settings: Settings | None = None, *, job_interval: float = 2.0,
             "--data-dir", str(s.pgdata), "--host", s.host, "--port", str(s.port),
             "--pid-file", str(s.pid_file), "--job-interval", str(job_interval),
             "--checkpoint-interval", str(checkpoint_interval),
+            "--idle-in-transaction-timeout", str(s.idle_in_transaction_timeout),
+            *(["--allow-remote"] if s.allow_remote else []),
         ],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
@@ -172,8 +179,9 @@ class EmbeddedServer:
     """A private embedded server for tests and benchmarks: own data dir, own port."""
 
     def __init__(self, home: Path, port: int | None = None, *, job_interval: float = 1.0,
-                 checkpoint_interval: float = 60.0):
-        self.settings = Settings(database_url=None, home=Path(home), data_dir=None, port=port or free_port())
+                 checkpoint_interval: float = 60.0, idle_in_transaction_timeout: float = 60.0):
+        self.settings = Settings(database_url=None, home=Path(home), data_dir=None, port=port or free_port(),
+                                 idle_in_transaction_timeout=idle_in_transaction_timeout)
         self.job_interval = job_interval
         self.checkpoint_interval = checkpoint_interval
 

@@ -14,6 +14,7 @@ columns) is in ``rmp.catalog``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,16 @@ class Settings:
         default_factory=lambda: os.environ.get("RMP_READ_DATABASE_URL") or None)
     home: Path = field(default_factory=lambda: Path(os.environ.get("RMP_HOME", ROOT / ".rmp")))
     host: str = field(default_factory=lambda: os.environ.get("RMP_HOST", "127.0.0.1"))
+    # The embedded engine authenticates by trust: a non-loopback RMP_HOST is
+    # refused unless this says the user accepts that anyone reaching it is any role.
+    allow_remote: bool = field(
+        default_factory=lambda: os.environ.get("RMP_ALLOW_REMOTE", "").lower() in ("1", "true", "yes")
+    )
+    # Seconds a client may hold the embedded engine's one session idle inside a
+    # transaction before it is disconnected (25P03); 0 disables.
+    idle_in_transaction_timeout: float = field(
+        default_factory=lambda: float(os.environ.get("RMP_IDLE_IN_TRANSACTION_TIMEOUT", "60"))
+    )
     port: int = field(default_factory=lambda: int(os.environ.get("RMP_PORT", "55432")))
     user: str = field(default_factory=lambda: os.environ.get("RMP_USER", "postgres"))
     # PGlite's only database is template1; dbt needs the name to match.
@@ -78,6 +89,16 @@ class Settings:
     @property
     def embedded_url(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def get_settings() -> Settings:

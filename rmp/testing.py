@@ -141,12 +141,13 @@ class Engine:
         self._stack.close()
 
 
-def start_engine(kind: str, workdir: Path) -> Engine:
-    """Start (or attach to) an engine of ``kind`` with a database for this worker."""
+def start_engine(kind: str, workdir: Path, database: str | None = None) -> Engine:
+    """Start (or attach to) an engine of ``kind`` with a database for this worker
+    (``database``, default ``rmp_test_<worker>``; the embedded engine has only template1)."""
     engine = Engine(kind=kind, url="")
     stack = engine._stack
     workdir = Path(workdir)
-    dbname = f"rmp_test_{worker_id()}"
+    dbname = database or f"rmp_test_{worker_id()}"
     try:
         if kind == "embedded":
             server = stack.enter_context(EmbeddedServer(workdir / "embedded", job_interval=1.0))

@@ -30,6 +30,7 @@ COMMANDS = {
     "report": "analytics.cli:report",
     "export": "analytics.cli:export",
     "tenant": "rmp_app.commands.tenant:tenant",
+    "api": "rmp_app.commands.api:api",
 }
 
 

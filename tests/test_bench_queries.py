@@ -169,17 +169,25 @@ def test_params_parse_to_typed_values_and_bad_ones_name_the_input():
         parse_params(["nope.x=1"])
 
 
-def test_markdown_renders_scalars_and_row_lists_as_tables():
+def test_markdown_puts_each_engines_figures_side_by_side():
     report = {
-        "started_at": "t0", "finished_at": "t1", "engine": "embedded", "quick": False,
+        "started_at": "t0", "finished_at": "t1", "quick": False,
+        "engines": {"native": "native (PostgreSQL)", "embedded": "embedded (PGlite)"},
         "machine": {"cpus": 2, "memory_gb": 4.0, "python": "3.11"},
         "parameters": {"queries": {"servers": 2}},
-        "benchmarks": {"queries": {"status": "ok", "seconds": 1.5, "result": {
-            "rows": 5760, "dashboard": [{"window": "24h", "p95_ms": 12.5}]}},
-            "marts": {"status": "skipped", "seconds": 0, "error": "bench.marts is not present"}},
+        "benchmarks": {
+            "queries": {
+                "native": {"status": "ok", "seconds": 1.5, "result": {
+                    "rows": 5760, "dashboard": [{"window": "24h", "p95_ms": 2.5}]}},
+                "embedded": {"status": "ok", "seconds": 3.0, "result": {
+                    "rows": 5760, "dashboard": [{"window": "24h", "p95_ms": 12.5}]}}},
+            "marts": {k: {"status": "skipped", "seconds": 0, "error": "bench.marts is not present"}
+                      for k in ("native", "embedded")}},
     }
     text = markdown(report)
-    assert "| queries | ok | 1.50 | servers=2 |  |" in text
-    assert "| marts | skipped | 0 |  | bench.marts is not present |" in text
-    assert "| rows | 5,760 |" in text
-    assert "| 24h | 12.50 |" in text
+    assert "| benchmark | native status | native seconds | embedded status | embedded seconds | parameters | note |" in text
+    assert "| queries | ok | 1.50 | ok | 3.00 | servers=2 |  |" in text
+    assert "| marts | skipped | 0 | skipped | 0 |  | native: bench.marts is not present; embedded: bench.marts is not present |" in text
+    assert "| metric | native | embedded |" in text
+    assert "| rows | 5,760 | 5,760 |" in text
+    assert "| dashboard[24h].p95_ms | 2.50 | 12.50 |" in text

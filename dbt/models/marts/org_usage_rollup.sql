@@ -37,6 +37,7 @@ subtree_totals as (
         sum(usage.count_servers) as total_count_servers,
         sum(usage.count_applications) as total_count_applications,
         sum(usage.count_databases) as total_count_databases,
+        sum(usage.count_deployments_this_period) as total_count_deployments_this_period,
         sum(usage.cpu_cores_total) as total_cpu_cores,
         sum(usage.memory_total_bytes) as total_memory_total_bytes,
         sum(usage.memory_used_bytes) as total_memory_used_bytes,
@@ -79,7 +80,8 @@ final as (
         subtree_totals.total_memory_total_bytes::bigint as total_memory_total_bytes,
         subtree_totals.total_memory_used_bytes::bigint as total_memory_used_bytes,
         subtree_totals.total_disk_total_bytes::bigint as total_disk_total_bytes,
-        subtree_totals.total_disk_used_bytes::bigint as total_disk_used_bytes
+        subtree_totals.total_disk_used_bytes::bigint as total_disk_used_bytes,
+        subtree_totals.total_count_deployments_this_period::bigint as total_count_deployments_this_period
     from usage
     inner join subtree_totals
         on subtree_totals.organization_id = usage.organization_id

@@ -1,0 +1,317 @@
+"""The FastAPI application: endpoints, bearer-token authorization, per-request role.
+
+Each data request is one transaction: the token's hash is looked up
+(tenancy.api_token_role; no tenant row is read for an unknown token, which
+gets 401), the per-token rate limit is counted (429 + Retry-After past it),
+then ``SET LOCAL ROLE <token's role>`` and the endpoint's queries run, so
+row-level security and the tenant.* views decide what is visible. An id the role
+cannot see is 404, exactly like an id that does not exist.
+
+(No `from __future__ import annotations` here: FastAPI must evaluate the
+local ``Role`` dependency annotation when each endpoint is defined.)
+"""
+
+
+import logging
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal, TypeVar
+from urllib.parse import urlencode
+
+import psycopg
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import Response
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from api import responses, series, tokens
+from api.ratelimit import RateLimiter
+
+log = logging.getLogger("rmp.api")
+
+MAX_ID = 2**63 - 1
+DEFAULT_POINTS = 1000
+MAX_POINTS = 10_000
+STATEMENT_TIMEOUT = "30s"
+T = TypeVar("T")
+
+Id = Annotated[int, Path(ge=1, le=MAX_ID, description="numeric id")]
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    database_url: str
+    requests_per_minute: int = 600
+    pool_size: int = 4
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    pool = ConnectionPool(settings.database_url, min_size=1, max_size=settings.pool_size, open=False,
+                          name="rmp-api")
+    limiter = RateLimiter(settings.requests_per_minute)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        pool.open(wait=True, timeout=30)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="Resource Metrics Platform API",
+        summary="Read-only server and organization metrics, anomalies, forecasts and quotas.",
+        description=(
+            "Authorize with `Authorization: Bearer <token>` (`rmp api token create ROLE`). Every request "
+            "runs as the token's database role, so it sees only its organizations. JSON by default, CSV "
+            f"with `Accept: text/csv`. At most {settings.requests_per_minute} requests per minute per "
+            "token (429 with Retry-After beyond)."),
+        version="1",
+        lifespan=lifespan,
+    )
+
+    # ---------------------------------------------------------------- plumbing
+
+    def caller(request: Request) -> str:
+        """The request's bearer token (401 without one); checked by ``as_role``."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        return token
+
+    Role = Annotated[str, Depends(caller)]
+
+    def as_role(token: str, work: Callable[[psycopg.Connection], T]) -> T:
+        """Run ``work`` in one transaction as the token's role: look the token up (401 when unknown or
+        revoked: nothing else has been read), count it against the rate limit (429), SET LOCAL ROLE."""
+        try:
+            with pool.connection() as conn, conn.transaction():
+                role = tokens.role_for(conn, token)
+                if role is None:
+                    raise HTTPException(401, "unknown or revoked token",
+                                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                wait = limiter.check(tokens.digest(token))
+                if wait is not None:
+                    raise HTTPException(429, f"more than {settings.requests_per_minute} requests in a minute",
+                                        headers={"Retry-After": str(wait)})
+                # set_config(..., true) is SET LOCAL: both end with this transaction
+                conn.execute("select set_config('role', %s, true), set_config('statement_timeout', %s, true)",
+                             (role, STATEMENT_TIMEOUT))
+                return work(conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            log.warning("token role refused: %s", str(exc).splitlines()[0])
+            raise HTTPException(403, "this token's role may not read this") from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise HTTPException(503, "the query took too long; ask for a shorter range",
+                                headers={"Retry-After": "10"}) from exc
+
+    def visible(conn: psycopg.Connection, relation: str, object_id: int, what: str) -> None:
+        found = conn.execute(sql.SQL("select 1 from {} where id = %s").format(sql.SQL(relation)),
+                             (object_id,)).fetchone()
+        if found is None:
+            raise HTTPException(404, f"no {what} {object_id}")
+
+    def refresh_of(conn: psycopg.Connection, aggregate: str | None) -> tuple[datetime | None, int | None]:
+        """(last refresh, seconds until the next) of a continuous aggregate: Last-Modified and max-age."""
+        if aggregate is None:
+            return None, None
+        row = conn.execute("select refreshed_at, next_refresh_at from tenant.aggregate_refreshes()"
+                           " where aggregate_name = %s", (aggregate,)).fetchone()
+        if row is None or row[1] is None:
+            return (row[0] if row else None), None
+        return row[0], max(0, int((row[1] - datetime.now(UTC)).total_seconds()))
+
+    def window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+        end = _utc(end) or datetime.now(UTC)
+        start = _utc(start) or end - timedelta(hours=24)
+        if start >= end:
+            raise HTTPException(422, "start must be before end")
+        return start, end
+
+    def next_link(request: Request, after: datetime) -> str:
+        params = dict(request.query_params)
+        params["after"] = after.isoformat()
+        return f"{request.url.path}?{urlencode(params)}"
+
+    def series_page(conn: psycopg.Connection, relation: str, time_column: str, columns: list[str],
+                    key_column: str, key: int, start: datetime, end: datetime, after: datetime | None,
+                    limit: int) -> tuple[list[tuple], datetime | None]:
+        """One keyset page of a time series: rows with time in [start, end) after ``after``, oldest first."""
+        t = sql.Identifier(time_column)
+        query = sql.SQL(
+            "select {t} as time, {cols} from {rel} where {key} = %(key)s and {t} >= %(start)s and {t} < %(end)s"
+            " and (%(after)s::timestamptz is null or {t} > %(after)s::timestamptz)"
+            " order by {t} limit %(limit)s"
+        ).format(t=t, cols=sql.SQL(", ").join(map(sql.Identifier, columns)), rel=sql.SQL(relation),
+                 key=sql.Identifier(key_column))
+        rows = conn.execute(query, {"key": key, "start": start, "end": end, "after": after,
+                                    "limit": limit + 1}).fetchall()
+        if len(rows) > limit:
+            return rows[:limit], rows[limit - 1][0]
+        return rows, None
+
+    # --------------------------------------------------------------- endpoints
+
+    @app.get("/servers/{server_id}/metrics", tags=["servers"])
+    def server_metrics(
+        request: Request, role: Role, server_id: Id,
+        start: Annotated[datetime | None, Query(description="inclusive; default end - 24 h")] = None,
+        end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+        granularity: Annotated[Literal["raw", "1m", "5m", "1h", "1d"] | None, Query(
+            description="default from the span: up to 24 h 5m, up to 7 days 1h, longer 1d")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_POINTS, description="points per page")] = DEFAULT_POINTS,
+        after: Annotated[datetime | None, Query(description="keyset: the last time of the previous page")] = None,
+    ) -> Response:
+        """One server's metrics from the raw hypertable or an aggregate tier, oldest first, paged by time."""
+        start, end = window(start, end)
+        tier = granularity or series.default_granularity(end - start)
+        relation, time_column, aggregate = series.SERVER_TIERS[tier]
+        columns = series.RAW_COLUMNS if tier == "raw" else series.AGGREGATE_COLUMNS
+
+        def work(conn):
+            visible(conn, "tenancy.servers", server_id, "server")
+            rows, more = series_page(conn, relation, time_column, columns, "server_id", server_id,
+                                     start, end, _utc(after), limit)
+            return rows, more, refresh_of(conn, aggregate)
+
+        rows, more, (refreshed, max_age) = as_role(role, work)
+        envelope = {"server_id": server_id, "granularity": tier, "start": start, "end": end,
+                    "next_after": more}
+        return responses.render(request, ["time", *columns], rows, envelope, refreshed_at=refreshed,
+                                max_age=max_age, links={"next": next_link(request, more)} if more else None)
+
+    @app.get("/organizations/{organization_id}/metrics", tags=["organizations"])
+    def organization_metrics(
+        request: Request, role: Role, organization_id: Id,
+        start: Annotated[datetime | None, Query(description="inclusive; default end - 24 h")] = None,
+        end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+        granularity: Annotated[Literal["5m", "1h", "1d"] | None, Query(
+            description="default from the span: up to 24 h 5m, up to 7 days 1h, longer 1d")] = None,
+        include_children: Annotated[bool, Query(description="also every sub-organization's servers")] = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = DEFAULT_POINTS,
+        after: Annotated[datetime | None, Query()] = None,
+    ) -> Response:
+        """An organization's series (its servers, or its whole subtree) from the organization marts."""
+        start, end = window(start, end)
+        tier = granularity or series.default_granularity(end - start)
+        relation, time_column, aggregate = series.ORGANIZATION_TIERS[(tier, include_children)]
+        columns = series.ORGANIZATION_COLUMNS
+
+        def work(conn):
+            visible(conn, "tenancy.organizations", organization_id, "organization")
+            rows, more = series_page(conn, relation, time_column, columns, "organization_id", organization_id,
+                                     start, end, _utc(after), limit)
+            return rows, more, refresh_of(conn, aggregate)
+
+        rows, more, (refreshed, max_age) = as_role(role, work)
+        envelope = {"organization_id": organization_id, "granularity": tier, "include_children": include_children,
+                    "start": start, "end": end, "next_after": more}
+        return responses.render(request, ["time", *columns], rows, envelope, refreshed_at=refreshed,
+                                max_age=max_age, links={"next": next_link(request, more)} if more else None)
+
+    @app.get("/servers/{server_id}/anomalies", tags=["servers"])
+    def server_anomalies(
+        request: Request, role: Role, server_id: Id,
+        since: Annotated[datetime | None, Query(description="started at or after; default 7 days ago")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = DEFAULT_POINTS,
+    ) -> Response:
+        """Anomalies the analytics package stored for one server, newest first."""
+        since = _utc(since) or datetime.now(UTC) - timedelta(days=7)
+        columns = series.ANOMALY_COLUMNS
+
+        def work(conn):
+            visible(conn, "tenancy.servers", server_id, "server")
+            return conn.execute(
+                sql.SQL("select {} from analytics.anomalies where server_id = %s and started_at >= %s"
+                        " order by started_at desc, metric, detector limit %s").format(
+                    sql.SQL(", ").join(map(sql.Identifier, columns))),
+                (server_id, since, limit)).fetchall()
+
+        rows = as_role(role, work)
+        return responses.render(request, columns, rows, {"server_id": server_id, "since": since},
+                                key="anomalies")
+
+    @app.get("/servers/{server_id}/forecast", tags=["servers"])
+    def server_forecast(
+        request: Request, role: Role, server_id: Id,
+        metric: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="e.g. disk_percent")],
+        days: Annotated[int, Query(ge=1, le=30, description="days of the stored forecast to return")] = 7,
+    ) -> Response:
+        """The latest stored forecast of one server's metric, its first ``days`` days."""
+        columns = ["at", "yhat", "lo", "hi"]
+
+        def work(conn):
+            visible(conn, "tenancy.servers", server_id, "server")
+            head = conn.execute(
+                "select id, model, horizon_start, trend, slope_per_day, threshold, threshold_crossing_at,"
+                " is_above_threshold, status, created_at from analytics.forecasts"
+                " where entity_type = 'server' and entity_id = %s and metric = %s"
+                " order by horizon_start desc limit 1", (server_id, metric)).fetchone()
+            if head is None:
+                raise HTTPException(404, f"no stored forecast of {metric} for server {server_id}")
+            points = conn.execute(
+                "select (p ->> 'at')::timestamptz, (p ->> 'yhat')::float8, (p ->> 'lo')::float8,"
+                " (p ->> 'hi')::float8 from analytics.forecasts f, jsonb_array_elements(f.forecast) p"
+                " where f.id = %s and (p ->> 'at')::timestamptz < f.horizon_start + make_interval(days => %s)"
+                " order by 1", (head[0], days)).fetchall()
+            return head, points
+
+        head, points = as_role(role, work)
+        envelope = {"server_id": server_id, "metric": metric, "days": days, "model": head[1],
+                    "horizon_start": head[2], "trend": head[3], "slope_per_day": head[4], "threshold": head[5],
+                    "threshold_crossing_at": head[6], "is_above_threshold": head[7], "status": head[8],
+                    "created_at": head[9]}
+        return responses.render(request, columns, points, envelope)
+
+    @app.get("/organizations/{organization_id}/quota", tags=["organizations"])
+    def organization_quota(request: Request, role: Role, organization_id: Id) -> Response:
+        """The organization's quotas (marts.org_quota_status): both the precise and the panel's meaning."""
+        columns = series.QUOTA_COLUMNS
+
+        def work(conn):
+            visible(conn, "tenancy.organizations", organization_id, "organization")
+            return conn.execute(
+                sql.SQL("select {} from marts.org_quota_status where organization_id = %s order by quota_name")
+                .format(sql.SQL(", ").join(map(sql.Identifier, columns))), (organization_id,)).fetchall()
+
+        rows = as_role(role, work)
+        return responses.render(request, columns, rows, {"organization_id": organization_id}, key="quotas")
+
+    @app.get("/servers/{server_id}/current", tags=["servers"])
+    def server_current(request: Request, role: Role, server_id: Id) -> Response:
+        """The server's latest sample and staleness (marts.server_current)."""
+        columns = series.CURRENT_COLUMNS
+
+        def work(conn):
+            visible(conn, "tenancy.servers", server_id, "server")
+            return conn.execute(
+                sql.SQL("select {} from marts.server_current where server_id = %s")
+                .format(sql.SQL(", ").join(map(sql.Identifier, columns))), (server_id,)).fetchall()
+
+        rows = as_role(role, work)
+        if not rows:
+            raise HTTPException(404, f"server {server_id} has reported no metrics")
+        return responses.render(request, columns, rows, None, single=True)
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """For `uvicorn api.app:app_from_environment --factory`: settings from RMP_API_* / DATABASE_URL."""
+    import os
+
+    from rmp import db
+
+    url = os.environ.get("RMP_API_DATABASE_URL") or db.read_database_url()
+    return create_app(ApiSettings(url, int(os.environ.get("RMP_API_RATE_LIMIT", "600"))))
+
+

@@ -1,0 +1,2 @@
+{#- Organization series, servers and all sub-organizations' servers, day (macros/org_metric_series.sql). -#}
+{{ org_metric_series('stg_server_metrics_1d', 'day_start_at', include_children=true) }}
