@@ -63,8 +63,10 @@ def gather(conn: psycopg.Connection, days: float = 7, top: int = 10) -> ReportDa
         rd.quotas = queries.run_dicts(conn, "report_quota_status", top=top)
     except psycopg.errors.UndefinedTable:
         rd.quotas_note = "marts.org_quota_status is not built yet (run `rmp dbt build`)."
-    rd.org_forecasts = queries.run_dicts(conn, "report_organization_forecasts", top=top)
-    rd.exhaustion = queries.run_dicts(conn, "report_server_exhaustion", top=top)
+    rd.org_forecasts = queries.run_dicts(conn, "report_latest_forecasts", entity_type="organization",
+                                         only_crossing=False, top=top)
+    rd.exhaustion = queries.run_dicts(conn, "report_latest_forecasts", entity_type="server",
+                                      only_crossing=True, top=top)
     for row in rd.exhaustion:
         row["unit_suffix"] = " %" if UNITS.get(row["metric"]) == "%" else ""
     if start is not None:

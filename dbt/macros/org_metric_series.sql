@@ -97,28 +97,32 @@ organization_buckets as (
     group by 1, 2
 ),
 
-final as (
+with_expected as (
     select
-        organization_buckets.organization_id,
-        organization_buckets.{{ time_column }},
-        organization_buckets.count_servers_reporting::bigint as count_servers_reporting,
-        coalesce(expected_servers.count_servers_expected, 0)::bigint as count_servers_expected,
-        organization_buckets.count_servers_reporting
-            = coalesce(expected_servers.count_servers_expected, 0) as is_complete,
-        organization_buckets.sample_count::bigint as sample_count,
-        organization_buckets.cpu_avg_percent::double precision as cpu_avg_percent,
-        organization_buckets.cpu_max_percent::double precision as cpu_max_percent,
-        organization_buckets.memory_used_avg_bytes_total::double precision as memory_used_avg_bytes_total,
-        organization_buckets.memory_used_max_bytes_total::double precision as memory_used_max_bytes_total,
-        organization_buckets.disk_used_avg_bytes_total::double precision as disk_used_avg_bytes_total,
-        organization_buckets.disk_used_max_bytes_total::double precision as disk_used_max_bytes_total,
-        organization_buckets.network_rx_avg_bytes_per_sec_total::double precision
-            as network_rx_avg_bytes_per_sec_total,
-        organization_buckets.network_tx_avg_bytes_per_sec_total::double precision
-            as network_tx_avg_bytes_per_sec_total
+        organization_buckets.*,
+        coalesce(expected_servers.count_servers_expected, 0) as count_servers_expected
     from organization_buckets
     left join expected_servers
         on expected_servers.organization_id = organization_buckets.organization_id
+),
+
+final as (
+    select
+        organization_id,
+        {{ time_column }},
+        count_servers_reporting::bigint as count_servers_reporting,
+        count_servers_expected::bigint as count_servers_expected,
+        count_servers_reporting = count_servers_expected as is_complete,
+        sample_count::bigint as sample_count,
+        cpu_avg_percent::double precision as cpu_avg_percent,
+        cpu_max_percent::double precision as cpu_max_percent,
+        memory_used_avg_bytes_total::double precision as memory_used_avg_bytes_total,
+        memory_used_max_bytes_total::double precision as memory_used_max_bytes_total,
+        disk_used_avg_bytes_total::double precision as disk_used_avg_bytes_total,
+        disk_used_max_bytes_total::double precision as disk_used_max_bytes_total,
+        network_rx_avg_bytes_per_sec_total::double precision as network_rx_avg_bytes_per_sec_total,
+        network_tx_avg_bytes_per_sec_total::double precision as network_tx_avg_bytes_per_sec_total
+    from with_expected
 )
 
 select * from final
