@@ -13,7 +13,14 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from analytics import data, store
-from analytics.anomaly import DEFAULT_SENSITIVITY, DETECTORS, STL_MAD, InsufficientHistory, detect
+from analytics.anomaly import (
+    DEFAULT_SENSITIVITY,
+    DETECTORS,
+    STL_MAD,
+    WARM_UP,
+    InsufficientHistory,
+    detect,
+)
 from analytics.forecast import NON_NEGATIVE, STATUS_OK, Bounds, ForecastConfig, forecast_series
 from rmp.errors import UserError
 
@@ -124,8 +131,12 @@ def run_anomalies(
 
     A metric is a server metric (cpu, memory, disk, network; read from the
     continuous aggregate at `resolution`) or a metrics.metric_types name (read
-    from metrics.metric_samples, bucketed at `resolution`). Series are read from
-    ``read_url`` (a read replica) when given; anomalies are stored through ``url``.
+    from metrics.metric_samples, bucketed at `resolution`). Each series is read
+    from one warm-up (a day) before the window, so the window's first day is
+    judged against history like the rest (stl_esd flags nothing in a series'
+    own first day); only anomalies starting inside the window are stored.
+    Series are read from ``read_url`` (a read replica) when given; anomalies
+    are stored through ``url``.
     """
     for d in detectors:
         if d not in DETECTORS:
@@ -138,14 +149,15 @@ def run_anomalies(
         if window is None:
             return summary
         since, end = window
+        context = since - WARM_UP.to_pytimedelta()
         jobs: list[tuple[int, str, pd.Series]] = []
         for name in metrics:
             if name in data.SERVER_METRICS or name in data.BY_NAME:
                 m = data.resolve_server_metric(name)
-                found = data.server_series(src, m, resolution, since, end, server_ids)
+                found = data.server_series(src, m, resolution, context, end, server_ids)
                 metric_name = m.name
             else:
-                found = data.sample_series(src, name, resolution, since, end, server_ids)
+                found = data.sample_series(src, name, resolution, context, end, server_ids)
                 metric_name = name
             jobs.extend((sid, metric_name, s) for sid, s in found.items())
         total = len(jobs) * len(detectors)
@@ -154,7 +166,8 @@ def run_anomalies(
             summary.series += 1
             for det in detectors:
                 try:
-                    found_anomalies = detect(series, det, sensitivity)
+                    found_anomalies = [a for a in detect(series, det, sensitivity)
+                                       if a.started_at >= pd.Timestamp(since)]
                 except InsufficientHistory:
                     # keep what an earlier run with more history stored
                     summary.skipped_short += det == STL_MAD

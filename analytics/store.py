@@ -54,14 +54,16 @@ _UPSERT_FORECAST = """
 insert into analytics.forecasts (
     run_id, entity_type, entity_id, metric, model, horizon_start, forecast, trend, slope_per_day,
     r_squared, threshold, threshold_crossing_at, crossing_lo_at, crossing_hi_at, mase, status,
-    is_above_threshold)
-values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    is_above_threshold, seasonal_naive_mase, is_low_confidence, interval_coverage, interval_method)
+values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 on conflict (entity_type, entity_id, metric, horizon_start) do update set
     run_id = excluded.run_id, model = excluded.model, forecast = excluded.forecast,
     trend = excluded.trend, slope_per_day = excluded.slope_per_day, r_squared = excluded.r_squared,
     threshold = excluded.threshold, threshold_crossing_at = excluded.threshold_crossing_at,
     crossing_lo_at = excluded.crossing_lo_at, crossing_hi_at = excluded.crossing_hi_at,
     mase = excluded.mase, status = excluded.status, is_above_threshold = excluded.is_above_threshold,
+    seasonal_naive_mase = excluded.seasonal_naive_mase, is_low_confidence = excluded.is_low_confidence,
+    interval_coverage = excluded.interval_coverage, interval_method = excluded.interval_method,
     created_at = now()
 """
 
@@ -76,7 +78,8 @@ def write_forecast(conn: psycopg.Connection, run_id: int | None, entity_type: st
         Jsonb(forecast_points_json(result)), result.trend, _num(result.slope_per_day),
         _num(result.r_squared), _num(result.threshold), _ts(result.threshold_crossing_at),
         _ts(result.crossing_lo_at), _ts(result.crossing_hi_at), _num(result.mase), result.status,
-        result.above_threshold,
+        result.above_threshold, _num(result.seasonal_naive_mase), result.low_confidence,
+        _num(result.interval_coverage), result.interval_method,
     ))
 
 

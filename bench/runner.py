@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "anomaly_eval": "bench.anomaly_eval",
     "forecast_eval": "bench.forecast_eval",
     "scale": "bench.scale",
+    "compression_columns": "bench.compression_columns",
     "api": "bench.api",
 }
 

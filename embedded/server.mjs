@@ -137,6 +137,7 @@ async function openEngine() {
   const contexts = (await db.query("SELECT lower(name) AS name, context FROM pg_settings")).rows;
   userSettable = new Set(contexts.filter((r) => r.context === 'user').map((r) => r.name));
   superuserSettable = new Set(contexts.filter((r) => r.context === 'user' || r.context === 'superuser').map((r) => r.name));
+  await db.execProtocolRaw(SET.prepareShowMessages());
   await refreshCatalogCache();
   sessionUser = JOBS;
 }
@@ -313,7 +314,13 @@ async function switchTo(client) {
   if (!await execRawOk(reset.join('; '))) {
     for (const sql of reset) await execQuiet(sql);
   }
-  if (client !== JOBS && !await refreshRole(client)) { sessionUser = null; return; }
+  // A login's role was read at its startup a moment ago: not again at its first hand-over.
+  const roleFresh = client.roleJustRead;
+  client.roleJustRead = false;
+  if (client !== JOBS && !roleFresh && !await refreshRole(client)) {
+    sessionUser = null;
+    return;
+  }
   // As the client's role: a login may only restore what it may set. The role
   // it SET last comes back too (PostgreSQL checks its membership again).
   const apply = [`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`,
@@ -367,11 +374,37 @@ function tryStartup(client) {
 // startup settings applied as the login (a bad value or one the role may not
 // set is FATAL, as on a server), and the reported values read back as the
 // engine spells them (UTF8, not utf8).
+const LOGIN_LOOKUP = `SELECT r.rolsuper, r.rolcanlogin,
+    EXISTS (SELECT FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) $2::pg_catalog.name) AS db
+  FROM (SELECT) one LEFT JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name`;
+
 async function startup(client) {
-  await switchTo(JOBS); // the catalogs are read as the superuser
-  await refreshCatalogCache();
+  // The login's role and database as the catalog has them now. The session
+  // may still carry the previous client's settings: every name is qualified
+  // (a search_path cannot substitute a pg_roles or an = of its own), and if
+  // the lookup fails anyway it is made again on a reset session.
+  const user = client.startupParams.user;
+  if (user) {
+    const database = client.startupParams.database || user;
+    let row;
+    try {
+      row = (await exec(LOGIN_LOOKUP, [user, database])).rows[0];
+    } catch {
+      await switchTo(JOBS);
+      row = (await exec(LOGIN_LOOKUP, [user, database])).rows[0];
+    }
+    if (row.rolsuper === null) roleCache.delete(user);
+    else roleCache.set(user, { rolname: user, rolsuper: row.rolsuper, rolcanlogin: row.rolcanlogin });
+    if (row.db) databaseCache.add(database); else databaseCache.delete(database);
+  }
   if (!beginLogin(client)) return;
+  client.verified = true;
+  client.roleJustRead = true;
   const gucs = client.gucs;
+  // Without startup settings the values are a fresh session's: nothing to
+  // run. With them, they are applied as the login now (a bad value is FATAL,
+  // as on a server) and read back as the engine spells them.
+  if (!gucs.size) return finishStartup(client, null);
   client.gucs = new Map();
   await switchTo(client);
   if (client.closed) return;
@@ -384,9 +417,7 @@ async function startup(client) {
     }
   }
   client.gucs = gucs;
-  const values = SET.readShown(Buffer.from(await db.execProtocolRaw(SET.showMessages(SET.REPORTED_AT_STARTUP))),
-    SET.REPORTED_AT_STARTUP);
-  finishStartup(client, values);
+  finishStartup(client, await readSettings(SET.REPORTED_AT_STARTUP));
 }
 
 // Checks a startup packet against the role cache (refreshed by the caller
@@ -434,7 +465,7 @@ function finishStartup(client, values) {
     out.push(P.parameterStatus(name, status[name]));
     client.reported.set(name, status[name]);
   }
-  if (!values) client.turnWatch = true; // confirm the values after the first turn
+  if (!values && gucs.size) client.turnWatch = true; // confirm the values after the first turn
   out.push(P.backendKeyData(client.vpid, client.secret), P.readyForQuery('I'));
   client.ready = true;
   B.register(client);
@@ -487,21 +518,42 @@ async function terminate(requester, vpid) {
 // authorization unchanged, standard_conforming_strings still on for a
 // non-superuser)? Which reported settings changed? One extended-protocol
 // round trip of SHOWs (no snapshot, the client's unnamed statement kept).
+const IDENTITY = ['session_authorization', 'standard_conforming_strings'];
+
+// Reads settings through the prepared SHOWs, preparing them again if a
+// client's dynamic DEALLOCATE ALL dropped them. null when that fails too.
+async function readSettings(names) {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const values = SET.readShown(Buffer.from(await db.execProtocolRaw(SET.showMessages(names), { syncToFs: false })), names);
+    if (values) return values;
+    debug('preparing the SHOW statements again');
+    await db.execProtocolRaw(SET.prepareShowMessages());
+  }
+  return null;
+}
+
 async function checkTurn(client) {
+  const watchNext = client.turnWatch;
   client.turnWatch = false;
   if (client.resetDefaults) {
     client.resetDefaults = false;
     await db.execProtocolRaw(SET.runMessages(SET.defaultsSql()));
   }
-  const raw = Buffer.from(await db.execProtocolRaw(SET.showMessages(SET.WATCHED)));
-  const values = SET.readShown(raw, SET.WATCHED);
-  if (!values) return { changes: [] };
+  // Every turn of a non-superuser: who the session is. After a turn that
+  // may have changed settings: all the reported ones too.
+  const names = watchNext || client.isSuper ? SET.WATCHED : IDENTITY;
+  const values = await readSettings(names);
+  if (!values) {
+    // A session that cannot say who it is is not handed back to a login.
+    return client.isSuper ? { changes: [] } : { violation: 'the session could not be verified' };
+  }
   if (!client.isSuper) {
     if (values.get('session_authorization') !== client.user) {
       return { violation: `session authorization became "${values.get('session_authorization')}"` };
     }
     if (values.get('standard_conforming_strings') !== 'on') return { violation: 'standard_conforming_strings was turned off' };
   }
+  if (names === IDENTITY) return { changes: [] };
   client.exitOnError = values.get('exit_on_error') === 'on';
   return { changes: SET.parameterChanges(values, client.reported) };
 }

@@ -107,16 +107,28 @@ const bindMsg = (portal, stmt) => P.message('B', Buffer.concat([P.cstr(portal), 
 const executeMsg = (portal) => P.message('E', Buffer.concat([P.cstr(portal), Buffer.alloc(4)]));
 const closePortal = (name) => P.message('C', Buffer.concat([Buffer.from('P'), P.cstr(name)]));
 
-// One round trip that reads `names` with SHOW through named extended-protocol
-// messages: SHOW takes no snapshot (a SELECT would, and then a following
-// SET TRANSACTION ISOLATION LEVEL fails) and named messages leave the
-// client's unnamed statement and portal alone (a simple Query would drop them).
+// Every setting the server reads back: SHOW statements prepared once on the
+// session (rmp_show_<name>), so a turn check costs a Bind/Execute per
+// setting, not a parse.
+export const SHOWN = [...new Set([...WATCHED, ...REPORTED_AT_STARTUP])];
+const showStatement = (name) => `rmp_show_${name.toLowerCase()}`;
+
+// Prepares the SHOW statements; each with its own Sync, so one that exists
+// already does not stop the others.
+export function prepareShowMessages() {
+  return Buffer.concat(SHOWN.flatMap((n) => [parseMsg(showStatement(n), `SHOW ${n}`), P.sync()]));
+}
+
+// One round trip that reads `names` with the prepared SHOWs through named
+// portals: SHOW takes no snapshot (a SELECT would, and then a following SET
+// TRANSACTION ISOLATION LEVEL fails) and named messages leave the client's
+// unnamed statement and portal alone (a simple Query would drop them).
 export function showMessages(names) {
   const parts = [];
-  names.forEach((n, i) => {
-    const s = `rmp_show_${i}`;
-    parts.push(parseMsg(s, `SHOW ${n}`), bindMsg(s, s), executeMsg(s), closePortal(s), P.closeStatement(s));
-  });
+  for (const n of names) {
+    const s = showStatement(n);
+    parts.push(bindMsg(s, s), executeMsg(s), closePortal(s));
+  }
   parts.push(P.sync());
   return Buffer.concat(parts);
 }

@@ -14,13 +14,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import psycopg
-import sqlalchemy as sa
 
 from rmp import embedded
 from rmp.errors import EngineError
 from rmp.settings import Settings, get_settings
+
+if TYPE_CHECKING:      # imported when an engine is asked for: half a second every rmp command would pay
+    import sqlalchemy as sa
 
 
 def native_server(settings: Settings | None = None):
@@ -114,6 +117,8 @@ def sqlalchemy_url(url: str) -> str:
 
 @lru_cache(maxsize=8)
 def _engine(url: str) -> sa.Engine:
+    import sqlalchemy as sa
+
     return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
 
 

@@ -9,6 +9,8 @@ import pytest
 from analytics.anomaly import (
     InsufficientHistory,
     baseline_rule,
+    esd_detector,
+    generalized_esd,
     merge_flags,
     robust_z,
     stl_detector,
@@ -138,3 +140,57 @@ def test_at_most_two_percent_of_a_heavy_tailed_series_is_flagged():
     assert len(found) == 41
     assert all(a.started_at == a.ended_at and a.direction == "up" for a in found)
     assert len(stl_detector(series(values), incident_gap=pd.Timedelta(0), max_fraction=1.0)) > 100
+
+
+# --- stl_esd: seasonal-hybrid ESD ---
+
+
+def test_generalized_esd_finds_exactly_the_planted_outliers():
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, 500)
+    x[[10, 200, 333]] = [9.0, -8.0, 7.5]
+    flags = generalized_esd(x, max_fraction=0.02, alpha=0.05)
+    assert np.flatnonzero(flags).tolist() == [10, 200, 333]
+
+
+def test_generalized_esd_finds_nothing_in_gaussian_noise():
+    x = np.random.default_rng(8).normal(0, 1, 2000)
+    assert not generalized_esd(x, max_fraction=0.02, alpha=0.05).any()
+
+
+def test_generalized_esd_rosner_example_count():
+    # Rosner (1983) / NIST e-Handbook 1.3.5.17.3 data: 54 values, up to 10 outliers, alpha 0.05 -> 3
+    # with the original mean/sd statistic; the hybrid median/MAD one, with a smaller spread, takes 4.64 too
+    data = [-0.25, 0.68, 0.94, 1.15, 1.20, 1.26, 1.26, 1.34, 1.38, 1.43, 1.49, 1.49, 1.55, 1.56, 1.58, 1.65,
+            1.69, 1.70, 1.76, 1.77, 1.81, 1.91, 1.94, 1.96, 1.99, 2.06, 2.09, 2.10, 2.14, 2.15, 2.23, 2.24,
+            2.26, 2.35, 2.37, 2.40, 2.47, 2.54, 2.62, 2.64, 2.90, 2.92, 2.92, 2.93, 3.21, 3.26, 3.30, 3.59,
+            3.68, 4.30, 4.64, 5.34, 5.42, 6.01]
+    flags = generalized_esd(np.array(data), max_fraction=10 / 54, alpha=0.05, hybrid=False)
+    assert sorted(np.array(data)[flags].tolist()) == [5.34, 5.42, 6.01]
+    flags = generalized_esd(np.array(data), max_fraction=10 / 54, alpha=0.05)
+    assert sorted(np.array(data)[flags].tolist()) == [4.64, 5.34, 5.42, 6.01]
+
+
+def test_esd_detector_keeps_the_two_most_significant_incidents_in_time_order():
+    s = seasonal_cpu()
+    values = s.to_numpy().copy()
+    values[600:636] += 25  # a 3-hour level shift on day 3
+    values[1200] += 40  # a tall single spike on day 5
+    values[1700] += 14  # a small spike on day 6: third most significant, dropped
+    found = esd_detector(series(values))
+    assert [(a.started_at, a.ended_at) for a in found] == [
+        (s.index[600], s.index[635]), (s.index[1200], s.index[1200])]
+    assert [a.direction for a in found] == ["up", "up"]
+    assert len(esd_detector(series(values), max_incidents=3)) == 3
+
+
+def test_esd_detector_flags_nothing_in_the_warm_up_day():
+    s = seasonal_cpu()
+    values = s.to_numpy().copy()
+    values[100] += 40  # inside the first day
+    assert esd_detector(series(values)) == []
+    assert [a.started_at for a in esd_detector(series(values), warm_up=pd.Timedelta(0))] == [s.index[100]]
+
+
+def test_esd_detector_on_a_steady_series_finds_nothing():
+    assert esd_detector(seasonal_cpu()) == []

@@ -169,6 +169,39 @@ def load_fixture(conn: psycopg.Connection) -> None:
         )
     for view in ("server_metrics_1h", "server_metrics_1d", "site_usage_daily"):
         conn.execute(f"call refresh_continuous_aggregate('metrics.{view}', null, null)")
+    load_analytics_fixture(conn)
+
+
+# analytics results (what `rmp anomalies` / `rmp forecast` store), for server_anomalies and capacity_forecasts
+ANOMALIES = [  # id, server, metric, detector, resolution, start, end, observed, expected, score, direction
+    (1, 1, "cpu_percent", "stl_esd", "1h", at(10), at(11), 95.0, 30.0, 9.5, "up"),
+    (2, 1, "cpu_percent", "baseline_rule", "5m", at(10, 5), at(10, 5), 95.0, 30.0, 2.2, "up"),
+    (3, 4, "disk_percent", "stl_esd", None, at(11), None, 20.0, 85.0, 6.1, "down"),
+    (4, 7, "generic", "stl_mad", "1m", at(10, 1), at(10, 3), 5.0, 1.0, 7.0, "up"),
+]
+FORECASTS = [  # id, type, entity, metric, model, horizon start, threshold, crossing, above, mase, naive, low, coverage
+    (1, "server", 1, "disk_percent", "linear", at(12), 90.0, at(12, day=D + timedelta(days=30)), False,
+     0.5, 0.8, False, 0.9375),
+    # an older forecast of the same series: not the latest, not in the mart
+    (2, "server", 1, "disk_percent", "ets_daily", at(11), 90.0, None, False, 0.7, 0.8, False, 0.9),
+    (3, "organization", 4, "disk_used_bytes", "seasonal_naive", at(12), 1000.0 * GIB, None, False,
+     1.2, 1.2, True, 0.96),
+    (4, "organization", 1, "memory_used_bytes", "ets_median", at(12), 128.0 * GIB, None, False,
+     0.4, 0.9, False, 0.95),
+]
+
+
+def load_analytics_fixture(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        conn.cursor().executemany(
+            "insert into analytics.anomalies (id, server_id, metric, detector, resolution, started_at, ended_at,"
+            " observed, expected, score, direction) overriding system value"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", ANOMALIES)
+        conn.cursor().executemany(
+            "insert into analytics.forecasts (id, entity_type, entity_id, metric, model, horizon_start, threshold,"
+            " threshold_crossing_at, is_above_threshold, mase, seasonal_naive_mase, is_low_confidence,"
+            " interval_coverage, interval_method, trend) overriding system value"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'backtest', 'stable')", FORECASTS)
 
 
 @pytest.fixture(scope="module")
@@ -199,9 +232,10 @@ def test_build_passes_every_model_and_test(built):
     statuses = result.statuses()
     marts = [k for k in statuses if k.startswith("model.rmp.") and ".stg_" not in k]
     assert sorted(m.split(".")[-1] for m in marts) == [
-        "org_metrics_5m", "org_metrics_daily", "org_metrics_hourly", "org_quota_status", "org_resource_usage",
-        "org_tree_metrics_5m", "org_tree_metrics_daily", "org_tree_metrics_hourly", "org_usage_rollup",
-        "server_capacity", "server_comparison", "server_current", "site_usage_daily",
+        "capacity_forecasts", "org_metrics_5m", "org_metrics_daily", "org_metrics_hourly", "org_quota_status",
+        "org_resource_usage", "org_tree_metrics_5m", "org_tree_metrics_daily", "org_tree_metrics_hourly",
+        "org_usage_rollup", "server_anomalies", "server_capacity", "server_comparison", "server_current",
+        "site_usage_daily",
     ]
     singular = {k.split(".")[-1]: v for k, v in statuses.items() if k.startswith("test.rmp.assert_")}
     assert singular == {
@@ -471,3 +505,50 @@ def test_docs_generate_catalogs_the_marts(built):
         "percent_used", "is_unlimited", "is_at_limit", "is_exceeded", "remaining_clamped", "is_full", "can_add",
         "used_value_with_children", "is_exceeded_with_children", "is_full_with_children",
     ]
+
+
+def test_server_anomalies_names_each_incident_and_counts_its_buckets(built):
+    url, _, _ = built
+    got = [(r["anomaly_id"], r["organization_id"], r["organization_name"], r["server_name"], r["metric"],
+            r["detector"], r["is_primary_detector"], r["resolution"], r["started_at"], r["ended_at"],
+            r["duration_minutes"], r["direction"])
+           for r in rows(url, "select * from marts.server_anomalies order by anomaly_id")]
+    assert got == [
+        (1, 1, "acme", "acme-web-1", "cpu_percent", "stl_esd", True, "1h", at(10), at(11), 120, "up"),
+        (2, 1, "acme", "acme-web-1", "cpu_percent", "baseline_rule", False, "5m", at(10, 5), at(10, 5), 5, "up"),
+        # no resolution stored (before revision 0004): read as 1h; no end: one bucket
+        (3, 2, "acme-eu", "eu-1", "disk_percent", "stl_esd", True, "1h", at(11), at(11), 60, "down"),
+        (4, 4, "globex", "globex-1", "generic", "stl_mad", False, "1m", at(10, 1), at(10, 3), 3, "up"),
+    ]
+
+
+def test_capacity_forecasts_latest_per_series_with_measure_and_quota(built):
+    url, _, _ = built
+    got = {r["forecast_id"]: r for r in rows(url, "select * from marts.capacity_forecasts")}
+    assert sorted(got) == [1, 3, 4]  # forecast 2 is an older one of forecast 1's series
+    server = got[1]
+    assert (server["entity_type"], server["organization_name"], server["server_id"], server["server_name"],
+            server["measure"], server["model"], server["backtest_mase"], server["seasonal_naive_backtest_mase"],
+            server["is_low_confidence"], server["interval_coverage"], server["quota_name"],
+            server["is_limit_exceeded_by_allocation"]) == (
+        "server", "acme", 1, "acme-web-1", "disk used (percent)", "linear", 0.5, 0.8, False, 0.9375, None, False)
+    globex = got[3]
+    assert (globex["entity_type"], globex["organization_id"], globex["server_id"], globex["measure"],
+            globex["quota_name"], globex["allocated_value"], globex["allocated_percent_of_limit"],
+            globex["is_limit_exceeded_by_allocation"], globex["is_low_confidence"]) == (
+        "organization", 4, None, "disk used (sum of servers' used bytes)", "disk", 2000.0 * GIB, None, False, True)
+    acme = got[4]
+    assert (acme["measure"], acme["quota_name"], acme["allocated_value"], acme["allocated_percent_of_limit"],
+            acme["is_limit_exceeded_by_allocation"]) == (
+        "memory used (sum of servers' used bytes)", "memory", 64.0 * GIB, 50.0, False)
+
+
+def test_capacity_forecasts_says_when_the_allocation_already_exceeds_the_limit(built):
+    url, _, _ = built
+    with psycopg.connect(url) as conn:  # one transaction, rolled back: the views read the live tables
+        conn.execute("update tenancy.licences set max_disk_bytes = %s where organization_id = 4", (1500 * GIB,))
+        row = conn.execute("select allocated_value, allocated_percent_of_limit, is_limit_exceeded_by_allocation,"
+                           " threshold from marts.capacity_forecasts where forecast_id = 3").fetchone()
+        conn.rollback()
+    # 2000 GiB allocated against 1500 GiB: 133.33 %, over the limit, while the used-bytes forecast is "ok"
+    assert row == (2000.0 * GIB, 133.33, True, 1000.0 * GIB)

@@ -133,6 +133,22 @@ def test_dynamic_escape_inside_a_transaction_is_rolled_back(server):
 
 
 @pytest.mark.embedded_only
+def test_checks_survive_a_dynamic_deallocate_all(server):
+    """The server's own prepared SHOWs are prepared again when dynamic SQL drops every statement."""
+    url = make_login(server.url, "esc_dealloc")
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute("do $$begin execute 'deallocate all'; end$$")
+    with psycopg.connect(url, autocommit=True) as c:
+        assert identity(c) == ("esc_dealloc", "esc_dealloc", "off")
+        c.execute("do $$begin execute 'deallocate all'; end$$")
+        c.execute("set application_name = 'after'")
+        assert c.info.parameter_status("application_name") == "after"
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute("do $$begin execute 'deallocate all'; perform set_config(chr(115) || 'ession_authorization', "
+                      "'postgres', false); end$$")
+
+
+@pytest.mark.embedded_only
 def test_discard_all_keeps_the_login(server):
     url = make_login(server.url, "esc_discard")
     with psycopg.connect(url, autocommit=True) as c:
@@ -379,6 +395,14 @@ def test_startup_reports_canonical_values(engine_url):
         assert ps("IntervalStyle") == "postgres"
         assert ps("in_hot_standby") == "off"
         assert ps("TimeZone") == c.execute("show timezone").fetchone()[0]
+
+
+def test_startup_values_without_settings_are_the_sessions(engine_url):
+    with psycopg.connect(engine_url, autocommit=True) as c:
+        for name in ("client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "integer_datetimes",
+                     "standard_conforming_strings", "is_superuser", "session_authorization", "application_name",
+                     "default_transaction_read_only", "server_encoding", "server_version"):
+            assert c.info.parameter_status(name) == c.execute(f"show {name}").fetchone()[0], name
 
 
 def test_set_and_reset_are_reported(engine_url):

@@ -16,10 +16,13 @@ from analytics.forecast import (
     ForecastConfig,
     backtest,
     clip,
+    conformal_half_width,
     forecast_series,
+    leave_one_fold_out_coverage,
     linear_fit,
     mase,
     predict_linear,
+    predict_seasonal_median,
     predict_seasonal_naive,
 )
 from analytics.store import forecast_points_json
@@ -101,7 +104,7 @@ def test_daily_seasonal_series_is_forecast_better_by_the_seasonal_model():
     n = 24 * 14
     cpu = 35 + 20 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 2, n)
     result = forecast_series(hourly(cpu))
-    assert result.model in ("ets_daily", "seasonal_naive")
+    assert result.model in ("ets_daily", "seasonal_naive", "seasonal_median", "ets_median")
     assert result.mase < result.backtest["linear"]
     assert result.backtest["linear"] > 3 * result.mase
     # the forecast keeps the daily cycle: peak minus trough near 2 * 20
@@ -183,3 +186,63 @@ def test_minimum_history_is_three_days_of_hours():
     assert ForecastConfig().min_points == 72
     assert forecast_series(hourly(np.linspace(10, 20, 71))).status == STATUS_INSUFFICIENT
     assert forecast_series(hourly(np.linspace(10, 20, 72))).status == "ok"
+
+
+def test_seasonal_median_takes_each_hour_s_median_over_the_last_seven_days():
+    day = np.arange(24, dtype=float)
+    days = [day + 10 * k for k in range(8)]  # day k: hour h has value h + 10k
+    days[6] = day + 1000  # one odd day: ignored by the median
+    y = np.concatenate(days)
+    pred = predict_seasonal_median(y, 30, 24, 0.95)
+    # last seven days are k = 1..7 with k = 6 replaced by 1000: median of {10,20,30,40,50,70,1000} = 40
+    assert pred.mean.tolist() == (day + 40).tolist() + (day[:6] + 40).tolist()
+
+
+def test_conformal_half_width_is_the_ceil_n_plus_1_quantile():
+    errors = np.arange(1, 21, dtype=float)  # |e| = 1..20; ceil(21 * 0.95) = 20th smallest
+    assert conformal_half_width(errors, 0.95) == 20.0
+    assert conformal_half_width(-errors, 0.80) == 17.0  # ceil(21 * 0.8) = 17
+
+
+def test_leave_one_fold_out_coverage_counts_each_fold_against_the_others():
+    folds = [np.array([1.0, 2.0]), np.array([1.0, 2.0]), np.array([1.0, 9.0])]
+    # fold 1 and 2: band from the 4 others (ceil(5 * 0.5) = 3rd of |e|: 1,1,2,9 -> 2): both inside;
+    # fold 3: band from 1,1,2,2 -> 2: 1 inside, 9 outside => 5 of 6
+    assert leave_one_fold_out_coverage(folds, 0.5) == pytest.approx(5 / 6)
+    assert leave_one_fold_out_coverage(folds[:1], 0.5) is None
+
+
+def test_pure_noise_falls_back_to_seasonal_naive_with_low_confidence_or_beats_it():
+    rng = np.random.default_rng(3)
+    result = forecast_series(hourly(50 + rng.normal(0, 5, 24 * 10)))
+    naive = result.backtest["seasonal_naive"]
+    assert result.seasonal_naive_mase == naive
+    if result.model == "seasonal_naive":
+        assert result.low_confidence
+    else:
+        assert result.mase < naive and not result.low_confidence
+
+
+def test_no_candidate_better_than_seasonal_naive_chooses_it():
+    import analytics.forecast as fc
+
+    # a pure daily cycle: seasonal-naive is exact (MASE 0); the ties go to it, and it is low confidence
+    y = np.tile(np.arange(24, dtype=float), 6)
+    result = fc.forecast_series(hourly(y))
+    assert result.model == "seasonal_naive"
+    assert result.mase == 0.0 and result.low_confidence
+
+
+def test_the_band_is_calibrated_on_backtest_errors_and_widens_by_day():
+    rng = np.random.default_rng(21)
+    n = 24 * 14
+    y = 35 + 20 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 2, n)
+    result = forecast_series(hourly(y), ForecastConfig(horizon_days=3))
+    assert result.interval_method == "backtest"
+    half = (result.points["hi"] - result.points["yhat"]).to_numpy()
+    assert half[:24] == pytest.approx(np.full(24, half[0]))
+    assert half[24] == pytest.approx(half[0] * math.sqrt(2))
+    assert half[48] == pytest.approx(half[0] * math.sqrt(3))
+    # noise sigma 2: a 95 % band of a good model is about +-2 sigma wide, within a factor of two
+    assert 2.0 < half[0] < 8.0
+    assert 0.8 <= result.interval_coverage <= 1.0

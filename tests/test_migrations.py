@@ -86,7 +86,7 @@ def test_upgrade_at_head_reapplies_policies_without_duplicates(fresh_url):
     migrations.upgrade(fresh_url)
     with psycopg.connect(fresh_url, autocommit=True) as conn:
         assert _project_jobs(conn) == 19
-        assert conn.execute("select count(*) from metrics.metric_types").fetchone()[0] == 20
+        assert conn.execute("select count(*) from metrics.metric_types").fetchone()[0] == 21  # 20 + generic
 
 
 def test_unknown_revision_is_a_user_error(fresh_url):

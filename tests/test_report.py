@@ -12,15 +12,24 @@ from test_forecast_db import COLUMNS, DAYS, GB, fleet, marts, rows_for, start_of
 
 from analytics import data
 from analytics.pipeline import run_anomalies, run_forecasts
-from analytics.report import ReportFailed, anomaly_context, gather, write_report
+from analytics.report import (
+    ReportFailed,
+    anomaly_context,
+    gather,
+    human,
+    markdown_escape,
+    per_day,
+    write_report,
+)
 from ingest.loader import load_rows
+from transform.dbt_runner import run_dbt
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_has_every_section_and_its_images(db, migrated_url, fleet, tmp_path):  # noqa: F811
     run_forecasts(migrated_url)
-    run_anomalies(migrated_url, metrics=["cpu"], detectors=["stl_mad"], days=DAYS)
+    run_anomalies(migrated_url, metrics=["cpu"], detectors=["stl_esd"], days=DAYS)
     path = write_report(migrated_url, tmp_path, days=DAYS, top=5)
 
     assert path.parent == tmp_path and path.name.startswith("report-")
@@ -37,12 +46,20 @@ def test_report_has_every_section_and_its_images(db, migrated_url, fleet, tmp_pa
     html = (path / "index.html").read_text()
     md = (path / "report.md").read_text()
     spike = fleet["start"] + timedelta(hours=24 * 15 + 10)
-    for text in (html, md):
+    for text, metric in ((html, "disk_percent"), (md, "disk\\_percent")):
         for name in images:
             assert f"img/{name}" in text
-        assert "web-01 (Acme): disk_percent reaches 90" in text
-        assert f"web-01 cpu_percent: up {spike:%Y-%m-%d %H:%M} UTC" in text
+        assert f"web-01 (Acme): {metric} reaches 90 % at" in text
         assert "Organizations nearest their quotas" in text
+    # the incident: a row of web-01's table (start, end, peak) linked to its chart
+    assert "<h3>web-01 (Acme)</h3>" in html
+    assert (f"<td>{spike:%Y-%m-%d %H:%M} UTC</td><td>{spike:%Y-%m-%d %H:%M} UTC</td>\n<td>99.0 % (up)</td>"
+            in html)
+    assert f'<a href="#incident-{anomaly_id}">chart</a>' in html and f'<figure id="incident-{anomaly_id}">' in html
+    assert f"| cpu\\_percent | {spike:%Y-%m-%d %H:%M} UTC | {spike:%Y-%m-%d %H:%M} UTC | 99.0 % (up) |" in md
+    assert f"[chart](img/anomaly_1_{anomaly_id}.png)" in md
+    # every forecast shows its backtest MASE against seasonal-naive and its band's measured coverage
+    assert "backtest MASE" in html and "vs seasonal-naive" in html and "95 % band measured coverage" in html
     run = db.execute("select kind, status, output_path, error from analytics.report_runs"
                      " where kind = 'report'").fetchall()
     assert run == [("report", "ok", str(path), None)]
@@ -93,11 +110,12 @@ def test_report_says_already_above_for_a_full_disk(db, migrated_url, fleet, tmp_
     run_forecasts(migrated_url, metrics=["disk"])
     path = write_report(migrated_url, tmp_path, days=DAYS, top=5)
     since = fleet["start"] + timedelta(days=20)
-    for text in ((path / "index.html").read_text(), (path / "report.md").read_text()):
-        assert f"full-01 (Acme): disk_percent already above 90 % since {since:%Y-%m-%d %H:%M} UTC" in text
-        assert "web-01 (Acme): disk_percent reaches 90 % at" in text
+    for text, metric in (((path / "index.html").read_text(), "disk_percent"),
+                         ((path / "report.md").read_text(), "disk\\_percent")):
+        assert f"full-01 (Acme): {metric} already above 90 % since {since:%Y-%m-%d %H:%M} UTC" in text
+        assert f"web-01 (Acme): {metric} reaches 90 % at" in text
         # the full disk went over in the past, so it is listed first
-        assert text.index("full-01 (Acme)") < text.index("web-01 (Acme): disk_percent")
+        assert text.index("full-01 (Acme)") < text.index(f"web-01 (Acme): {metric}")
 
 
 def test_anomaly_chart_plots_a_short_spike_at_the_resolution_it_was_found_at(db, migrated_url, tmp_path):
@@ -118,13 +136,89 @@ def test_anomaly_chart_plots_a_short_spike_at_the_resolution_it_was_found_at(db,
     assert stored == [(spike_at, spike_at + timedelta(minutes=5), "5m")]
 
     with data.connect(migrated_url) as conn:
-        rd = gather(conn, days=4)
+        rd = gather(conn, days=4, detector="stl_mad")
         (row,) = rd.anomalies
         assert row["resolution"] == "5m" and row["organization"] == "Acme"
         plotted = anomaly_context(conn, row)
     assert (plotted.index[1:] - plotted.index[:-1]).unique().tolist() == [timedelta(minutes=5)]
     assert plotted[spike_at] == 99.0 and plotted[spike_at + timedelta(minutes=5)] == 99.0
     assert plotted.index[0] == spike_at - timedelta(days=1)
-    path = write_report(migrated_url, tmp_path, days=4)
+    path = write_report(migrated_url, tmp_path, days=4, detector="stl_mad")
     assert "stl_mad on 5m data" in (path / "index.html").read_text()
     assert (path / "img" / f"anomaly_1_{row['id']}.png").read_bytes()[:8] == PNG
+
+
+def test_human_units_and_rates_per_day():
+    assert human(1_234_567_890_123, "B") == "1.2 TB"
+    assert human(505e9, "B") == "505.0 GB"
+    assert human(999, "B") == "999 B"
+    assert human(2_500_000, "B/s") == "2.5 MB/s"
+    assert human(93.456, "%") == "93.5 %"
+    assert per_day(5e9, "B") == "+5.0 GB/day"
+    assert per_day(-0.25, "%") == "-0.2 %/day"
+    assert human(None, "B") == ""
+
+
+def test_markdown_escape_neutralises_markup():
+    assert markdown_escape("<script>alert(1)</script>") == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert markdown_escape("a_b|c*d[e](f)`g`") == "a\\_b\\|c\\*d\\[e\\](f)\\`g\\`"
+
+
+HOSTILE_ORG = "<script>alert(1)</script>"
+HOSTILE_SERVER = '<img src=x onerror="alert(2)">'
+
+
+def test_hostile_server_and_organization_names_appear_only_escaped(db, migrated_url, fleet, tmp_path):  # noqa: F811
+    db.execute("update tenancy.organizations set name = %s where id = %s", (HOSTILE_ORG, fleet["org"]))
+    db.execute("update tenancy.servers set name = %s where id = %s", (HOSTILE_SERVER, fleet["web"]))
+    run_forecasts(migrated_url)
+    run_anomalies(migrated_url, metrics=["cpu"], detectors=["stl_esd"], days=DAYS)
+    path = write_report(migrated_url, tmp_path, days=DAYS, top=5)
+    html = (path / "index.html").read_text()
+    md = (path / "report.md").read_text()
+    for text in (html, md):
+        assert "<script" not in text and "<img src=x" not in text and "alert(1)</script>" not in text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    # headings, table cells and alt attributes
+    assert "<h3>&lt;img src=x onerror=&#34;alert(2)&#34;&gt; (&lt;script&gt;alert(1)&lt;/script&gt;)</h3>" in html
+    assert 'alt="&lt;img src=x onerror=&#34;alert(2)&#34;&gt; disk_percent forecast"' in html
+    assert "### &lt;img src=x onerror=\"alert(2)\"&gt; (&lt;script&gt;alert(1)&lt;/script&gt;)" in md
+
+
+def test_org_forecast_rows_label_used_vs_allocated_and_say_when_the_limit_is_exceeded(
+        db, migrated_url, fleet, tmp_path):  # noqa: F811
+    # two servers of 500 GB allocated against a 750 GB licence: 133.3 % allocated, while ~505 GB is used
+    db.execute("update tenancy.licences set max_disk_bytes = %s where organization_id = %s", (750 * GB, fleet["org"]))
+    load_rows(db, "server_metrics", COLUMNS, rows_for(fleet["db"], fleet["start"], DAYS - 2, 0.0))
+    db.execute("call refresh_continuous_aggregate('metrics.server_metrics_1h', null, null)")
+    run_forecasts(migrated_url, metrics=["disk"])
+    result = run_dbt(["run", "--select", "+org_quota_status"], migrated_url,
+                     extra_env={"DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs")})
+    assert result.exit_code == 0, result.exception
+    path = write_report(migrated_url, tmp_path / "out", days=DAYS, top=10)
+    html = (path / "index.html").read_text()
+    md = (path / "report.md").read_text()
+    # the quota table: allocated disk, in TB/GB with one decimal, 133.3 % exceeded
+    assert ('<tr><td>Acme</td><td class="text">disk allocated (sum of server disk sizes)</td>\n'
+            '<td>1.0 TB</td><td>750.0 GB</td>\n<td class="bad">133.3 % exceeded</td></tr>') in html
+    assert "| Acme | disk allocated (sum of server disk sizes) | 1.0 TB | 750.0 GB | 133.3 % exceeded |" in md
+    # the forecast row of the same organization: used disk, its rate per day, and that the limit is already over
+    row = html[html.index("<td>Acme</td><td class=\"text\">disk used (sum of servers&#39; used bytes)</td>"):]
+    row = row[:row.index("</tr>")]
+    assert "+5.0 GB/day" in row and "<td>750.0 GB</td>" in row
+    assert ("limit already exceeded by disk allocated (sum of server disk sizes) (133.3 %)</span>; "
+            "used reaches the limit") in row
+    assert "stays below" not in row and ">ok<" not in row
+    assert "**limit already exceeded by disk allocated (sum of server disk sizes) (133.3 %)**; used reaches" in md
+
+
+def test_low_confidence_forecasts_are_marked(db, migrated_url, fleet, tmp_path):  # noqa: F811
+    run_forecasts(migrated_url, metrics=["disk"])
+    path = write_report(migrated_url, tmp_path, days=DAYS, top=5)
+    assert "low confidence" not in (path / "index.html").read_text()  # the trend model beat seasonal-naive
+    db.execute("update analytics.forecasts set model = 'seasonal_naive', is_low_confidence = true,"
+               " mase = seasonal_naive_mase where entity_id = %s and metric = 'disk_percent'", (fleet["web"],))
+    path = write_report(migrated_url, tmp_path, days=DAYS, top=5)
+    html = (path / "index.html").read_text()
+    assert '<span class="low">low confidence: no model beat seasonal-naive in the backtest</span>' in html
+    assert "**Low confidence**: no model beat seasonal-naive in the backtest." in (path / "report.md").read_text()

@@ -26,9 +26,10 @@ LOGINS = ("sec_auth", "sec_alice", "sec_sub", "sec_none", "sec_ing", "sec_boss")
 TENANT_VIEWS = ("server_metrics", "metric_samples", "site_usage", "scaling_events", "server_metrics_1m",
                 "server_metrics_5m", "server_metrics_1h", "server_metrics_1d", "site_usage_daily",
                 "server_last_point")
-MARTS = ("org_metrics_5m", "org_metrics_hourly", "org_metrics_daily", "org_tree_metrics_5m", "org_tree_metrics_hourly",
-         "org_tree_metrics_daily", "org_quota_status", "org_resource_usage", "org_usage_rollup",
-         "server_capacity", "server_comparison", "server_current", "site_usage_daily")
+MARTS = ("capacity_forecasts", "org_metrics_5m", "org_metrics_hourly", "org_metrics_daily", "org_tree_metrics_5m",
+         "org_tree_metrics_hourly", "org_tree_metrics_daily", "org_quota_status", "org_resource_usage",
+         "org_usage_rollup", "server_anomalies", "server_capacity", "server_comparison", "server_current",
+         "site_usage_daily")
 
 
 def as_login(url: str, login: str, **kw) -> psycopg.Connection:

@@ -22,7 +22,9 @@ insert into metrics.metric_types (name, unit, description, kind) values
     ('gpu_temperature',       'celsius',      'GPU temperature',                                 'gauge'),
     ('gpu_memory_used_bytes', 'bytes',        'GPU memory in use',                               'gauge'),
     ('containers_running',    'containers',   'running containers',                              'gauge'),
-    ('response_time_ms',      'milliseconds', 'response time',                                   'gauge')
+    ('response_time_ms',      'milliseconds', 'response time',                                   'gauge'),
+    -- a series whose meaning the loader cannot tell (e.g. a benchmark's file): no unit, no range
+    ('generic',               'unknown',      'a series of unknown meaning, unbounded',          'gauge')
 on conflict (name) do update set
     unit = excluded.unit,
     description = excluded.description,

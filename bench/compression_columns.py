@@ -1,0 +1,137 @@
+"""Where the compressed bytes of ``metrics.server_metrics`` go, column by column, and
+what other column types would save, on the generator's fleet.
+
+The same generated rows are loaded into scratch hypertables shaped like
+``metrics.server_metrics`` (same indexes, chunk interval, segment-by and
+order-by) in a scratch schema: one with the table's own column types, one per
+variant (``double precision`` -> ``real``, small counts -> ``smallint``, the
+derived columns ``*_available_bytes`` and ``*_percent`` left out). Every
+chunk is compressed; reported per variant: bytes per row before and after
+(``hypertable_size``), the reduction, and the compressed bytes per row of
+each column (``pg_column_size`` over the compressed chunks). Writes
+``bench/results/compression_columns.json``.
+
+Why a measurement and not a migration: TimescaleDB refuses ``ALTER COLUMN
+... TYPE`` on a hypertable with compression enabled ("operation not supported
+on hypertables that have columnstore enabled"), and PostgreSQL refuses it for
+columns the continuous aggregates read; changing a type means decompressing
+all history and rebuilding the aggregates (losing the buckets older than the
+raw retention). These figures tell whether that is worth it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+QUICK = {"servers": 4, "days": 1}
+SCHEMA = "bench_compression"
+DERIVED = ("memory_available_bytes", "disk_available_bytes", "memory_percent", "disk_percent")
+SMALL = ("cpu_cores", "containers_running", "containers_total")
+
+
+def _variants(types: dict[str, str]) -> dict[str, dict[str, str]]:
+    real = {k: ("real" if v == "double precision" else v) for k, v in types.items()}
+    small = {k: ("smallint" if k in SMALL else v) for k, v in real.items()}
+    return {
+        "as_is": types,
+        "real": real,
+        "real_smallint": small,
+        "real_smallint_no_derived": {k: v for k, v in small.items() if k not in DERIVED},
+    }
+
+
+def _frame(servers: int, days: int):
+    import pandas as pd
+
+    from ingest.generator import generate_fleet
+
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days + 1)
+    fleet = generate_fleet(seed=11, organizations=1, servers=servers, days=days, start=start,
+                           sub_organizations=0, sites_per_server=0, anomalies_per_server=0.5)
+    frames = []
+    for i, s in enumerate(fleet.servers, 1):
+        df = fleet.server_metrics(s)
+        df.insert(0, "server_id", i)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _measure(conn: psycopg.Connection, name: str, types: dict[str, str], data) -> dict:
+    table = sql.Identifier(SCHEMA, name)
+    conn.execute(sql.SQL("drop table if exists {}").format(table))
+    conn.execute(sql.SQL("create table {} (server_id bigint not null, collected_at timestamptz not null, {})").format(
+        table, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in types.items())))
+    qualified = f"{SCHEMA}.{name}"
+    conn.execute("select create_hypertable(%s::regclass, by_range('collected_at', interval '1 day'),"
+                 " create_default_indexes => false)", [qualified])
+    conn.execute(sql.SQL("create unique index on {} (server_id, collected_at desc)").format(table))
+    conn.execute(sql.SQL("create index on {} (collected_at desc)").format(table))
+    conn.execute(sql.SQL("alter table {} set (timescaledb.compress, timescaledb.compress_segmentby = 'server_id',"
+                         " timescaledb.compress_orderby = 'collected_at desc')").format(table))
+    cols = ["server_id", "collected_at", *types]
+    buf = io.StringIO()
+    data[cols].to_csv(buf, index=False, header=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    with conn.cursor().copy(sql.SQL("copy {} ({}) from stdin (format csv)").format(
+            table, sql.SQL(", ").join(map(sql.Identifier, cols)))) as copy:
+        copy.write(buf.getvalue())
+    conn.execute(sql.SQL("analyze {}").format(table))
+    n = len(data)
+    before = conn.execute("select hypertable_size(%s::regclass)", [qualified]).fetchone()[0]
+    conn.execute("select compress_chunk(c) from show_chunks(%s::regclass) c", [qualified])
+    after = conn.execute("select hypertable_size(%s::regclass)", [qualified]).fetchone()[0]
+    chunks = [r[0] for r in conn.execute(
+        "select format('%%I.%%I', c.schema_name, c.table_name) from _timescaledb_catalog.chunk c"
+        " join _timescaledb_catalog.chunk p on p.compressed_chunk_id = c.id"
+        " join _timescaledb_catalog.hypertable h on h.id = p.hypertable_id"
+        " where h.schema_name = %s and h.table_name = %s", [SCHEMA, name]).fetchall()]
+    per_column = {}
+    for c in cols:
+        total = sum(conn.execute(sql.SQL("select coalesce(sum(pg_column_size({})), 0) from {}").format(
+            sql.Identifier(c), sql.SQL(ch))).fetchone()[0] for ch in chunks)
+        per_column[c] = round(total / n, 2)
+    conn.execute(sql.SQL("drop table {}").format(table))
+    return {"rows": n, "bytes_per_row_before": round(before / n, 1), "bytes_per_row_after": round(after / n, 1),
+            "reduction": round(1 - after / before, 4), "compressed_bytes_per_row_by_column": per_column}
+
+
+def run(url: str, *, servers: int = 40, days: int = 2, console=None, out_dir: Path = RESULTS_DIR) -> dict:
+    say = console.print if console else print
+    data = _frame(servers, days)
+    result: dict = {"servers": servers, "days": days, "rows": len(data), "variants": {}}
+    with psycopg.connect(url, autocommit=True) as conn:
+        types = dict(conn.execute(
+            "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a"
+            " where a.attrelid = 'metrics.server_metrics'::regclass and a.attnum > 0 and not a.attisdropped"
+            " and a.attname not in ('server_id', 'collected_at') order by a.attnum").fetchall())
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
+        try:
+            for name, variant in _variants(types).items():
+                r = _measure(conn, name, variant, data)
+                result["variants"][name] = r
+                say(f"  {name:<26} {r['bytes_per_row_before']:>6} -> {r['bytes_per_row_after']:>5} bytes/row "
+                    f"({100 * r['reduction']:.1f} % smaller)")
+        finally:
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(SCHEMA)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compression_columns.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from bench.engine import bench_engine
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--servers", type=int, default=40)
+    p.add_argument("--days", type=int, default=2)
+    a = p.parse_args()
+    with bench_engine() as eng:
+        run(eng.url, servers=a.servers, days=a.days)
