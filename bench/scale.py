@@ -45,16 +45,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import psycopg
 from psycopg import sql
+
+from rmp import catalog, db
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"servers": 40, "hours": 2, "live_minutes": 0.5, "interval": 5.0, "writers": 2, "dashboard_repeats": 3,
          "run_dbt": False, "run_report": False}
 ORG_PREFIX = "bench-scale"
-TIERS = ("server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d")
-BUCKETS = {"server_metrics_1m": timedelta(minutes=1), "server_metrics_5m": timedelta(minutes=5),
-           "server_metrics_1h": timedelta(hours=1), "server_metrics_1d": timedelta(days=1)}
+TIERS = tuple(t.name for t in catalog.TIERS)
+BUCKETS = {t.name: t.bucket for t in catalog.TIERS}
 TARGETS = {"refresh_hour_seconds": 300.0, "dashboard_p95_ms": 200.0, "ingest_vs_copy_native": 0.9,
            "ingest_vs_copy_embedded": 0.8, "compression_reduction": 0.9}
 SUMMARY_KEYS = ("servers", "rows", "ingest_rows_per_s", "ingest_vs_copy", "live_lag_p95_s", "refresh_hour_seconds",
@@ -173,7 +173,7 @@ def _writer(url: str, ids: list[int], interval: float, until: float, seed: int, 
     disk_used = (disk_total * rng.uniform(0.2, 0.7, n)).astype(np.int64)
     cpu_base = rng.uniform(5, 50, n)
     lags = []
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         while True:
             now = time.time()
             tick = (int(now // interval) + 1) * interval
@@ -228,7 +228,7 @@ def _dashboards(url: str, ids: list[int], org_ids: list[int], stop: threading.Ev
         return conn.execute(query, params).fetchall()
 
     rounds = 0
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         while not stop.is_set() or rounds < repeats_min:
             sid = rng.choice(ids)
             now = datetime.now(UTC)
@@ -299,7 +299,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
                                    "interval_s": interval, "writers": writers, "jobs": jobs},
                     "data_window": {"start": start.isoformat(), "end": end.isoformat()}}
     work = Path(tempfile.mkdtemp(prefix="rmp-bench-scale-"))
-    conn = psycopg.connect(url, autocommit=True)
+    conn = db.connect(url, autocommit=True)
     jobs_state = _jobs(conn)
     try:
         # ---------------------------------------------------------- 1. bulk load
@@ -395,7 +395,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         behind_seen: dict[int, dict] = {}
         failed_before = _failures(conn)
         runs_before = dict(conn.execute("select job_id, total_runs from timescaledb_information.job_stats").fetchall())
-        with psycopg.connect(url, autocommit=True) as watch:
+        with db.connect(url, autocommit=True) as watch:
             while time.time() < until:
                 for j in _jobs_behind(watch, failed_before):
                     behind_seen[j["job_id"]] = j
@@ -407,7 +407,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
             p.join(timeout=60)
         stop.set()
         dash.join()
-        with psycopg.connect(url, autocommit=True) as watch:
+        with db.connect(url, autocommit=True) as watch:
             for j in _jobs_behind(watch, failed_before):
                 behind_seen[j["job_id"]] = j
         lags.sort()
@@ -475,8 +475,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
             _say(console, f"  {name}: {before['bytes_per_row']} -> {after['bytes_per_row']} bytes/row")
         result["storage"] = storage
         per_day = {"server_metrics": servers * 86400 / fleet.interval_seconds,
-                   "server_metrics_1m": servers * 1440, "server_metrics_5m": servers * 288,
-                   "server_metrics_1h": servers * 24, "server_metrics_1d": servers}
+                   **{name: servers * (timedelta(days=1) // bucket) for name, bucket in BUCKETS.items()}}
         result["daily_growth_bytes"] = {
             name: {"uncompressed": round(per_day[name] * s["bytes_per_row_before"]) if s["bytes_per_row_before"] else None,
                    "compressed": round(per_day[name] * s["bytes_per_row_after"]) if s["bytes_per_row_after"] else None}
