@@ -30,10 +30,13 @@ export const lookup = (vpid) => byPid.get(vpid);
 // from two settings the server sets whenever it hands the session to a client
 // (rmp.backend_pid; rmp.backends, a JSON object vpid -> login role).
 // pg_terminate_backend() checks the caller's rights like a server does and
-// notifies the server on an internal channel; the server checks again (the
-// channel is not trusted) and ends that client after the turn. The functions
-// replace the built-in ones in this data directory's pg_catalog.
-export const TERMINATE_CHANNEL = 'rmp_terminate_backend';
+// tells the server with an INFO message of its own SQLSTATE (INFO always
+// reaches the client, whatever client_min_messages says, and unlike a
+// notification it is not held until commit: a server's signal is immediate
+// too); the server takes it out of the output, checks again (anyone can
+// RAISE it) and ends that client. The functions replace the built-in ones in
+// this data directory's pg_catalog.
+export const TERMINATE_CODE = 'RMPT1';
 export const INSTALL_SQL = [
   `CREATE OR REPLACE FUNCTION pg_catalog.pg_backend_pid() RETURNS integer LANGUAGE sql STABLE PARALLEL RESTRICTED
      AS $$ SELECT coalesce(nullif(current_setting('rmp.backend_pid', true), ''), '0')::integer $$`,
@@ -59,7 +62,7 @@ export const INSTALL_SQL = [
        RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = 'permission denied to terminate process',
          DETAIL = format('Only roles with privileges of the role whose process is being terminated or with privileges of the "%s" role may terminate this process.', 'pg_signal_backend');
      END IF;
-     PERFORM pg_notify('${TERMINATE_CHANNEL}', pid::text);
+     RAISE INFO USING ERRCODE = '${TERMINATE_CODE}', MESSAGE = pid::text;
      RETURN true;
    END $$`,
   `CREATE OR REPLACE FUNCTION pg_catalog.pg_terminate_backend(pid integer, timeout bigint DEFAULT 0)
@@ -89,12 +92,34 @@ export async function mayTerminate(requester, target, query) {
   if (requester.isSuper) return true;
   if (target.isSuper) return false;
   if (requester.user === target.user) return true;
-  const row = (await query(`SELECT pg_has_role($1::name, $2::name, 'USAGE')
-      OR pg_has_role($1::name, 'pg_signal_backend', 'USAGE') AS ok`, [requester.user, target.user])).rows[0];
-  return Boolean(row?.ok);
+  try {
+    const row = (await query(`SELECT pg_has_role($1::name, $2::name, 'USAGE')
+        OR pg_has_role($1::name, 'pg_signal_backend', 'USAGE') AS ok`, [requester.user, target.user])).rows[0];
+    return Boolean(row?.ok);
+  } catch {
+    return false; // e.g. the caller's transaction is already aborted
+  }
 }
 
 export const TERMINATED = 'terminating connection due to administrator command';
+
+// Takes the terminate requests out of a turn's output: { out, pids }.
+const CODE_FIELD = Buffer.from(`C${TERMINATE_CODE}\0`);
+export function takeTerminations(out) {
+  if (out.indexOf(CODE_FIELD) < 0) return { out, pids: [] };
+  const kept = [];
+  const pids = [];
+  P.forEachMessage(out, (type, body, whole) => {
+    if (type === 0x4e /* N */ && body.indexOf(CODE_FIELD) >= 0) {
+      const m = body.indexOf(Buffer.from('\0M'));
+      const start = body[0] === 0x4d ? 1 : m + 2; // the M field
+      pids.push(Number(body.toString('utf8', start, body.indexOf(0, start))));
+    } else {
+      kept.push(whole);
+    }
+  });
+  return { out: Buffer.concat(kept), pids };
+}
 
 export const CANCELED = 'canceling statement due to user request';
 

@@ -61,7 +61,7 @@ function commandTags(buf) {
 // Applies a client's pending LISTEN/UNLISTEN once its transaction is over.
 // Returns the SQL that puts back other clients' channels the client's UNLISTEN
 // took off the shared session, or null.
-function applyPending(client, out, status, allClients, internalChannel) {
+function applyPending(client, out, status, allClients) {
   if (!client.listenPending.length || status !== 'I') return null;
   const { tags, errored } = commandTags(out);
   const changes = client.listenPending;
@@ -78,7 +78,8 @@ function applyPending(client, out, status, allClients, internalChannel) {
     }
   }
   if (!unlistened) return null;
-  return [...neededChannels(allClients, [internalChannel])].map((c) => `LISTEN ${quoteIdent(c)}`).join('; ');
+  const needed = neededChannels(allClients);
+  return needed.size ? [...needed].map((c) => `LISTEN ${quoteIdent(c)}`).join('; ') : null;
 }
 
 export function neededChannels(allClients, extra = []) {
@@ -95,12 +96,11 @@ function notification(pid, channel, payload) {
 
 // Routes the notifications in the output of `client`'s turn. Returns the
 // output for the client itself, the SQL to run to restore the session's
-// listens (or null) and the pids named on the server's internal channel.
-export function afterTurn(client, out, status, allClients, internalChannel) {
-  const relisten = applyPending(client, out, status, allClients, internalChannel);
-  if (out.indexOf(0x41) < 0) return { out, relisten, internal: [] }; // fast path: no 'A' byte at all
+// listens (or null).
+export function afterTurn(client, out, status, allClients) {
+  const relisten = applyPending(client, out, status, allClients);
+  if (out.indexOf(0x41) < 0) return { out, relisten }; // fast path: no 'A' byte at all
   const kept = [];
-  const internal = [];
   let changed = false;
   P.forEachMessage(out, (type, body, whole) => {
     if (type !== 0x41 /* A */) { kept.push(whole); return; }
@@ -108,7 +108,6 @@ export function afterTurn(client, out, status, allClients, internalChannel) {
     const end1 = body.indexOf(0, 4);
     const channel = body.toString('utf8', 4, end1);
     const payload = body.toString('utf8', end1 + 1, body.length - 1);
-    if (channel === internalChannel) { internal.push(payload); return; }
     const note = notification(client.vpid, channel, payload);
     for (const other of allClients) {
       if (other === client || other.closed || !other.ready || !other.channels.has(channel)) continue;
@@ -116,5 +115,5 @@ export function afterTurn(client, out, status, allClients, internalChannel) {
     }
     if (client.channels.has(channel)) kept.push(note);
   });
-  return { out: changed ? Buffer.concat(kept) : out, relisten, internal };
+  return { out: changed ? Buffer.concat(kept) : out, relisten };
 }

@@ -183,3 +183,17 @@ export function forEachMessage(buf, fn) {
     i += 1 + len;
   }
 }
+
+// The first column of the first DataRow of a simple query's answer, as text
+// (null when there is none or it is NULL).
+export function firstValue(buf) {
+  let value = null;
+  let found = false;
+  forEachMessage(buf, (type, body) => {
+    if (found || type !== 0x44 /* D */ || body.readInt16BE(0) < 1) return;
+    found = true;
+    const len = body.readInt32BE(2);
+    if (len >= 0) value = body.toString('utf8', 6, 6 + len);
+  });
+  return value;
+}

@@ -125,7 +125,6 @@ async function openEngine() {
   engineDataDir = (await db.query('SHOW data_directory')).rows[0].data_directory;
   resetSpool(opts['data-dir']);
   for (const sql of B.INSTALL_SQL) await db.exec(sql);
-  await db.exec(`LISTEN ${quoteIdent(B.TERMINATE_CHANNEL)}`);
   // PGlite cannot load PostgreSQL's encoding-conversion modules (the first
   // conversion aborts the runtime: "r is not a function"), so the engine is
   // told there are none: SET client_encoding to anything but UTF8/SQL_ASCII
@@ -489,8 +488,9 @@ async function runRaw(client, buf, beforeCheck = null) {
   client.groups = null;
   const status = P.lastReadyStatus(out);
   if (status) client.tx = status;
-  const { out: routed, relisten, internal } = N.afterTurn(client, out, status, clients, B.TERMINATE_CHANNEL);
-  out = routed;
+  const { out: routed, relisten } = N.afterTurn(client, out, status, clients);
+  const { out: kept, pids: terminations } = B.takeTerminations(routed);
+  out = kept;
   if (status && client.exitOnError && P.hasError(out)) {
     // exit_on_error: a server ends the session on any error (FATAL).
     const err = P.errorFields(out);
@@ -501,9 +501,12 @@ async function runRaw(client, buf, beforeCheck = null) {
     if (verdict.violation) return endEscapedClient(client, verdict.violation);
     if (verdict.changes.length) out = P.insertBeforeLastReady(out, Buffer.concat(verdict.changes));
   }
-  client.send(out);
   if (relisten) await execRawOk(relisten);
-  for (const pid of internal) await terminate(client, Number(pid));
+  // Others first, so that they are gone before the caller sees `true`; a
+  // client that ended itself gets the FATAL instead of its result, as on a server.
+  for (const pid of terminations) if (pid !== client.vpid) await terminate(client, pid);
+  if (terminations.includes(client.vpid)) return terminate(client, client.vpid);
+  client.send(out);
 }
 
 // pg_terminate_backend(vpid) asked for by `requester` (backends.mjs).
@@ -651,25 +654,23 @@ async function translate(client, item) {
       copy.spool.finish();
       if (type === 'f') { copy.spool.remove(); return raiseMessage('57014', `COPY from stdin failed: ${P.parseQueryText(msg)}`); }
       try {
-        let asSuper = false;
-        if (!client.isSuper) {
-          const refusal = await copyRefusal(client, copy);
-          if (refusal) return raiseMessage(refusal[0], refusal[1]);
-          asSuper = true;
+        if (client.isSuper || client.tx === 'E') {
+          // (in a failed transaction the engine refuses it without running it)
+          await runRaw(client, P.query(copy.sql));
+          return null;
         }
-        // COPY ... FROM the spooled file, read by PGlite page by page (limits.mjs).
-        if (asSuper) await db.exec('SET SESSION AUTHORIZATION postgres');
-        let restored = !asSuper;
-        // In a failed transaction this SET fails too; the rollback then
-        // restores the login's role (SET is transactional). The turn check
-        // comes after it.
-        const restore = async () => {
-          if (!restored) { restored = true; await execQuiet(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`); }
-        };
+        // A login's COPY runs as the superuser (only superusers may read a
+        // server file), on the table the checks resolved, with a search_path
+        // the login cannot plant objects in (copyAsSuperuser).
+        const target = await copyAsSuperuser(client, copy);
+        if (target.refusal) {
+          await target.restore();
+          return raiseMessage(target.refusal[0], target.refusal[1]);
+        }
         try {
-          await runRaw(client, P.query(copy.sql), restore);
+          await runRaw(client, P.query(target.sql), target.restore);
         } finally {
-          await restore();
+          await target.restore();
         }
       } finally {
         copy.spool.remove();
@@ -694,50 +695,74 @@ async function startCopy(client, node, version) {
     } catch { ncols = 0; }
   }
   const spool = new CopySpool(opts['data-dir'], engineDataDir);
-  client.copy = { sql: S.copyFromFile(node, version, spool.enginePath), table, where: Boolean(node.whereClause), spool };
+  client.copy = { sql: S.copyFromFile(node, version, spool.enginePath), node, version, table, where: Boolean(node.whereClause), spool };
   client.send(P.copyInResponse(S.copyIsBinary(node), ncols));
   return null;
 }
 
-// COPY ... FROM '/dev/blob' reads a server file, which only superusers may
-// do, so a login's COPY FROM STDIN runs as the superuser for that one
-// statement — the statement rebuilt from its parse tree, never the client's
-// text. First it gets the checks a real server's COPY FROM STDIN makes
-// (INSERT privilege, no row-level security), and nothing of the login's own
-// making may run code inside it: no WHERE clause, and the target is either a
-// superuser's table (its triggers, defaults and constraints are the owner's)
-// or the login's own temp table with no triggers, defaults, check
-// constraints, expression indexes or user-defined column types.
-// Returns [sqlstate, message] to refuse, or null.
-async function copyRefusal(client, copy) {
-  if (copy.where) {
-    return ['0A000', 'COPY FROM STDIN ... WHERE is only allowed for superusers on the embedded server'];
-  }
-  let row;
+// COPY ... FROM a server file needs a superuser, so a login's COPY FROM
+// STDIN runs as the superuser for that one statement — the statement rebuilt
+// from its parse tree, never the client's text. First it gets the checks a
+// real server's COPY FROM STDIN makes (INSERT privilege, no row-level
+// security), and nothing of the login's own making may run code inside it:
+//   * no WHERE clause;
+//   * the target is either a superuser's table (its triggers, defaults and
+//     constraints are the owner's) or the login's own temp table with no
+//     triggers, defaults, check constraints, expression indexes or
+//     user-defined column types;
+//   * the table is the one resolved under the login's search_path, named by
+//     schema in the statement, and the COPY runs with a search_path of
+//     pg_catalog, the login's schemas it cannot CREATE in, then pg_temp last —
+//     so an unqualified name in a superuser's trigger or default cannot reach
+//     a function or temp table of the login's making.
+// The checks themselves run as the superuser on that search_path (only the
+// table name is resolved as the login). Returns { sql, restore, refusal }.
+async function copyAsSuperuser(client, copy) {
+  let login;
   try {
-    row = (await exec(`SELECT has_table_privilege($1::name, c.oid, 'INSERT') AS may_insert,
-        c.relrowsecurity AS rls, o.rolsuper AS owner_super,
-        (c.relkind = 'r' AND c.relpersistence = 't' AND c.relnamespace = pg_my_temp_schema()
-         AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid)
-         AND NOT EXISTS (SELECT 1 FROM pg_attrdef d WHERE d.adrelid = c.oid)
-         AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype IN ('c', 'f', 'x'))
-         AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
-                         AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL))
-         AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
-                         AND a.atttypid >= 16384)) AS plain_temp
-      FROM pg_class c JOIN pg_roles o ON o.oid = c.relowner WHERE c.oid = to_regclass($2)`,
-    [client.user, copy.table])).rows[0];
+    login = (await exec(`SELECT pg_catalog.to_regclass($1)::pg_catalog.oid AS oid,
+      pg_catalog.current_setting('search_path') AS path, pg_catalog.current_schemas(false) AS schemas`, [copy.table])).rows[0];
   } catch (err) {
-    return ['42P01', `COPY target ${copy.table}: ${err.message}`];
+    return { refusal: [err.code || '42P01', err.message], restore: async () => {} };
   }
-  if (!row) return ['42P01', `relation "${copy.table}" does not exist`];
-  if (!row.may_insert) return ['42501', `permission denied for table ${copy.table}`];
-  if (row.rls) return ['0A000', 'COPY FROM not supported with row-level security'];
+  await db.exec('SET SESSION AUTHORIZATION postgres');
+  await db.exec('SET search_path TO pg_catalog, pg_temp');
+  let restored = false;
+  const restore = async () => {
+    if (restored) return;
+    restored = true;
+    // In a failed transaction these fail too; the rollback then restores the
+    // login's role and path (SET is transactional). The turn check comes after.
+    await execQuiet(`SELECT pg_catalog.set_config('search_path', ${quoteLiteral(login.path)}, false)`);
+    await execQuiet(`SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`);
+  };
+  const refuse = (code, text) => ({ refusal: [code, text], restore });
+  if (copy.where) return refuse('0A000', 'COPY FROM STDIN ... WHERE is only allowed for superusers on the embedded server');
+  if (!login.oid) return refuse('42P01', `relation "${copy.table}" does not exist`);
+  const row = (await exec(`SELECT has_table_privilege($1::name, c.oid, 'INSERT') AS may_insert,
+      c.relrowsecurity AS rls, o.rolsuper AS owner_super, n.nspname, c.relname,
+      (c.relkind = 'r' AND c.relpersistence = 't' AND c.relnamespace = pg_my_temp_schema()
+       AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid)
+       AND NOT EXISTS (SELECT 1 FROM pg_attrdef d WHERE d.adrelid = c.oid)
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype IN ('c', 'f', 'x'))
+       AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+                       AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL))
+       AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                       AND a.atttypid >= 16384)) AS plain_temp,
+      (SELECT coalesce(string_agg(quote_ident(s), ', ' ORDER BY k), '') FROM unnest($3::name[]) WITH ORDINALITY u(s, k)
+        WHERE NOT has_schema_privilege($1::name, s, 'CREATE')) AS safe_schemas
+    FROM pg_class c JOIN pg_roles o ON o.oid = c.relowner JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = $2`, [client.user, login.oid, login.schemas])).rows[0];
+  if (!row) return refuse('42P01', `relation "${copy.table}" does not exist`);
+  if (!row.may_insert) return refuse('42501', `permission denied for table ${copy.table}`);
+  if (row.rls) return refuse('0A000', 'COPY FROM not supported with row-level security');
   if (!row.owner_super && !row.plain_temp) {
-    return ['42501', `COPY FROM STDIN into ${copy.table} is refused for non-superusers on the embedded server `
-      + '(only tables owned by a superuser, or plain temp tables of the session)'];
+    return refuse('42501', `COPY FROM STDIN into ${copy.table} is refused for non-superusers on the embedded server `
+      + '(only tables owned by a superuser, or plain temp tables of the session)');
   }
-  return null;
+  await db.exec(`SET search_path TO ${['pg_catalog', row.safe_schemas, 'pg_temp'].filter(Boolean).join(', ')}`);
+  const node = { ...copy.node, relation: { ...copy.node.relation, catalogname: undefined, schemaname: row.nspname, relname: row.relname } };
+  return { sql: S.copyFromFile(node, copy.version, copy.spool.enginePath), restore };
 }
 
 async function runInternal(buf) {
@@ -830,7 +855,7 @@ async function cleanup(client) {
   }
   await closeStatements(client);
   // Channels no other client listens on any more.
-  const needed = N.neededChannels(clients, [B.TERMINATE_CHANNEL]);
+  const needed = N.neededChannels(clients);
   const unused = [...client.channels].filter((c) => !needed.has(c));
   if (unused.length) await execRawOk(unused.map((c) => `UNLISTEN ${quoteIdent(c)}`).join('; '));
   debug(`client ${client.id} gone`);
@@ -909,6 +934,10 @@ const DUE_JOBS = `
   WHERE j.scheduled AND coalesce(s.next_start, j.initial_start, '-infinity') <= now()
   ORDER BY coalesce(s.next_start, j.initial_start, '-infinity'), j.id
   LIMIT 20`;
+const ANY_JOB_DUE = `
+  SELECT EXISTS (SELECT FROM _timescaledb_config.bgw_job j
+    LEFT JOIN _timescaledb_internal.bgw_job_stat s ON s.job_id = j.id
+    WHERE j.scheduled AND coalesce(s.next_start, j.initial_start, '-infinity') OPERATOR(pg_catalog.<=) pg_catalog.now())`;
 const RECORD_RUN = `
   WITH job AS (
     SELECT j.id, j.schedule_interval, j.fixed_schedule, j.initial_start, j.retry_period,
@@ -960,8 +989,25 @@ async function runDueJobs() {
   pumping = true;
   jobsRunning = true;
   try {
+    // Handing the session to the job runner resets it (a lone client would
+    // lose its temp tables and cursors every --job-interval), so first ask,
+    // in whoever's session it is, whether anything is due: one read-only
+    // simple query (the client's unnamed statement is kept).
+    const checkpointDue = Date.now() - lastCheckpoint > CHECKPOINT_EVERY_MS;
+    if (sessionUser !== JOBS) {
+      const answer = Buffer.from(await db.execProtocolRaw(P.query(ANY_JOB_DUE), { syncToFs: false }));
+      const jobsDue = P.hasError(answer) || P.firstValue(answer) !== 'f';
+      if (!jobsDue && !checkpointDue) return;
+      if (!jobsDue && sessionUser?.isSuper) {
+        // CHECKPOINT changes no session state: no need to take the session away.
+        await execRawOk('CHECKPOINT');
+        lastCheckpoint = Date.now();
+        debug('checkpoint');
+        return;
+      }
+    }
     await switchTo(JOBS);
-    if (Date.now() - lastCheckpoint > CHECKPOINT_EVERY_MS) {
+    if (checkpointDue) {
       await execQuiet('CHECKPOINT');
       lastCheckpoint = Date.now();
       debug('checkpoint');

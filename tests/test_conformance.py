@@ -161,17 +161,28 @@ def test_terminate_backend(engine_url):
                 time.sleep(0.1)
         # no such backend: false, with a warning
         assert a.execute("select pg_terminate_backend(2147480000)").fetchone() == (False,)
-        with connect(role_url(engine_url, "conf_term_user")) as plain:
-            with pytest.raises(errors.InsufficientPrivilege):
-                plain.execute("select pg_terminate_backend(%s)", [a.info.backend_pid])
-            assert a.execute("select 'a survives'").fetchone() == ("a survives",)
-            # a login may end its own role's other connection
-            with connect(role_url(engine_url, "conf_term_user")) as twin:
-                assert plain.execute("select pg_terminate_backend(%s)", [twin.info.backend_pid]).fetchone() == (True,)
-                with pytest.raises(psycopg.OperationalError):
-                    for _ in range(50):
-                        twin.execute("select 1")
-                        time.sleep(0.1)
+    # inside an open transaction the target ends at once, not at commit
+    with connect(engine_url, autocommit=False) as control, connect(engine_url) as victim:
+        assert control.execute("select pg_terminate_backend(%s)", [victim.info.backend_pid]).fetchone() == (True,)
+        with pytest.raises(psycopg.OperationalError):
+            for _ in range(50):
+                victim.execute("select 1")
+                time.sleep(0.1)
+        control.rollback()
+    # a connection that ends itself gets the FATAL instead of a result
+    with connect(engine_url) as itself, pytest.raises(errors.AdminShutdown):
+        itself.execute("select pg_terminate_backend(pg_backend_pid())")
+    with connect(engine_url) as a, connect(role_url(engine_url, "conf_term_user")) as plain:
+        with pytest.raises(errors.InsufficientPrivilege):
+            plain.execute("select pg_terminate_backend(%s)", [a.info.backend_pid])
+        assert a.execute("select 'a survives'").fetchone() == ("a survives",)
+        # a login may end its own role's other connection
+        with connect(role_url(engine_url, "conf_term_user")) as twin:
+            assert plain.execute("select pg_terminate_backend(%s)", [twin.info.backend_pid]).fetchone() == (True,)
+            with pytest.raises(psycopg.OperationalError):
+                for _ in range(50):
+                    twin.execute("select 1")
+                    time.sleep(0.1)
 
 
 # ------------------------------------- statements, settings, error codes --

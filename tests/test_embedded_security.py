@@ -286,6 +286,34 @@ def test_copy_where_trick_never_runs_as_superuser(server):
 
 
 @pytest.mark.embedded_only
+def test_copy_never_reaches_the_logins_temp_objects(server):
+    """A superuser's trigger that names a table unqualified must not reach the login's temp table (and its trigger)."""
+    url = make_login(server.url, "esc_copy_path")
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute("drop table if exists esc_path_t, esc_path_log")
+        admin.execute("create table esc_path_t (a text)")
+        admin.execute("create table esc_path_log (a text)")
+        admin.execute("create or replace function public.esc_path_audit() returns trigger language plpgsql as "
+                      "$$ begin insert into esc_path_log values (new.a); return new; end $$")
+        admin.execute("create trigger audit after insert on esc_path_t for each row execute function esc_path_audit()")
+        admin.execute("grant insert, select on esc_path_t to esc_copy_path")
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("create temp table esc_path_log (a text)")
+        c.execute("create function pg_temp.grab() returns trigger language plpgsql as "
+                  "$$ begin perform set_config('esc.ran_as', current_user, false); return new; end $$")
+        c.execute("create trigger grab before insert on pg_temp.esc_path_log for each row execute function pg_temp.grab()")
+        c.execute("set search_path = pg_temp, public")
+        with c.cursor() as cur, cur.copy("copy esc_path_t (a) from stdin") as cp:
+            cp.write_row(("row",))
+        assert c.execute("select current_setting('esc.ran_as', true)").fetchone() in ((None,), ("",))
+        assert c.execute("select count(*) from pg_temp.esc_path_log").fetchone() == (0,)
+        assert c.execute("show search_path").fetchone() == ("pg_temp, public",)
+        assert identity(c) == ("esc_copy_path", "esc_copy_path", "off")
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        assert admin.execute("select a from public.esc_path_log").fetchall() == [("row",)]
+
+
+@pytest.mark.embedded_only
 def test_demoted_role_loses_rights_at_next_login(server):
     with psycopg.connect(server.url, autocommit=True) as admin:
         admin.execute("drop role if exists esc_demoted")

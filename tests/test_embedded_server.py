@@ -21,6 +21,9 @@ from psycopg import sql
 
 from rmp.embedded import EmbeddedServer
 
+# About the embedded server itself (its own private servers): not run on the native engine.
+pytestmark = pytest.mark.embedded_only
+
 UTC = dt.UTC
 N_COPY = 200_000
 
@@ -379,3 +382,12 @@ def test_port_taken_is_refused(server, tmp_path):
     clash = EmbeddedServer(tmp_path / "clash", port=server.settings.port)
     with pytest.raises(EngineError, match="already taken"):
         clash.start()
+
+
+def test_idle_client_keeps_its_temp_table_while_no_job_is_due(server):
+    """The job runner takes the session (and resets it) only when a job is due."""
+    with psycopg.connect(server.url, autocommit=True) as c:
+        c.execute("create temp table kept_temp (x int)")
+        c.execute("insert into kept_temp values (1), (2)")
+        time.sleep(server.job_interval * 6)  # several job ticks with nothing due
+        assert c.execute("select sum(x) from kept_temp").fetchone() == (3,)
