@@ -1,7 +1,9 @@
 """CSV and JSON exports of results and aggregates, chosen from an allow-list.
 
 A user picks a name from rmp.catalog.EXPORTS; only the relation and time column mapped to
-it reach SQL (as Identifiers), and filters are parameters. Files are written
+it reach SQL (as Identifiers), and filters are parameters. Aggregates are read
+through the tenant.* views, so an analyst (rmp_analyst, no access to schema
+metrics) exports its own organizations' rows and an admin everything. Files are written
 to a temporary name and renamed, so a failed export leaves no partial file.
 """
 

@@ -216,14 +216,18 @@ class Exportable:
     order: tuple[str, ...]
 
 
+# Aggregates are read through the tenant.* views, so an analyst (rmp_analyst, no
+# access to schema metrics) exports its own organizations' rows and an admin everything.
 EXPORTS: dict[str, Exportable] = {
     "forecasts": Exportable("analytics", "forecasts", "horizon_start", "entity_id",
                             ("entity_type", "entity_id", "metric", "horizon_start")),
     "anomalies": Exportable("analytics", "anomalies", "started_at", "server_id",
                             ("server_id", "metric", "detector", "started_at")),
     "report_runs": Exportable("analytics", "report_runs", "started_at", None, ("id",)),
-    **{t.name: Exportable(SCHEMA, t.name, "bucket", "server_id", ("server_id", "bucket")) for t in TIERS},
-    SITE_USAGE_DAILY.name: Exportable(SCHEMA, SITE_USAGE_DAILY.name, "bucket", "site_id", ("site_id", "bucket")),
-    "org_metrics_hourly": Exportable("marts", "org_metrics_hourly", "hour_start_at", "organization_id",
-                                     ("organization_id", "hour_start_at")),
+    **{t.name: Exportable("tenant", t.name, "bucket", "server_id", ("server_id", "bucket")) for t in TIERS},
+    SITE_USAGE_DAILY.name: Exportable("tenant", SITE_USAGE_DAILY.name, "bucket", "site_id", ("site_id", "bucket")),
+    **{name: Exportable("marts", name, column, "organization_id", ("organization_id", column))
+       for name, column in (("org_metrics_5m", "bucket_start_at"), ("org_metrics_hourly", "hour_start_at"),
+                            ("org_metrics_daily", "day_start_at"), ("org_tree_metrics_5m", "bucket_start_at"),
+                            ("org_tree_metrics_hourly", "hour_start_at"), ("org_tree_metrics_daily", "day_start_at"))},
 }

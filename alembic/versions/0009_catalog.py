@@ -3,8 +3,8 @@ tenant.aggregate_tiers, tenant.tier_for_window() and tenant.server_buckets()
 (sql/idempotent/tier-read-path.sql), tenant views of the tiers rendered from the catalog, and
 metrics.configure_policies() taking the catalog (rmp.catalog.policies()).
 
-Revision ID: 0008_catalog
-Revises: 0007_forecast_quality
+Revision ID: 0009_catalog
+Revises: 0008_scaling_events
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic import op
 
 from rmp.migrations import apply_idempotent
 
-revision = "0008_catalog"
-down_revision = "0007_forecast_quality"
+revision = "0009_catalog"
+down_revision = "0008_scaling_events"
 branch_labels = None
 depends_on = None
 
