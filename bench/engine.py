@@ -79,7 +79,7 @@ def bench_engine(workdir: Path | None = None, kind: str | None = None) -> Iterat
     kind = kind or engine_kinds(None)[0][0]
     with contextlib.ExitStack() as stack:
         home = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rmp-bench-")))
-        engine = start_engine(kind, home, database="rmp_bench")
+        engine = start_engine(kind, home, database="rmp_bench", durable=True)  # fsync on, as in production
         stack.callback(engine.close)
         migrate(engine.url)
         # DATABASE_URL's own database (no CREATEDB) is shared: benchmarks clean up after themselves there

@@ -141,9 +141,11 @@ class Engine:
         self._stack.close()
 
 
-def start_engine(kind: str, workdir: Path, database: str | None = None) -> Engine:
+def start_engine(kind: str, workdir: Path, database: str | None = None, *, durable: bool = False) -> Engine:
     """Start (or attach to) an engine of ``kind`` with a database for this worker
-    (``database``, default ``rmp_test_<worker>``; the embedded engine has only template1)."""
+    (``database``, default ``rmp_test_<worker>``; the embedded engine has only template1).
+    ``durable``: a native cluster with fsync on, as production runs (benchmarks);
+    tests use fsync off (throwaway data, nothing is lost when only a process dies)."""
     engine = Engine(kind=kind, url="")
     stack = engine._stack
     workdir = Path(workdir)
@@ -153,7 +155,7 @@ def start_engine(kind: str, workdir: Path, database: str | None = None) -> Engin
             server = stack.enter_context(EmbeddedServer(workdir / "embedded", job_interval=1.0))
             engine.url = server.url
         elif kind == "native":
-            cluster = stack.enter_context(native_cluster(scratch_dir(f"{worker_id()}-")))
+            cluster = stack.enter_context(native_cluster(scratch_dir(f"{worker_id()}-"), fsync=durable))
             engine.admin_url = cluster.url_for("postgres")
             engine.url = cluster.create_database(dbname)
         elif kind == "server":
@@ -197,11 +199,37 @@ def scratch_dir(prefix: str) -> Path:
     As root the cluster belongs to ``postgres``, which must be able to reach it;
     every pytest session makes ``/tmp/pytest-of-root`` private (0700) again, so
     clusters live under ``/tmp/rmp-native-<uid>`` (search-only for others).
+    Each directory records the process that made it; clusters left behind by a
+    process that is gone (a killed test run) are stopped and removed here.
     """
     base = Path(tempfile.gettempdir()) / f"rmp-native-{os.getuid()}"
     base.mkdir(mode=0o711, exist_ok=True)
     base.chmod(0o711)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    reap_stale_clusters(base)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    (path / "owner.pid").write_text(f"{os.getpid()}\n")
+    return path
+
+
+def reap_stale_clusters(base: Path) -> list[Path]:
+    """Stop and remove the clusters under ``base`` whose owner process has exited."""
+    reaped = []
+    for path in base.iterdir():
+        try:
+            owner = int((path / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or being made right now
+        try:
+            os.kill(owner, 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(Exception):
+            native.NativeServer(path).destroy()
+            reaped.append(path)
+    return reaped
 
 
 @contextlib.contextmanager
