@@ -1,7 +1,9 @@
 """CSV and JSON exports of results and aggregates, chosen from an allow-list.
 
 A user picks a name from EXPORTS; only the relation and time column mapped to
-it reach SQL (as Identifiers), and filters are parameters. Files are written
+it reach SQL (as Identifiers), and filters are parameters. Aggregates are read
+through the tenant.* views, so an analyst (rmp_analyst, no access to schema
+metrics) exports its own organizations' rows and an admin everything. Files are written
 to a temporary name and renamed, so a failed export leaves no partial file.
 """
 
@@ -40,13 +42,15 @@ EXPORTS: dict[str, Exportable] = {
     "anomalies": Exportable("analytics", "anomalies", "started_at", "server_id",
                             ("server_id", "metric", "detector", "started_at")),
     "report_runs": Exportable("analytics", "report_runs", "started_at", None, ("id",)),
-    "server_metrics_1m": Exportable("metrics", "server_metrics_1m", "bucket", "server_id", ("server_id", "bucket")),
-    "server_metrics_5m": Exportable("metrics", "server_metrics_5m", "bucket", "server_id", ("server_id", "bucket")),
-    "server_metrics_1h": Exportable("metrics", "server_metrics_1h", "bucket", "server_id", ("server_id", "bucket")),
-    "server_metrics_1d": Exportable("metrics", "server_metrics_1d", "bucket", "server_id", ("server_id", "bucket")),
-    "site_usage_daily": Exportable("metrics", "site_usage_daily", "bucket", "site_id", ("site_id", "bucket")),
-    "org_metrics_hourly": Exportable("marts", "org_metrics_hourly", "hour_start_at", "organization_id",
-                                     ("organization_id", "hour_start_at")),
+    "server_metrics_1m": Exportable("tenant", "server_metrics_1m", "bucket", "server_id", ("server_id", "bucket")),
+    "server_metrics_5m": Exportable("tenant", "server_metrics_5m", "bucket", "server_id", ("server_id", "bucket")),
+    "server_metrics_1h": Exportable("tenant", "server_metrics_1h", "bucket", "server_id", ("server_id", "bucket")),
+    "server_metrics_1d": Exportable("tenant", "server_metrics_1d", "bucket", "server_id", ("server_id", "bucket")),
+    "site_usage_daily": Exportable("tenant", "site_usage_daily", "bucket", "site_id", ("site_id", "bucket")),
+    **{name: Exportable("marts", name, column, "organization_id", ("organization_id", column))
+       for name, column in (("org_metrics_5m", "bucket_start_at"), ("org_metrics_hourly", "hour_start_at"),
+                            ("org_metrics_daily", "day_start_at"), ("org_tree_metrics_5m", "bucket_start_at"),
+                            ("org_tree_metrics_hourly", "hour_start_at"), ("org_tree_metrics_daily", "day_start_at"))},
 }
 FORMATS = ("csv", "json")
 

@@ -27,6 +27,7 @@ import psycopg
 
 from analytics import data, store
 from analytics.anomaly import PRIMARY
+from analytics.scaling_section import gather_scaling
 from rmp import queries
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class ReportData:
     org_forecasts: list[dict] = field(default_factory=list)
     exhaustion: list[dict] = field(default_factory=list)
     anomalies: list[dict] = field(default_factory=list)  # incidents, ordered by server then start
+    scaling: list[dict] = field(default_factory=list)       # analytics/scaling_section.py
+    scaling_note: str | None = None
     detector: str = PRIMARY
 
     @property
@@ -74,8 +77,8 @@ QUOTA_MEASURES = {
     "disk": "disk allocated (sum of server disk sizes)",
 }
 FORECAST_MEASURES = {
-    "disk_used_bytes": "disk used (sum of servers' used bytes)",
-    "memory_used_bytes": "memory used (sum of servers' used bytes)",
+    "disk_used_bytes": "disk used (sum over servers)",
+    "memory_used_bytes": "memory used (sum over servers)",
     "cpu_percent": "cpu used", "memory_percent": "memory used", "disk_percent": "disk used",
     "network_bytes_per_sec": "network rx + tx",
 }
@@ -116,6 +119,7 @@ def gather(conn: psycopg.Connection, days: float = 7, top: int = 10, detector: s
         rd.anomalies = queries.run_dicts(conn, "report_incidents", since=start, top=top, detector=detector)
         for a in rd.anomalies:
             a["unit"] = unit_of(a["metric"])
+    rd.scaling, rd.scaling_note = gather_scaling(conn)
     return rd
 
 

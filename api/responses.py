@@ -60,9 +60,11 @@ def records(columns: list[str], rows: list[tuple]) -> list[dict[str, Any]]:
 
 def render(request: Request, columns: list[str], rows: list[tuple], envelope: dict[str, Any] | None, *,
            key: str = "points", single: bool = False, refreshed_at: datetime | None = None,
-           max_age: int | None = None, links: dict[str, str] | None = None) -> Response:
+           max_age: int | None = None, links: dict[str, str] | None = None,
+           points_json: str | None = None) -> Response:
     """The response for ``rows``: JSON (``envelope`` + rows under ``key``, or one object when
-    ``single``) or CSV (header + rows), with ETag, Cache-Control and Last-Modified."""
+    ``single``) or CSV (header + rows), with ETag, Cache-Control and Last-Modified.
+    ``points_json``: the rows already rendered as a JSON array (by PostgreSQL)."""
     kind = media_type(request)
     if kind == CSV:
         out = io.StringIO()
@@ -71,6 +73,9 @@ def render(request: Request, columns: list[str], rows: list[tuple], envelope: di
         for r in rows:
             writer.writerow(["" if v is None else plain(v) for v in r])
         body = out.getvalue().encode()
+    elif points_json is not None:
+        head = json.dumps(envelope or {}, separators=(",", ":"), default=plain)
+        body = (head[:-1] + ("," if len(head) > 2 else "") + f'"{key}":' + points_json + "}").encode()
     else:
         data = records(columns, rows)
         payload = data[0] if single else {**(envelope or {}), key: data}

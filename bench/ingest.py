@@ -254,6 +254,7 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--slow-rows", type=int, default=20_000, help="rows for executemany INSERT and to_sql")
     parser.add_argument("--servers", type=int, default=20)
+    parser.add_argument("--engine", choices=["native", "embedded"], help="a private engine of this kind")
     args = parser.parse_args()
-    with bench_engine() as eng:
+    with bench_engine(kind=args.engine) as eng:
         run(eng.url, rows=args.rows, slow_rows=args.slow_rows, servers=args.servers, cleanup=not eng.private)

@@ -193,9 +193,14 @@ def _parse_start(value: str | None) -> datetime | None:
 def generate(seed: int, organizations: int, sub_organizations: int, servers: int, days: int, start: str | None,
              sites_per_server: int, anomalies_per_server: float, out: Path | None, fmt: str, no_db: bool,
              labels: Path | None) -> None:
-    """Generate a reproducible synthetic fleet with 30-second metrics and labelled anomalies."""
+    """Generate a reproducible synthetic fleet with 30-second metrics, labelled anomalies and
+    scaling events that follow the load (scaling_events.csv / .ndjson with --out)."""
+    import tempfile
+
     from ingest import fleet_writers as w
     from ingest import generator as g
+    from ingest.loader import load_file
+    from ingest.scaling_events import write_scaling_events
     from rmp import db
 
     if no_db and out is None:
@@ -213,13 +218,17 @@ def generate(seed: int, organizations: int, sub_organizations: int, servers: int
 
         if out is None:
             summary = w.write_fleet(fleet, db.database_url(), on_rows=on_rows)
+            # scaling events that follow the load, through the ingest path (reloads add nothing)
+            with tempfile.TemporaryDirectory() as tmp:
+                events = load_file(write_scaling_events(fleet, tmp), db.database_url())
             where = (f"{summary.server_metrics:,} server_metrics + {summary.site_usage:,} site_usage rows "
-                     f"({summary.duplicates:,} already present)")
+                     f"({summary.duplicates:,} already present) + {events.loaded:,} scaling events")
         else:
             if not no_db:
                 with db.connect(db.database_url(), autocommit=True) as conn:
                     w.write_tenancy(conn, fleet)
             paths = w.write_fleet_files(fleet, out, fmt, on_rows=on_rows)
+            paths.append(write_scaling_events(fleet, out, "ndjson" if fmt == "ndjson" else "csv"))
             where = ", ".join(str(p) for p in paths)
     labels_path = w.write_labels(fleet, labels or ((out / "labels.json") if out else Path("fleet-labels.json")))
     n_orgs = len(fleet.organizations)

@@ -262,7 +262,9 @@ _DONE = object()
 
 def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
                        stop: threading.Event, byte_range: ByteRange | None = None) -> Iterator[_Batch]:
-    if byte_range is not None or (isinstance(source, CsvSource) and len(source.columns) > 1
+    # scaling events are few and have two optional references: the row-wise path
+    rowwise = validator.target.table == "scaling_events"
+    if byte_range is not None or (isinstance(source, CsvSource) and len(source.columns) > 1 and not rowwise
                                   and fast_eligible(source.path)):
         fast = FastCsvValidator(validator, source.columns)
         start, end, first_line = byte_range or (data_start(source.path), source.path.stat().st_size, 2)
@@ -275,7 +277,7 @@ def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
                     p.encoded()      # encode here, in the reader thread, while the database works
             yield _Batch(good, bad, chunk.position)
         return
-    if isinstance(source, CsvSource):
+    if isinstance(source, CsvSource) and not rowwise:
         columns = ColumnValidator(validator, source.columns)
         for rb in source.row_batches(batch_rows):
             if stop.is_set():

@@ -54,6 +54,15 @@ TARGETS: dict[str, Target] = {
         signature=frozenset({"site", "site_id", "memory_used_mb", "disk_used_mb", "bandwidth_mb",
                              "requests", "active_requests", "response_time_ms", "is_up"}),
     ),
+    # Events of a server (its organization is the server's) or of an
+    # organization alone (server empty); outcome succeeded|failed|cancelled.
+    "scaling_events": Target(
+        table="scaling_events",
+        conflict=("organization_id", "server_id", "event_type", "executed_at"),
+        references={"server": "server_id", "organization": "organization_id"},
+        signature=frozenset({"event_type", "trigger_reason", "before_state", "after_state", "outcome",
+                             "executed_at", "completed_at", "cost_impact"}),
+    ),
 }
 
 # Columns the database fills itself; an input never sets them.
@@ -68,6 +77,8 @@ def detect_target(columns: Iterable[str], path: object) -> Target:
         return TARGETS["site_usage"]
     if cols & {"metric_type", "metric_type_id"}:
         return TARGETS["metric_samples"]
+    if cols & {"event_type", "executed_at"}:
+        return TARGETS["scaling_events"]
     scores = {name: len(cols & t.signature) for name, t in TARGETS.items()}
     best = max(scores, key=scores.get)
     if scores[best] == 0:

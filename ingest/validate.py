@@ -64,6 +64,15 @@ class Resolver:
             for key in {str(org_id), slug, org_name} - {None, "None"}:
                 self.by_org_name[(key, name)] = eid
             self.by_name[name] = None if name in self.by_name else eid
+        # scaling events: the organization of each server, and organizations by id, slug or name
+        self.server_org: dict[int, int] = {eid: org_id for eid, _, org_id, _, _ in rows}
+        self.org_ids: set[int] = set()
+        self.org_by_name: dict[str, int] = {}
+        if target.table == "scaling_events":
+            for oid, slug, name in conn.execute("select id, slug, name from metrics.ingest_organizations()"):
+                self.org_ids.add(oid)
+                self.org_by_name[name] = oid
+                self.org_by_name[slug] = oid
         if target.table == "metric_samples":
             for mid, name in conn.execute("select id, name from metrics.metric_types"):
                 self.metric_ids.add(mid)
@@ -89,6 +98,20 @@ class Resolver:
         if found is None:
             raise BadValue(f"{kind} name {name!r} exists in several organizations; add an organization column")
         return found
+
+    def organization(self, oid: Any, ref: Any) -> int:
+        """An organization by id (organization_id) or by slug, name or id (organization)."""
+        if oid not in (None, ""):
+            value = parse_int(oid)
+            if value not in self.org_ids:
+                raise BadValue(f"unknown organization id {value}")
+            return value
+        ref = str(ref)
+        if ref in self.org_by_name:
+            return self.org_by_name[ref]
+        if ref.isdigit() and int(ref) in self.org_ids:
+            return int(ref)
+        raise BadValue(f"unknown organization {ref!r}")
 
     def metric_type(self, mid: Any, name: Any) -> int:
         if mid not in (None, ""):
@@ -313,7 +336,22 @@ class RowValidator:
         field = "-"
         try:
             t = self.target.table
-            if t == "site_usage":
+            if t == "scaling_events":
+                server_given = any(values.get(k) not in (None, "") for k in ("server_id", "server"))
+                org_given = any(values.get(k) not in (None, "") for k in ("organization_id", "organization"))
+                field = "server"
+                if not (server_given or org_given):
+                    raise BadValue("missing: give server (server_id) or organization (organization_id)")
+                server = (self.resolver.entity("server", values.get("server_id"), values.get("server"),
+                                               values.get("organization")) if server_given else None)
+                field = "organization"
+                org = (self.resolver.organization(values.get("organization_id"), values.get("organization"))
+                       if org_given else self.resolver.server_org[server])
+                if server is not None and self.resolver.server_org[server] != org:
+                    raise BadValue(f"server {server} belongs to organization {self.resolver.server_org[server]}, "
+                                   f"not {org}")
+                out.extend([server, org])
+            elif t == "site_usage":
                 field = "site"
                 out.append(self.resolver.entity("site", values.get("site_id"), values.get("site"),
                                                 values.get("organization")))

@@ -111,6 +111,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     from ingest.fleet_writers import write_fleet_files, write_labels, write_tenancy
     from ingest.generator import generate_fleet
     from ingest.loader import load_file
+    from ingest.scaling_events import write_scaling_events
     from rmp.migrations import upgrade
     from transform.dbt_runner import run_dbt
 
@@ -132,6 +133,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
             task = progress.add_task("writing files", total=fleet.server_metric_rows)
             files = write_fleet_files(fleet, opts.workdir, "csv",
                                       on_rows=lambda n: progress.advance(task, n))
+        # scaling events that follow the generated load (ingest/scaling_events.py), loaded like the metrics
+        files.append(write_scaling_events(fleet, opts.workdir, "csv"))
         result.labels = write_labels(fleet, opts.workdir / "anomaly_labels.json")
         console.print(f"{len(fleet.organizations)} organizations, {len(fleet.servers)} servers, "
                       f"{fleet.server_metric_rows:,} samples; files in {opts.workdir}")

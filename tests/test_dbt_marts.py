@@ -234,8 +234,8 @@ def test_build_passes_every_model_and_test(built):
     assert sorted(m.split(".")[-1] for m in marts) == [
         "capacity_forecasts", "org_metrics_5m", "org_metrics_daily", "org_metrics_hourly", "org_quota_status",
         "org_resource_usage", "org_tree_metrics_5m", "org_tree_metrics_daily", "org_tree_metrics_hourly",
-        "org_usage_rollup", "server_anomalies", "server_capacity", "server_comparison", "server_current",
-        "site_usage_daily",
+        "org_usage_rollup", "scaling_event_summary", "server_anomalies", "server_capacity", "server_comparison",
+        "server_current", "server_snapshots", "site_usage_daily",
     ]
     singular = {k.split(".")[-1]: v for k, v in statuses.items() if k.startswith("test.rmp.assert_")}
     assert singular == {

@@ -45,6 +45,14 @@ def test_demo_end_to_end(demo_run, db, tmp_path):
     html_path = tmp_path / "reports" / report.split("/reports/")[1]
     md = (html_path.parent / "report.md").read_text()
     html = html_path.read_text()
+    # scaling events that follow the generated load, loaded once, summarised in the report
+    from ingest.scaling_events import scaling_events
+
+    events = scaling_events(fleet)
+    assert db.execute("select count(*) from metrics.scaling_events").fetchone()[0] == len(events) > 0
+    assert db.execute("select sum(count_events) from marts.scaling_event_summary").fetchone()[0] == len(events)
+    section = html.split("<h2>Scaling events</h2>")[1]
+    assert "<table>" in section.split("<h2>")[0] and "## Scaling events" in md
     images = re.findall(r'src="(img/[^"]+\.png)"', html)
     assert len(images) >= 3
     for img in images:

@@ -77,3 +77,34 @@ def test_cli_rejects_a_relation_outside_the_allow_list(migrated_url):
     assert done.returncode == 2
     assert "Invalid value for '{forecasts|anomalies" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_analyst_exports_aggregates_of_its_organizations_through_the_tenant_views(db, migrated_url, fleet):  # noqa: F811
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from rmp import tenancy
+
+    other = db.execute("insert into tenancy.organizations (name, slug) values ('Other', 'other') "
+                       "returning id").fetchone()[0]
+    stranger = db.execute("insert into tenancy.servers (organization_id, name) values (%s, 'x-01') returning id",
+                          (other,)).fetchone()[0]
+    db.execute("insert into metrics.server_metrics (server_id, collected_at, cpu_percent) "
+               "select %s, now() - interval '3 hours' + g * interval '30 s', 5 from generate_series(0, 9) g",
+               (stranger,))
+    db.execute("call refresh_continuous_aggregate('metrics.server_metrics_1h', null, null)")
+    db.execute("drop role if exists export_ana")
+    db.execute("create role export_ana login")
+    try:
+        tenancy.grant(db, "acme", "export_ana")
+        _, everything = fetch(db, "server_metrics_1h")
+        with psycopg.connect(make_conninfo(migrated_url, user="export_ana")) as analyst:
+            cols, rows = fetch(analyst, "server_metrics_1h")
+            _, text = export(analyst, "server_metrics_1h", "csv", None)
+        server = cols.index("server_id")
+        assert {r[server] for r in rows} == {fleet["web"], fleet["db"]}
+        assert rows == [r for r in everything if r[server] != stranger]
+        assert len(text.splitlines()) == 1 + len(rows)
+    finally:
+        db.execute("drop owned by export_ana")
+        db.execute("drop role export_ana")

@@ -29,7 +29,7 @@ TENANT_VIEWS = ("server_metrics", "metric_samples", "site_usage", "scaling_event
 MARTS = ("capacity_forecasts", "org_metrics_5m", "org_metrics_hourly", "org_metrics_daily", "org_tree_metrics_5m",
          "org_tree_metrics_hourly", "org_tree_metrics_daily", "org_quota_status", "org_resource_usage",
          "org_usage_rollup", "server_anomalies", "server_capacity", "server_comparison", "server_current",
-         "site_usage_daily")
+         "server_snapshots", "site_usage_daily")
 
 
 def as_login(url: str, login: str, **kw) -> psycopg.Connection:

@@ -118,6 +118,17 @@ as $f$
     from tenancy.sites s left join tenancy.organizations o on o.id = s.organization_id
 $f$;
 
+-- Organizations by id, slug and name: what scaling events without a server name.
+create or replace function metrics.ingest_organizations()
+returns table (id bigint, slug text, name text)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $f$
+    select o.id, o.slug, o.name from tenancy.organizations o
+$f$;
+
+revoke execute on function metrics.ingest_organizations() from public;
+grant execute on function metrics.ingest_organizations() to rmp_ingest, rmp_admin;
 revoke execute on function metrics.ingest_servers() from public;
 revoke execute on function metrics.ingest_sites() from public;
 grant execute on function metrics.ingest_servers() to rmp_ingest, rmp_admin;
@@ -265,9 +276,20 @@ create or replace view tenant.site_usage with (security_barrier) as
 select m.* from metrics.site_usage m
 where (select tenancy.sees_all()) or m.site_id in (select tenancy.site_ids_visible_to(current_user));
 
-create or replace view tenant.scaling_events with (security_barrier) as
-select m.* from metrics.scaling_events m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
+-- Scaling events carry organization_id from revision 0008 on (organization-
+-- level events have no server); before it, by server. (The revision's new
+-- columns come last, so `create or replace` may add them to the view.)
+if exists (select 1 from pg_attribute where attrelid = 'metrics.scaling_events'::regclass
+           and attname = 'organization_id' and not attisdropped) then
+    create or replace view tenant.scaling_events with (security_barrier) as
+    select m.* from metrics.scaling_events m
+    where (select tenancy.sees_all())
+       or m.organization_id in (select tenancy.organization_ids_visible_to(current_user));
+else
+    create or replace view tenant.scaling_events with (security_barrier) as
+    select m.* from metrics.scaling_events m
+    where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
+end if;
 
 create or replace view tenant.metric_types as
 select * from metrics.metric_types;
