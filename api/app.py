@@ -229,7 +229,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         """An organization's series (its servers, or its whole subtree) from the organization marts."""
         as_json = responses.media_type(request) == responses.JSON
         start, end = window(start, end)
-        tier = granularity or series.default_granularity(end - start)
+        tier = granularity or series.default_granularity(end - start, organization=True)
         relation, time_column, aggregate = series.ORGANIZATION_TIERS[(tier, include_children)]
         columns = series.ORGANIZATION_COLUMNS
 

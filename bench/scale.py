@@ -48,13 +48,14 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from rmp import catalog
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"servers": 40, "hours": 2, "live_minutes": 0.5, "interval": 5.0, "writers": 2, "dashboard_repeats": 3,
          "run_dbt": False, "run_report": False}
 ORG_PREFIX = "bench-scale"
-TIERS = ("server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d")
-BUCKETS = {"server_metrics_1m": timedelta(minutes=1), "server_metrics_5m": timedelta(minutes=5),
-           "server_metrics_1h": timedelta(hours=1), "server_metrics_1d": timedelta(days=1)}
+TIERS = tuple(t.name for t in catalog.TIERS)
+BUCKETS = {t.name: t.bucket for t in catalog.TIERS}
 TARGETS = {"refresh_hour_seconds": 300.0, "dashboard_p95_ms": 200.0, "ingest_vs_copy_native": 0.9,
            "ingest_vs_copy_embedded": 0.8, "compression_reduction": 0.9}
 SUMMARY_KEYS = ("servers", "rows", "ingest_rows_per_s", "ingest_vs_copy", "live_lag_p95_s", "refresh_hour_seconds",
@@ -138,7 +139,8 @@ def _jobs_behind(conn, failed_before: dict[int, int]) -> list[dict]:
     rows = conn.execute(
         """
         select j.job_id, j.proc_name, coalesce(ca.view_name, j.hypertable_name, ''), j.schedule_interval,
-               s.next_start, s.last_run_duration, s.total_runs, s.total_failures, s.last_run_status
+               case when isfinite(s.next_start) then s.next_start end,
+               s.last_run_duration, s.total_runs, s.total_failures, s.last_run_status
         from timescaledb_information.jobs j join timescaledb_information.job_stats s using (job_id)
         left join timescaledb_information.continuous_aggregates ca
                on ca.materialization_hypertable_name = j.hypertable_name
@@ -173,8 +175,9 @@ def _writer(url: str, ids: list[int], interval: float, until: float, seed: int, 
     disk_used = (disk_total * rng.uniform(0.2, 0.7, n)).astype(np.int64)
     cpu_base = rng.uniform(5, 50, n)
     lags = []
-    with psycopg.connect(url, autocommit=True) as conn:
-        while True:
+    pending: list[tuple] = []      # samples not yet written (the server was unreachable), as a collector buffers
+    conn = None
+    while True:
             now = time.time()
             tick = (int(now // interval) + 1) * interval
             if tick >= until:
@@ -196,10 +199,20 @@ def _writer(url: str, ids: list[int], interval: float, until: float, seed: int, 
                 "containers_running": rng.integers(0, 10, n), "containers_total": np.full(n, 10),
             }
             cols = [values[c].tolist() for c in SERVER_METRIC_COLUMNS]
-            rows = [(sid, ts, *vals) for sid, *vals in zip(ids, *cols, strict=True)]
-            load_rows(conn, "server_metrics", ["server_id", "collected_at", *SERVER_METRIC_COLUMNS], rows,
-                      batch_rows=len(rows) + 1)
-            lags.append((tick, time.time() - tick))
+            pending.append((tick, [(sid, ts, *vals) for sid, *vals in zip(ids, *cols, strict=True)]))
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(url, autocommit=True)
+                while pending:
+                    sampled, rows = pending[0]
+                    load_rows(conn, "server_metrics", ["server_id", "collected_at", *SERVER_METRIC_COLUMNS], rows,
+                              batch_rows=len(rows) + 1)
+                    lags.append((sampled, time.time() - sampled))
+                    pending.pop(0)
+            except psycopg.OperationalError:     # server restarting: keep the samples, retry next tick
+                conn = None
+    if conn is not None:
+        conn.close()
     out.put(lags)
 
 
@@ -207,7 +220,6 @@ def _dashboards(url: str, ids: list[int], org_ids: list[int], stop: threading.Ev
                 timings: dict[str, list[float]]) -> None:
     """Dashboard queries, aggregate and raw side by side, until ``stop`` (at least ``repeats_min`` rounds)."""
     from bench.queries import dashboard_raw_sql
-    from rmp import queries
 
     rng = random.Random(7)
     raw = dashboard_raw_sql()
@@ -228,21 +240,35 @@ def _dashboards(url: str, ids: list[int], org_ids: list[int], stop: threading.Ev
         return conn.execute(query, params).fetchall()
 
     rounds = 0
-    with psycopg.connect(url, autocommit=True) as conn:
-        while not stop.is_set() or rounds < repeats_min:
-            sid = rng.choice(ids)
-            now = datetime.now(UTC)
-            for label, name, span, bucket in (("24h", "server_last_24h", timedelta(days=1), "5 minutes"),
-                                              ("7d", "server_last_7d", timedelta(days=7), "1 hour"),
-                                              ("30d", "server_last_30d", timedelta(days=30), "1 day")):
-                timed(f"{label}_aggregate", queries.run, conn, name, server_id=sid)
-                timed(f"{label}_raw", fetch, raw, {"server_id": sid, "start": now - span, "end": now,
-                                                   "bucket": bucket})
-            timed("organization_totals_aggregate", queries.run, conn, "organization_totals")
-            timed("organization_totals_raw", fetch, org_raw, {"orgs": org_ids})
-            timed("fleet_last_point_aggregate", fetch, "select * from metrics.server_last_point")
-            timed("fleet_last_point_raw", fetch, fleet_raw)
+    conn = psycopg.connect(url, autocommit=True)
+    while not stop.is_set() or rounds < repeats_min:
+        try:
+            _dashboard_round(conn, ids, org_ids, rng, raw, fleet_raw, org_raw, timed, fetch)
             rounds += 1
+        except psycopg.OperationalError:        # server restarting: count it, reconnect
+            timings.setdefault("connection_lost", []).append(0.0)
+            time.sleep(2)
+            try:
+                conn = psycopg.connect(url, autocommit=True)
+            except psycopg.OperationalError:
+                continue
+    conn.close()
+
+
+def _dashboard_round(conn, ids, org_ids, rng, raw, fleet_raw, org_raw, timed, fetch) -> None:
+    from rmp import queries
+
+    sid = rng.choice(ids)
+    now = datetime.now(UTC)
+    for label, span in (("24h", timedelta(days=1)), ("7d", timedelta(days=7)), ("30d", timedelta(days=30))):
+        # the tier dashboards read for the span (the catalog's mapping) vs the same buckets from raw rows
+        bucket = catalog.tier_for_window(span).bucket_width
+        timed(f"{label}_aggregate", queries.run, conn, "server_window", server_id=sid, window=span)
+        timed(f"{label}_raw", fetch, raw, {"server_id": sid, "start": now - span, "end": now, "bucket": bucket})
+    timed("organization_totals_aggregate", queries.run, conn, "organization_totals")
+    timed("organization_totals_raw", fetch, org_raw, {"orgs": org_ids})
+    timed("fleet_last_point_aggregate", fetch, "select * from metrics.server_last_point")
+    timed("fleet_last_point_raw", fetch, fleet_raw)
 
 
 # ---------------------------------------------------------------- storage
@@ -273,12 +299,12 @@ def _compress_all(conn, name: str) -> float:
 def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_minutes: float = 10.0,
         interval: float = 30.0, writers: int = 4, jobs: int = 2, servers_per_file: int = 500,
         dashboard_repeats: int = 1, run_dbt: bool = True, run_report: bool = True,
-        report_timeout: float = 900.0, cleanup: bool | None = None, out_dir: Path = RESULTS_DIR,
-        console=None) -> dict:
+        report_timeout: float = 600.0, cleanup: bool | None = None, out_dir: Path = RESULTS_DIR,
+        console=None, engine_kind: str | None = None) -> dict:
     if url is None:
         from bench.engine import bench_engine
 
-        with bench_engine() as eng:
+        with bench_engine(kind=engine_kind) as eng:
             return run(eng.url, servers=servers, hours=hours, live_minutes=live_minutes, interval=interval,
                        writers=writers, jobs=jobs, servers_per_file=servers_per_file,
                        dashboard_repeats=dashboard_repeats, run_dbt=run_dbt, run_report=run_report,
@@ -298,6 +324,13 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
                     "parameters": {"servers": servers, "hours": hours, "live_minutes": live_minutes,
                                    "interval_s": interval, "writers": writers, "jobs": jobs},
                     "data_window": {"start": start.isoformat(), "end": end.isoformat()}}
+    out_path = out_dir / f"scale-{engine}-{servers}x{hours}h.json"
+
+    def save() -> None:
+        """The results so far: a run stopped in a later phase still leaves the earlier ones."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
     work = Path(tempfile.mkdtemp(prefix="rmp-bench-scale-"))
     conn = psycopg.connect(url, autocommit=True)
     jobs_state = _jobs(conn)
@@ -358,6 +391,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         _say(console, f"  psql \\copy {first_rows / copy_s:,.0f} rows/s, rmp ingest {first_rows / ingest_first_s:,.0f}"
                       f" rows/s ({ingest_vs_copy}x); whole load {ingest_rows_per_s:,} rows/s")
         conn.execute("analyze metrics.server_metrics")
+        save()
 
         # ---------------------------------------------------------- 2. refresh one hour per tier
         hour = start + timedelta(hours=min(1, hours - 1))
@@ -376,6 +410,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
                              "seconds": round(seconds, 2)}
             _say(console, f"  {seconds:.1f} s")
         result["refresh_one_hour"] = refresh
+        save()
 
         # ---------------------------------------------------------- 3. live phase
         _set_jobs(conn, jobs_state)        # back to their own schedule
@@ -395,11 +430,17 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         behind_seen: dict[int, dict] = {}
         failed_before = _failures(conn)
         runs_before = dict(conn.execute("select job_id, total_runs from timescaledb_information.job_stats").fetchall())
-        with psycopg.connect(url, autocommit=True) as watch:
-            while time.time() < until:
-                for j in _jobs_behind(watch, failed_before):
-                    behind_seen[j["job_id"]] = j
-                time.sleep(min(15.0, max(0.5, until - time.time())))
+        restarts = 0
+        while time.time() < until:
+            try:
+                with psycopg.connect(url, autocommit=True) as watch:
+                    while time.time() < until:
+                        for j in _jobs_behind(watch, failed_before):
+                            behind_seen[j["job_id"]] = j
+                        time.sleep(min(15.0, max(0.5, until - time.time())))
+            except psycopg.OperationalError:    # the server went away; the writers buffer and retry
+                restarts += 1
+                time.sleep(2)
         lags: list[tuple[float, float]] = []
         for _ in procs:
             lags += out.get(timeout=600)
@@ -425,6 +466,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
             "lag_p95_last_third_s": round(last_p95, 3) if values else None,
             "lag_grows": bool(values) and last_p95 > 2 * first_p95 + 0.5,
             "jobs_behind_schedule": list(behind_seen.values()),
+            "connection_losses_seen": restarts,
             # what the policies did meanwhile (the first refresh after the backfill catches up on it)
             "policy_runs": [
                 {"proc": proc, "relation": rel, "runs": runs - runs_before.get(job_id, 0),
@@ -439,6 +481,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         }
         result["dashboards_ms"] = {name: {"n": len(v), "p50": round(_pct(v, 50), 1), "p95": round(_pct(v, 95), 1)}
                                    for name, v in sorted(timings.items())}
+        save()
 
         # ---------------------------------------------------------- 4. dbt build, rmp report
         for key, enabled, argv, timeout in (
@@ -459,6 +502,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
                 status = f"timeout after {timeout:g} s"
             result[key] = {"status": status, "seconds": round(time.perf_counter() - t, 1)}
             _say(console, f"  {result[key]}")
+            save()
 
         # ---------------------------------------------------------- 5. storage
         _say(console, "storage: sizes, compress every chunk, sizes again ...")
@@ -475,8 +519,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
             _say(console, f"  {name}: {before['bytes_per_row']} -> {after['bytes_per_row']} bytes/row")
         result["storage"] = storage
         per_day = {"server_metrics": servers * 86400 / fleet.interval_seconds,
-                   "server_metrics_1m": servers * 1440, "server_metrics_5m": servers * 288,
-                   "server_metrics_1h": servers * 24, "server_metrics_1d": servers}
+                   **{name: servers * (timedelta(days=1) // bucket) for name, bucket in BUCKETS.items()}}
         result["daily_growth_bytes"] = {
             name: {"uncompressed": round(per_day[name] * s["bytes_per_row_before"]) if s["bytes_per_row_before"] else None,
                    "compressed": round(per_day[name] * s["bytes_per_row_after"]) if s["bytes_per_row_after"] else None}
@@ -505,9 +548,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         conn.close()
         shutil.rmtree(work, ignore_errors=True)
     result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"scale-{engine}-{servers}x{hours}h.json"
-    (out_dir / name).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    save()
     return result
 
 
@@ -542,6 +583,46 @@ def check(result: dict) -> list[str]:
     return problems
 
 
+def markdown(result: dict) -> str:
+    """The figures of a result as Markdown tables (docs/scaling.md quotes them)."""
+    s, p, b = result["summary"], result["parameters"], result["bulk"]
+    lines = [f"{s['servers']:,} servers x {p['hours']} h = {s['rows']:,} rows, {result['engine']} engine, "
+             f"{result['started_at']} -> {result.get('finished_at', '(unfinished)')}", "",
+             "| bulk load | rows | seconds | rows/s |", "|---|---|---|---|"]
+    for key, label in (("psql_copy_first_file", "psql \\copy, first file"),
+                       ("rmp_ingest_first_file", "rmp ingest, same file"),
+                       ("rmp_ingest_jobs_other_files", f"rmp ingest --jobs {p['jobs']}, other files")):
+        m = b[key]
+        rate = f"{m['rows_per_s']:,}" if m["rows_per_s"] is not None else "-"
+        lines.append(f"| {label} | {m['rows']:,} | {m['seconds']} | {rate} |")
+    lines += ["", "| refresh of one hour | window | raw rows | seconds |", "|---|---|---|---|"]
+    for tier, r in result["refresh_one_hour"].items():
+        lines.append(f"| {tier} | {r['window_start'][:16]} .. {r['window_end'][:16]} | {r['raw_rows']:,} | "
+                     f"{r['seconds']} |")
+    live = result.get("live")
+    if live:
+        lines += ["", f"live: {live['rows']:,} rows in {live['batches']} batches ({live['rows_per_s']} rows/s); "
+                      f"lag p50 {live['lag_p50_s']} s, p95 {live['lag_p95_s']} s, max {live['lag_max_s']} s; "
+                      f"p95 first third {live['lag_p95_first_third_s']} s, last third "
+                      f"{live['lag_p95_last_third_s']} s; jobs behind schedule: "
+                      + (", ".join(f"{j['proc']} {j['relation']} (overdue {j['overdue_s']} s, last run "
+                                   f"{j['last_run_s']} s, failures {j['failures_in_phase']})"
+                                   for j in live["jobs_behind_schedule"]) or "none"),
+                  "", "| dashboard query | n | p50 ms | p95 ms |", "|---|---|---|---|"]
+        for name, d in result["dashboards_ms"].items():
+            lines.append(f"| {name} | {d['n']} | {d['p50']} | {d['p95']} |")
+    if "storage" in result:
+        lines += ["", "| storage | rows | bytes/row | compressed bytes/row | reduction | per day at N servers "
+                      "(compressed) |", "|---|---|---|---|---|---|"]
+        for name, st in result["storage"].items():
+            day = result["daily_growth_bytes"][name]
+            lines.append(f"| {name} | {st['rows']:,} | {st['bytes_per_row_before']} | {st['bytes_per_row_after']} | "
+                         f"{100 * st['reduction']:.1f} % | {day['uncompressed'] / 1e9:.2f} GB "
+                         f"({day['compressed'] / 1e9:.2f} GB) |")
+    lines += ["", "```json", json.dumps(s), "```"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -556,7 +637,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, default=2, help="rmp ingest --jobs for the bulk load")
     p.add_argument("--no-dbt", action="store_true")
     p.add_argument("--no-report", action="store_true")
-    p.add_argument("--report-timeout", type=float, default=900.0)
+    p.add_argument("--report-timeout", type=float, default=600.0)
+    p.add_argument("--engine", choices=["native", "embedded"],
+                   help="a private engine of this kind (default: as python -m bench: DATABASE_URL, else native "
+                        "where installed)")
     p.add_argument("--quick", action="store_true", help=f"CI size: {QUICK}")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     a = p.parse_args(argv)
@@ -565,7 +649,7 @@ def main(argv: list[str] | None = None) -> None:
                   report_timeout=a.report_timeout)
     if a.quick:
         params.update(QUICK)
-    result = run(None, out_dir=a.out, console=Console(stderr=True), **params)
+    result = run(None, out_dir=a.out, console=Console(stderr=True), engine_kind=a.engine, **params)
     problems = check(result)
     for line in problems:
         print(f"inconsistent: {line}", file=sys.stderr)
