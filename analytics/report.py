@@ -77,8 +77,8 @@ QUOTA_MEASURES = {
     "disk": "disk allocated (sum of server disk sizes)",
 }
 FORECAST_MEASURES = {
-    "disk_used_bytes": "disk used (sum of servers' used bytes)",
-    "memory_used_bytes": "memory used (sum of servers' used bytes)",
+    "disk_used_bytes": "disk used (sum over servers)",
+    "memory_used_bytes": "memory used (sum over servers)",
     "cpu_percent": "cpu used", "memory_percent": "memory used", "disk_percent": "disk used",
     "network_bytes_per_sec": "network rx + tx",
 }

@@ -200,6 +200,7 @@ function raise(code, text) {
 // are the client's own again; PGlite's debugging WARNING about aborting a
 // transaction (a server sends none) is dropped.
 export function rewriteOutput(out, client, groups) {
+  if (!groups && !needsRewrite(out)) return out; // the common case: no copy of a large result
   const parts = [];
   let g = 0;
   let done = 0;
@@ -236,6 +237,17 @@ export function rewriteOutput(out, client, groups) {
     parts.push(msg);
   }
   return Buffer.concat(parts);
+}
+
+// Does an answer hold an error or notice (which may name a prefixed
+// statement or be PGlite's debugging warning)?
+function needsRewrite(out) {
+  let i = 0;
+  while (i + 5 <= out.length) {
+    if (out[i] === 0x45 /* E */ || out[i] === 0x4e /* N */) return true;
+    i += 1 + out.readInt32BE(i + 1);
+  }
+  return false;
 }
 
 const completion = (tag) => {

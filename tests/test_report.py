@@ -8,7 +8,7 @@ import sys
 from datetime import timedelta
 
 import pytest
-from test_forecast_db import COLUMNS, DAYS, GB, fleet, rows_for, start_of_history  # noqa: F401 - fixture used by name
+from test_forecast_db import COLUMNS, DAYS, GB, fleet, marts, rows_for, start_of_history  # noqa: F401 - fixtures used by name
 
 from analytics import data
 from analytics.pipeline import run_anomalies, run_forecasts
@@ -53,8 +53,8 @@ def test_report_has_every_section_and_its_images(db, migrated_url, fleet, tmp_pa
         assert "Organizations nearest their quotas" in text
     # the incident: a row of web-01's table (start, end, peak) linked to its chart
     assert "<h3>web-01 (Acme)</h3>" in html
-    assert (f"<td>{spike:%Y-%m-%d %H:%M} UTC</td><td>{spike:%Y-%m-%d %H:%M} UTC</td>\n<td>99.0 % (up)</td>"
-            in html)
+    assert (f'<td class="time">{spike:%Y-%m-%d %H:%M} UTC</td><td class="time">{spike:%Y-%m-%d %H:%M} UTC</td>\n'
+            "<td>99.0 % (up)</td>" in html)
     assert f'<a href="#incident-{anomaly_id}">chart</a>' in html and f'<figure id="incident-{anomaly_id}">' in html
     assert f"| cpu\\_percent | {spike:%Y-%m-%d %H:%M} UTC | {spike:%Y-%m-%d %H:%M} UTC | 99.0 % (up) |" in md
     assert f"[chart](img/anomaly_1_{anomaly_id}.png)" in md
@@ -203,7 +203,7 @@ def test_org_forecast_rows_label_used_vs_allocated_and_say_when_the_limit_is_exc
             '<td>1.0 TB</td><td>750.0 GB</td>\n<td class="bad">133.3 % exceeded</td></tr>') in html
     assert "| Acme | disk allocated (sum of server disk sizes) | 1.0 TB | 750.0 GB | 133.3 % exceeded |" in md
     # the forecast row of the same organization: used disk, its rate per day, and that the limit is already over
-    row = html[html.index("<td>Acme</td><td class=\"text\">disk used (sum of servers&#39; used bytes)</td>"):]
+    row = html[html.index("<td>Acme</td><td class=\"text\">disk used (sum over servers)</td>"):]
     row = row[:row.index("</tr>")]
     assert "+5.0 GB/day" in row and "<td>750.0 GB</td>" in row
     assert ("limit already exceeded by disk allocated (sum of server disk sizes) (133.3 %)</span>; "
