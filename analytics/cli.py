@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from analytics.anomaly import DEFAULT_SENSITIVITY, DETECTORS
 from analytics.data import AGGREGATES, SERVER_METRICS
-from analytics.export import EXPORTS, FORMATS
+from analytics.export import FORMATS
+from rmp.catalog import EXPORTS
 from rmp.settings import get_settings
 
 log = logging.getLogger("rmp.analytics")

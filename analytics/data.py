@@ -1,4 +1,5 @@
-"""Read the series analytics works on, from the continuous aggregates and tenancy.
+"""Read the series analytics works on: servers from the continuous aggregates,
+organizations from the dbt marts (marts.org_metrics_hourly, marts.org_resource_usage).
 
 Only names from the allow-lists below ever reach SQL, as psycopg.sql
 Identifiers; user input (ids, times, metric type names) is always a parameter.
@@ -16,17 +17,12 @@ import psycopg
 from psycopg import sql
 
 from rmp import db
-from rmp.catalog import NON_NEGATIVE, PERCENT, Bounds
+from rmp.catalog import NON_NEGATIVE, PERCENT, RESOLUTIONS, SCHEMA, Bounds
 from rmp.errors import UserError
 
-# resolution -> continuous aggregate (docs/schema.md)
-AGGREGATES: dict[str, str] = {
-    "1m": "server_metrics_1m",
-    "5m": "server_metrics_5m",
-    "1h": "server_metrics_1h",
-    "1d": "server_metrics_1d",
-}
-BUCKET_WIDTH = {"1m": "1 minute", "5m": "5 minutes", "1h": "1 hour", "1d": "1 day"}
+# resolution -> continuous aggregate, and its bucket width (from the catalog)
+AGGREGATES: dict[str, str] = {r: t.name for r, t in RESOLUTIONS.items()}
+BUCKET_WIDTH: dict[str, str] = {r: t.bucket_width for r, t in RESOLUTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -46,11 +42,15 @@ SERVER_METRICS: dict[str, ServerMetric] = {
 }
 BY_NAME = {m.name: m for m in SERVER_METRICS.values()}
 
-# organization quota -> (hourly usage column summed over its servers, licence limit column)
+# organization quota -> (marts.org_metrics_hourly usage column, marts.org_resource_usage limit column)
 ORG_QUOTAS: dict[str, tuple[str, str]] = {
-    "disk_used_bytes": ("disk_used_avg_bytes", "max_disk_bytes"),
-    "memory_used_bytes": ("memory_used_avg_bytes", "max_memory_bytes"),
+    "disk_used_bytes": ("disk_used_avg_bytes_total", "max_disk_bytes"),
+    "memory_used_bytes": ("memory_used_avg_bytes_total", "max_memory_bytes"),
 }
+
+
+class MartsMissing(UserError):
+    """The dbt marts organization forecasts read are not built."""
 
 
 class UnknownMetric(UserError):
@@ -75,7 +75,7 @@ def _frame(conn: psycopg.Connection, query: sql.Composable, params: dict) -> pd.
 
 def latest_bucket(conn: psycopg.Connection, resolution: str = "1h") -> datetime | None:
     """Newest bucket in the aggregate: "the last N days" counts back from the data, not the clock."""
-    view = sql.Identifier("metrics", AGGREGATES[resolution])
+    view = sql.Identifier(SCHEMA, AGGREGATES[resolution])
     return conn.execute(sql.SQL("select max(bucket) from {}").format(view)).fetchone()[0]
 
 
@@ -96,7 +96,7 @@ def server_series(
         " where bucket >= %(since)s and (%(until)s::timestamptz is null or bucket <= %(until)s)"
         " and (%(ids)s::bigint[] is null or server_id = any(%(ids)s))"
         " order by server_id, bucket"
-    ).format(value=value, view=sql.Identifier("metrics", AGGREGATES[resolution]))
+    ).format(value=value, view=sql.Identifier(SCHEMA, AGGREGATES[resolution]))
     df = _frame(conn, query, {"since": since, "until": until, "ids": server_ids})
     return _split(df, "server_id")
 
@@ -131,24 +131,25 @@ def organization_usage(
 ) -> tuple[dict[int, pd.Series], dict[int, float | None]]:
     """(organization_id -> hourly usage summed over its servers, organization_id -> licence limit).
 
-    Each organization counts its own servers; a parent's licence does not
-    include its sub-organizations here (their own licences bound them).
+    Reads the marts: complete hours of marts.org_metrics_hourly (a partial hour,
+    where some servers have not reported yet, would look like a drop) and the
+    limits of marts.org_resource_usage. Each organization counts its own
+    servers; a parent's licence does not include its sub-organizations here
+    (their own licences bound them).
     """
     usage_col, limit_col = ORG_QUOTAS[quota]
-    df = _frame(conn, sql.SQL(
-        "select s.organization_id, h.bucket, sum(h.{usage})::double precision as value"
-        " from metrics.server_metrics_1h h join tenancy.servers s on s.id = h.server_id"
-        " where h.bucket >= %(since)s and (%(until)s::timestamptz is null or h.bucket <= %(until)s)"
-        " group by 1, 2"
-        # a partial hour where some servers have not reported yet would look like a drop
-        " having count(*) = (select count(*) from tenancy.servers x"
-        "   where x.organization_id = s.organization_id and x.status <> 'decommissioned')"
-        " order by 1, 2"
-    ).format(usage=sql.Identifier(usage_col)), {"since": since, "until": until})
-    limits = dict(conn.execute(sql.SQL(
-        "select o.id, l.{limit}::double precision from tenancy.organizations o"
-        " left join tenancy.licences l on l.organization_id = o.id"
-    ).format(limit=sql.Identifier(limit_col))).fetchall())
+    try:
+        df = _frame(conn, sql.SQL(
+            "select organization_id, hour_start_at as bucket, {usage} as value from marts.org_metrics_hourly"
+            " where is_complete and hour_start_at >= %(since)s"
+            " and (%(until)s::timestamptz is null or hour_start_at <= %(until)s) order by 1, 2"
+        ).format(usage=sql.Identifier(usage_col)), {"since": since, "until": until})
+        limits = dict(conn.execute(sql.SQL(
+            "select organization_id, {limit}::double precision from marts.org_resource_usage"
+        ).format(limit=sql.Identifier(limit_col))).fetchall())
+    except psycopg.errors.UndefinedTable as exc:
+        raise MartsMissing("organization forecasts read marts.org_metrics_hourly and marts.org_resource_usage,"
+                           " which are not built yet: run `rmp dbt build`") from exc
     return _split(df, "organization_id"), limits
 
 

@@ -1,6 +1,6 @@
 """CSV and JSON exports of results and aggregates, chosen from an allow-list.
 
-A user picks a name from EXPORTS; only the relation and time column mapped to
+A user picks a name from rmp.catalog.EXPORTS; only the relation and time column mapped to
 it reach SQL (as Identifiers), and filters are parameters. Aggregates are read
 through the tenant.* views, so an analyst (rmp_analyst, no access to schema
 metrics) exports its own organizations' rows and an admin everything. Files are written
@@ -15,7 +15,6 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,34 +23,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from rmp.catalog import EXPORTS
 from rmp.errors import UserError
 
-
-@dataclass(frozen=True)
-class Exportable:
-    schema: str
-    relation: str
-    time_column: str
-    entity_column: str | None  # filtered by --id
-    order: tuple[str, ...]
-
-
-EXPORTS: dict[str, Exportable] = {
-    "forecasts": Exportable("analytics", "forecasts", "horizon_start", "entity_id",
-                            ("entity_type", "entity_id", "metric", "horizon_start")),
-    "anomalies": Exportable("analytics", "anomalies", "started_at", "server_id",
-                            ("server_id", "metric", "detector", "started_at")),
-    "report_runs": Exportable("analytics", "report_runs", "started_at", None, ("id",)),
-    "server_metrics_1m": Exportable("tenant", "server_metrics_1m", "bucket", "server_id", ("server_id", "bucket")),
-    "server_metrics_5m": Exportable("tenant", "server_metrics_5m", "bucket", "server_id", ("server_id", "bucket")),
-    "server_metrics_1h": Exportable("tenant", "server_metrics_1h", "bucket", "server_id", ("server_id", "bucket")),
-    "server_metrics_1d": Exportable("tenant", "server_metrics_1d", "bucket", "server_id", ("server_id", "bucket")),
-    "site_usage_daily": Exportable("tenant", "site_usage_daily", "bucket", "site_id", ("site_id", "bucket")),
-    **{name: Exportable("marts", name, column, "organization_id", ("organization_id", column))
-       for name, column in (("org_metrics_5m", "bucket_start_at"), ("org_metrics_hourly", "hour_start_at"),
-                            ("org_metrics_daily", "day_start_at"), ("org_tree_metrics_5m", "bucket_start_at"),
-                            ("org_tree_metrics_hourly", "hour_start_at"), ("org_tree_metrics_daily", "day_start_at"))},
-}
 FORMATS = ("csv", "json")
 
 

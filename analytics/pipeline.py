@@ -85,11 +85,15 @@ def run_forecasts(
                 threshold = (thresholds or {}).get(m.name, m.threshold)
                 for sid, s in data.server_series(src, m, "1h", since, end, server_ids).items():
                     jobs.append(("server", sid, m.name, s, threshold, m.bounds))
+            org_usage = {}
             if organizations and server_ids is None:
-                for quota in data.ORG_QUOTAS:
-                    usage, limits = data.organization_usage(src, quota, since, end)
-                    for oid, s in usage.items():
-                        jobs.append(("organization", oid, quota, s, limits.get(oid), NON_NEGATIVE))
+                try:
+                    org_usage = {q: data.organization_usage(src, q, since, end) for q in data.ORG_QUOTAS}
+                except data.MartsMissing as exc:
+                    log.warning("%s; organization forecasts skipped", exc)
+            for quota, (usage, limits) in org_usage.items():
+                for oid, s in usage.items():
+                    jobs.append(("organization", oid, quota, s, limits.get(oid), NON_NEGATIVE))
         try:
             for i, (etype, eid, metric, series, threshold, bounds) in enumerate(jobs):
                 result = forecast_series(series, cfg, threshold, bounds)

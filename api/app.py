@@ -54,8 +54,9 @@ def _utc(t: datetime | None) -> datetime | None:
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
+    # check: a connection the server dropped (restart, idle timeout) is replaced before use
     pool = ConnectionPool(settings.database_url, min_size=1, max_size=settings.pool_size, open=False,
-                          name="rmp-api")
+                          name="rmp-api", check=ConnectionPool.check_connection)
     limiter = RateLimiter(settings.requests_per_minute)
 
     @asynccontextmanager
@@ -93,13 +94,25 @@ def create_app(settings: ApiSettings) -> FastAPI:
     def as_role(token: str, work: Callable[[psycopg.Connection], T]) -> T:
         """Run ``work`` in one transaction as the token's role: look the token up (401 when unknown or
         revoked: nothing else has been read), count it against the rate limit (429), SET LOCAL ROLE."""
+        for attempt in (1, 2):
+            try:
+                return _as_role_once(token, work, count=attempt == 1)
+            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
+                # a read that met a concurrent aggregate refresh: once more, then give up (503)
+                if attempt == 2:
+                    raise HTTPException(503, "the database was busy; try again",
+                                        headers={"Retry-After": "1"}) from exc
+                log.info("retrying after %s", type(exc).__name__)
+        raise AssertionError("unreachable")
+
+    def _as_role_once(token: str, work: Callable[[psycopg.Connection], T], count: bool) -> T:
         try:
             with pool.connection() as conn, conn.transaction():
                 role = tokens.role_for(conn, token)
                 if role is None:
                     raise HTTPException(401, "unknown or revoked token",
                                         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-                wait = limiter.check(tokens.digest(token))
+                wait = limiter.check(tokens.digest(token)) if count else None   # a retry is not a new request
                 if wait is not None:
                     raise HTTPException(429, f"more than {settings.requests_per_minute} requests in a minute",
                                         headers={"Retry-After": str(wait)})
@@ -216,7 +229,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         """An organization's series (its servers, or its whole subtree) from the organization marts."""
         as_json = responses.media_type(request) == responses.JSON
         start, end = window(start, end)
-        tier = granularity or series.default_granularity(end - start)
+        tier = granularity or series.default_granularity(end - start, organization=True)
         relation, time_column, aggregate = series.ORGANIZATION_TIERS[(tier, include_children)]
         columns = series.ORGANIZATION_COLUMNS
 

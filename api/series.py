@@ -1,39 +1,33 @@
 """What each endpoint reads: relations, columns and the window -> tier mapping.
 
-Tiers and their default windows follow sql/queries/ (server_last_24h reads
-the 5-minute aggregate, server_last_7d the hourly one, server_last_30d the
-daily one): a span up to 24 h defaults to 5m, up to 7 days to 1h, longer to
-1d. Every relation here is a tenant view or a mart, never schema metrics.
+Tiers and the default tier of a span are the catalog's (rmp/catalog.py, the
+mapping Grafana and sql/queries/server_window.sql use too): up to 24 h the
+1-minute tier, up to 7 days 5 minutes, up to 90 days 1 hour, longer 1 day.
+Organizations have marts at 5m, 1h and 1d: a span whose tier has none reads
+the next coarser one. Every relation here is a tenant view or a mart, never
+schema metrics.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from rmp import catalog
+
 # granularity -> (relation, time column, the aggregate whose refresh dates it or None)
 SERVER_TIERS: dict[str, tuple[str, str, str | None]] = {
     "raw": ("tenant.server_metrics", "collected_at", None),
-    "1m": ("tenant.server_metrics_1m", "bucket", "server_metrics_1m"),
-    "5m": ("tenant.server_metrics_5m", "bucket", "server_metrics_5m"),
-    "1h": ("tenant.server_metrics_1h", "bucket", "server_metrics_1h"),
-    "1d": ("tenant.server_metrics_1d", "bucket", "server_metrics_1d"),
+    **{t.resolution: (f"tenant.{t.name}", "bucket", t.name) for t in catalog.TIERS},
 }
 
 # (granularity, include_children) -> (mart, time column, aggregate)
+_ORGANIZATION_MARTS = {"5m": ("org_metrics_5m", "org_tree_metrics_5m", "bucket_start_at"),
+                       "1h": ("org_metrics_hourly", "org_tree_metrics_hourly", "hour_start_at"),
+                       "1d": ("org_metrics_daily", "org_tree_metrics_daily", "day_start_at")}
 ORGANIZATION_TIERS: dict[tuple[str, bool], tuple[str, str, str]] = {
-    ("5m", False): ("marts.org_metrics_5m", "bucket_start_at", "server_metrics_5m"),
-    ("1h", False): ("marts.org_metrics_hourly", "hour_start_at", "server_metrics_1h"),
-    ("1d", False): ("marts.org_metrics_daily", "day_start_at", "server_metrics_1d"),
-    ("5m", True): ("marts.org_tree_metrics_5m", "bucket_start_at", "server_metrics_5m"),
-    ("1h", True): ("marts.org_tree_metrics_hourly", "hour_start_at", "server_metrics_1h"),
-    ("1d", True): ("marts.org_tree_metrics_daily", "day_start_at", "server_metrics_1d"),
+    (resolution, children): (f"marts.{marts[children]}", marts[2], catalog.tier(resolution).name)
+    for resolution, marts in _ORGANIZATION_MARTS.items() for children in (False, True)
 }
-
-DEFAULT_WINDOWS: list[tuple[timedelta, str]] = [
-    (timedelta(hours=24), "5m"),
-    (timedelta(days=7), "1h"),
-]
-LONGEST_TIER = "1d"
 
 RAW_COLUMNS = ["cpu_percent", "load_1m", "memory_used_bytes", "memory_percent", "disk_used_bytes",
                "disk_percent", "disk_read_bytes", "disk_write_bytes", "network_rx_bytes", "network_tx_bytes"]
@@ -55,8 +49,10 @@ CURRENT_COLUMNS = ["server_id", "organization_id", "server_name", "server_status
                    "load_1m", "seconds_since_last_metrics", "is_stale"]
 
 
-def default_granularity(span: timedelta) -> str:
-    for window, tier in DEFAULT_WINDOWS:
-        if span <= window:
-            return tier
-    return LONGEST_TIER
+def default_granularity(span: timedelta, *, organization: bool = False) -> str:
+    """The catalog's tier for a span; for an organization the first tier from there that has a mart."""
+    tiers = [t.resolution for t in catalog.TIERS]
+    first = tiers.index(catalog.tier_for_window(span).resolution)
+    if not organization:
+        return tiers[first]
+    return next(r for r in tiers[first:] if r in _ORGANIZATION_MARTS)

@@ -50,6 +50,9 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from rmp import db
+from rmp.catalog import tier
+
 ROOT = Path(__file__).resolve().parent.parent
 
 def _shared_data() -> Path:
@@ -64,8 +67,7 @@ SHARED_DATA = _shared_data()
 DEFAULT_DATA = [SHARED_DATA / "nab", SHARED_DATA / "nab-calibration"]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ORG = "bench-nab"
-AGGREGATES_ALLOWED = {"5m": "server_metrics_5m", "1h": "server_metrics_1h"}  # resolution -> aggregate
-RESOLUTIONS = ("5m", "1h")
+RESOLUTIONS = ("5m", "1h")  # tiers of rmp.catalog
 QUICK: dict = {"resolutions": ["1h"], "generated": {"servers": 6}, "speed_series": 20}
 # the labelled generated fleet: a Monday start keeps the weekly pattern identical on every run
 GENERATED: dict = {"seed": 7, "organizations": 3, "servers": 24, "days": 14, "interval_seconds": 60,
@@ -193,7 +195,7 @@ def _load(url: str, series: dict[str, pd.Series], shifts: dict[str, timedelta],
     from ingest.loader import load_file
 
     out: dict[str, tuple[int, str]] = {}
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         org = conn.execute(
             "insert into tenancy.organizations (name, slug) values (%s, %s)"
             " on conflict (slug) do update set name = excluded.name returning id", ("Bench NAB", ORG)).fetchone()[0]
@@ -249,9 +251,9 @@ def run_generated(url: str, resolutions, sensitivity: float, say, cleanup: bool 
     say(f"generated fleet: {len(fleet.servers)} servers x {params['days']} days, {len(fleet.labels)} labels ...")
     write_fleet(fleet, url, site_usage=False)
     ids = [fleet.server_ids[(s.organization, s.name)] for s in fleet.servers]
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         for res in resolutions:
-            view = sql.Literal(f"metrics.{AGGREGATES_ALLOWED[res]}")
+            view = sql.Literal(tier(res).qualified)
             conn.execute(sql.SQL("call refresh_continuous_aggregate({}::regclass, %s, null)").format(view),
                          (start - timedelta(days=1),))
     windows: dict[tuple[int, str], list] = {(sid, m): [] for sid in ids for m in ("cpu_percent", "memory_percent")}
@@ -262,7 +264,7 @@ def run_generated(url: str, resolutions, sensitivity: float, say, cleanup: bool 
         step = pd.Timedelta(res.replace("m", "min"))
         run_anomalies(url, metrics=["cpu", "memory"], detectors=DETECTORS, resolution=res,
                       days=params["days"] + 1, until=fleet.end, sensitivity=sensitivity, server_ids=ids)
-        with psycopg.connect(url, autocommit=True) as conn:
+        with db.connect(url, autocommit=True) as conn:
             for det in DETECTORS:
                 rows = []
                 for (sid, metric), wins in windows.items():
@@ -276,7 +278,7 @@ def run_generated(url: str, resolutions, sensitivity: float, say, cleanup: bool 
             f"{d} P {out['summary'][f'{d}@{res}']['precision']:.2f} R {out['summary'][f'{d}@{res}']['recall']:.2f}"
             f" F1 {out['summary'][f'{d}@{res}']['f1']:.2f}" for d in DETECTORS))
     if cleanup:
-        with psycopg.connect(url, autocommit=True) as conn:
+        with db.connect(url, autocommit=True) as conn:
             conn.execute("delete from tenancy.organizations where slug = any(%s)",
                          ([o.slug for o in fleet.organizations],))
     return out
@@ -377,7 +379,7 @@ def run(url: str | None = None, data: str | Path | list = DEFAULT_DATA, console=
     report: dict = {"data": [str(d) for d in dirs], "resolutions": list(resolutions), "sensitivity": sens,
                     "shift_days": {n: d.days for n, d in shifts.items()}, "metrics": {}, "series": {},
                     "summary": {}}
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         paused = _pause_retention_jobs(conn)
     try:
         started = time.perf_counter()
@@ -386,7 +388,7 @@ def run(url: str | None = None, data: str | Path | list = DEFAULT_DATA, console=
             ids = _load(url, series, shifts, Path(tmp))
         report["load_seconds"] = round(time.perf_counter() - started, 1)
         report["metrics"] = {name: metric for name, (_, metric) in ids.items()}
-        with psycopg.connect(url, autocommit=True) as conn:
+        with db.connect(url, autocommit=True) as conn:
             oldest = min(s.index[0] + shifts[n] for n, s in series.items()) - timedelta(days=1)
             for res in resolutions:
                 view = sql.Literal(f"metrics.{AGGREGATES[res]}")  # AGGREGATES: the allow-list
@@ -400,7 +402,7 @@ def run(url: str | None = None, data: str | Path | list = DEFAULT_DATA, console=
             run_anomalies(url, metrics=metrics, detectors=DETECTORS, resolution=res, days=span_days,
                           until=now.to_pydatetime(), sensitivity=sens, server_ids=server_ids)
             detect_s = time.perf_counter() - t
-            with psycopg.connect(url, autocommit=True) as conn:
+            with db.connect(url, autocommit=True) as conn:
                 for det in DETECTORS:
                     rows = []
                     for name, (sid, metric) in ids.items():
@@ -419,7 +421,7 @@ def run(url: str | None = None, data: str | Path | list = DEFAULT_DATA, console=
                 f"R {report['summary'][f'{d}@{res}']['recall']:.2f} F1 {report['summary'][f'{d}@{res}']['f1']:.2f}"
                 for d in DETECTORS))
         if cleanup:
-            with psycopg.connect(url, autocommit=True) as conn:
+            with db.connect(url, autocommit=True) as conn:
                 conn.execute("delete from tenancy.organizations where slug = %s", (ORG,))
         gen = dict(generated or {})
         if not gen.pop("skip", False):
@@ -428,7 +430,7 @@ def run(url: str | None = None, data: str | Path | list = DEFAULT_DATA, console=
                 report["summary"][f"generated_{key}"] = value
     finally:
         if paused:
-            with psycopg.connect(url, autocommit=True) as conn:
+            with db.connect(url, autocommit=True) as conn:
                 _resume_jobs(conn, paused)
     if speed_series:
         say(f"timing each detector on {speed_series} series x 14 days of 5-minute data ...")

@@ -29,6 +29,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from rmp import db
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"servers": 4, "days": 1}
 SCHEMA = "bench_compression"
@@ -105,7 +107,7 @@ def run(url: str, *, servers: int = 40, days: int = 2, console=None, out_dir: Pa
     say = console.print if console else print
     data = _frame(servers, days)
     result: dict = {"servers": servers, "days": days, "rows": len(data), "variants": {}}
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         types = dict(conn.execute(
             "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a"
             " where a.attrelid = 'metrics.server_metrics'::regclass and a.attnum > 0 and not a.attisdropped"

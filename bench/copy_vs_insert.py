@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from rmp import db
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"rows": 100_000}
 SCHEMA = "bench_copy"
@@ -47,7 +49,7 @@ def run(url: str, rows: int = 1_000_000, batch: int = 20_000, console=None,
         out_dir: Path = RESULTS_DIR) -> dict:
     say = console.print if console else print
     sid, ts, cpu, mem = _rows(rows)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         conn.execute(f"create schema if not exists {SCHEMA}")
         copy_table = _table(conn, "via_copy")
         insert_table = _table(conn, "via_insert")

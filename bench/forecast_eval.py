@@ -3,7 +3,7 @@ chosen model vs the linear baseline vs seasonal-naive, on NAB-format series
 (any file names) and on generated fleet data.
 
 Each series is put on an hourly grid (what the forecaster reads from
-metrics.server_metrics_1h). For each of the last `origins` days: fit on
+the 1-hour tier of metrics.server_metrics). For each of the last `origins` days: fit on
 the 28 days before the origin (what ``rmp forecast`` reads by default) — the model choice and the band calibration
 included, by the forecaster's own inner backtest on that training part only —
 forecast the next `horizon` hours, and score MASE (scale: in-sample

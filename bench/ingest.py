@@ -32,7 +32,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
+from rmp import db
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"rows": 20_000, "slow_rows": 5_000}
@@ -56,7 +56,7 @@ def _fast_csv(url: str, path: Path, rows: int, servers: int) -> tuple[list[int],
     fleet.organizations = [Organization(ORG_SLUG, "Bench Ingest")]
     fleet.users, fleet.applications, fleet.databases, fleet.deployments, fleet.licences = [], [], [], [], []
     fleet.servers = [s.__class__(**{**s.__dict__, "organization": ORG_SLUG}) for s in fleet.servers]
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         write_tenancy(conn, fleet)
     ids = [fleet.server_ids[(ORG_SLUG, s.name)] for s in fleet.servers]
     frames = []
@@ -71,12 +71,12 @@ def _fast_csv(url: str, path: Path, rows: int, servers: int) -> tuple[list[int],
 
 
 def _clear(url: str, ids: list[int]) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         conn.execute("delete from metrics.server_metrics where server_id = any(%s)", (ids,))
 
 
 def _count(url: str, ids: list[int]) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         return conn.execute("select count(*) from metrics.server_metrics where server_id = any(%s)",
                             (ids,)).fetchone()[0]
 
@@ -185,7 +185,7 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 2
         placeholders = ", ".join(["%s"] * len(header))
         insert = (f"insert into metrics.server_metrics ({cols}) values ({placeholders}) "
                   "on conflict (server_id, collected_at) do nothing")
-        with psycopg.connect(url, autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
+        with db.connect(url, autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(insert, data)
         record("executemany_insert", slow_rows, time.perf_counter() - t)
 
@@ -204,7 +204,7 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 2
 
         if cleanup:
             _clear(url, ids)
-            with psycopg.connect(url, autocommit=True) as conn:
+            with db.connect(url, autocommit=True) as conn:
                 conn.execute("delete from tenancy.organizations where slug = %s", (ORG_SLUG,))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -4,7 +4,7 @@ For each fleet size (servers x days of 30 s samples, generated in the
 database by bench.dataset), on one engine in one run:
 
 * load the raw rows and materialize the aggregates the marts read
-  (server_metrics_1h, _1d), timed apart: in production the refresh policies
+  (the 1 h and 1 d tiers), timed apart: in production the refresh policies
   do that work, not dbt;
 * `dbt build` (every staging and mart view plus every data test) through
   transform.dbt_runner, as `rmp dbt build` runs it;
@@ -38,6 +38,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from bench import dataset
 from bench.queries import paused_jobs
+from rmp import db
+from rmp.catalog import tier
 from transform.dbt_runner import run_dbt
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -98,7 +100,7 @@ def _one_size(url: str, servers: int, days: int, subs: int, repeats: int, rng: r
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     out: dict = {"servers": servers, "days": days}
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         task = progress.add_task(f"{servers} servers: load {days} d", total=servers * days * 2880)
         ids = dataset.create_fleet(conn, FLEET_SLUG, servers)
         orgs = _organization_tree(conn, ids, subs)
@@ -109,8 +111,8 @@ def _one_size(url: str, servers: int, days: int, subs: int, repeats: int, rng: r
 
         task = progress.add_task(f"{servers} servers: refresh 1h, 1d aggregates", total=2)
         t = time.perf_counter()
-        for view in ("server_metrics_1h", "server_metrics_1d"):
-            conn.execute("call refresh_continuous_aggregate(%s, %s, %s)", [f"metrics.{view}", start, end])
+        for resolution in ("1h", "1d"):  # the tiers the marts read
+            conn.execute("call refresh_continuous_aggregate(%s, %s, %s)", [tier(resolution).qualified, start, end])
             progress.advance(task)
         out["aggregate_refresh_seconds"] = round(time.perf_counter() - t, 2)
 
@@ -125,7 +127,7 @@ def _one_size(url: str, servers: int, days: int, subs: int, repeats: int, rng: r
         raise RuntimeError(f"dbt build failed at {servers} servers: {errors or result.exception}")
     out["dbt_nodes"] = len(result.statuses())
 
-    with psycopg.connect(url, autocommit=True) as conn:
+    with db.connect(url, autocommit=True) as conn:
         out["org_quota_status_latency"] = _latency_ms(conn, orgs, repeats, rng)
     return out
 
@@ -165,7 +167,7 @@ def run(
         "query": QUOTA_QUERY,
         "sizes": [],
     }
-    with psycopg.connect(url, autocommit=True) as jobs_conn, paused_jobs(jobs_conn), Progress(
+    with db.connect(url, autocommit=True) as jobs_conn, paused_jobs(jobs_conn), Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
         console=console, transient=False,
     ) as progress, tempfile.TemporaryDirectory(prefix="rmp-bench-dbt-") as work:

@@ -38,13 +38,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from bench import dataset
+from rmp import db
+from rmp.catalog import COLLECTION_INTERVAL_SECONDS, TIERS, tier_for_window
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FLEET_SLUG = "bench-queries"
 TARGET_DASHBOARD_P95_MS = 200.0
 TARGET_REFRESH_10K_SECONDS = 300.0
 TARGET_STORAGE_REDUCTION_PERCENT = 60.0
-AGGREGATES = ("server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d")
+AGGREGATES = tuple(t.name for t in TIERS)
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,13 @@ class DashboardWindow:
     bucket: timedelta
 
 
-# ~1,000-2,000 points per panel at each zoom level.
-DASHBOARD_WINDOWS = (
-    DashboardWindow("24h", timedelta(days=1), "server_metrics_1m", timedelta(minutes=1)),
-    DashboardWindow("7d", timedelta(days=7), "server_metrics_5m", timedelta(minutes=5)),
-    DashboardWindow("30d", timedelta(days=30), "server_metrics_1h", timedelta(hours=1)),
+# The catalog's window -> tier mapping (the one the Grafana dashboard and
+# sql/queries read through tenant.server_buckets): ~1,000-2,000 points per panel.
+DASHBOARD_WINDOWS = tuple(
+    DashboardWindow(label, span, tier_for_window(span).name, tier_for_window(span).bucket)
+    for label, span in (("24h", timedelta(days=1)), ("7d", timedelta(days=7)), ("30d", timedelta(days=30)))
 )
+RATE = f"{float(COLLECTION_INTERVAL_SECONDS)!r}::double precision"  # byte deltas -> bytes per second
 
 # The dashboard's columns, named as in docs/schema.md, and how raw rows give each.
 DASHBOARD_COLUMNS = {
@@ -72,9 +75,9 @@ DASHBOARD_COLUMNS = {
     "memory_used_p95_bytes": "percentile_cont(0.95) within group (order by memory_used_bytes::double precision)",
     "disk_used_max_bytes": "max(disk_used_bytes::double precision)",
     "network_rx_p95_bytes_per_sec":
-        "percentile_cont(0.95) within group (order by network_rx_bytes / 30.0::double precision)",
+        f"percentile_cont(0.95) within group (order by network_rx_bytes / {RATE})",
     "network_tx_p95_bytes_per_sec":
-        "percentile_cont(0.95) within group (order by network_tx_bytes / 30.0::double precision)",
+        f"percentile_cont(0.95) within group (order by network_tx_bytes / {RATE})",
 }
 
 
@@ -318,7 +321,7 @@ def run(
         "data_window": {"start": start.isoformat(), "end": end.isoformat()},
     }
     steps = 6
-    with psycopg.connect(url, autocommit=True) as conn, paused_jobs(conn), Progress(
+    with db.connect(url, autocommit=True) as conn, paused_jobs(conn), Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
         console=console, transient=False,
     ) as progress:

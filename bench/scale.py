@@ -48,13 +48,14 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from rmp import catalog
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"servers": 40, "hours": 2, "live_minutes": 0.5, "interval": 5.0, "writers": 2, "dashboard_repeats": 3,
          "run_dbt": False, "run_report": False}
 ORG_PREFIX = "bench-scale"
-TIERS = ("server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d")
-BUCKETS = {"server_metrics_1m": timedelta(minutes=1), "server_metrics_5m": timedelta(minutes=5),
-           "server_metrics_1h": timedelta(hours=1), "server_metrics_1d": timedelta(days=1)}
+TIERS = tuple(t.name for t in catalog.TIERS)
+BUCKETS = {t.name: t.bucket for t in catalog.TIERS}
 TARGETS = {"refresh_hour_seconds": 300.0, "dashboard_p95_ms": 200.0, "ingest_vs_copy_native": 0.9,
            "ingest_vs_copy_embedded": 0.8, "compression_reduction": 0.9}
 SUMMARY_KEYS = ("servers", "rows", "ingest_rows_per_s", "ingest_vs_copy", "live_lag_p95_s", "refresh_hour_seconds",
@@ -259,10 +260,10 @@ def _dashboard_round(conn, ids, org_ids, rng, raw, fleet_raw, org_raw, timed, fe
 
     sid = rng.choice(ids)
     now = datetime.now(UTC)
-    for label, name, span, bucket in (("24h", "server_last_24h", timedelta(days=1), "5 minutes"),
-                                      ("7d", "server_last_7d", timedelta(days=7), "1 hour"),
-                                      ("30d", "server_last_30d", timedelta(days=30), "1 day")):
-        timed(f"{label}_aggregate", queries.run, conn, name, server_id=sid)
+    for label, span in (("24h", timedelta(days=1)), ("7d", timedelta(days=7)), ("30d", timedelta(days=30))):
+        # the tier dashboards read for the span (the catalog's mapping) vs the same buckets from raw rows
+        bucket = catalog.tier_for_window(span).bucket_width
+        timed(f"{label}_aggregate", queries.run, conn, "server_window", server_id=sid, window=span)
         timed(f"{label}_raw", fetch, raw, {"server_id": sid, "start": now - span, "end": now, "bucket": bucket})
     timed("organization_totals_aggregate", queries.run, conn, "organization_totals")
     timed("organization_totals_raw", fetch, org_raw, {"orgs": org_ids})
@@ -518,8 +519,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
             _say(console, f"  {name}: {before['bytes_per_row']} -> {after['bytes_per_row']} bytes/row")
         result["storage"] = storage
         per_day = {"server_metrics": servers * 86400 / fleet.interval_seconds,
-                   "server_metrics_1m": servers * 1440, "server_metrics_5m": servers * 288,
-                   "server_metrics_1h": servers * 24, "server_metrics_1d": servers}
+                   **{name: servers * (timedelta(days=1) // bucket) for name, bucket in BUCKETS.items()}}
         result["daily_growth_bytes"] = {
             name: {"uncompressed": round(per_day[name] * s["bytes_per_row_before"]) if s["bytes_per_row_before"] else None,
                    "compressed": round(per_day[name] * s["bytes_per_row_after"]) if s["bytes_per_row_after"] else None}

@@ -137,8 +137,10 @@ def _dashboards(url: str, server_ids: list[int], stop, out) -> None:
     conn = None
     while not stop.is_set():
         sid = int(rng.choice(server_ids))
-        for name, params in (("server_last_24h", {"server_id": sid}), ("server_last_7d", {"server_id": sid}),
-                             ("server_last_30d", {"server_id": sid}), ("organization_totals", {})):
+        for name, params in (("server_window", {"server_id": sid, "window": timedelta(days=1)}),
+                             ("server_window", {"server_id": sid, "window": timedelta(days=7)}),
+                             ("server_window", {"server_id": sid, "window": timedelta(days=30)}),
+                             ("organization_totals", {})):
             try:
                 if conn is None:
                     conn = psycopg.connect(url, autocommit=True, application_name="soak-dashboards")

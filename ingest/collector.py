@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psutil
 import psycopg
@@ -71,7 +72,8 @@ def _containers() -> tuple[int, int] | tuple[None, None]:
 
 
 class Sampler:
-    """Reads psutil; ``sample()`` returns one server_metrics row (without server_id)."""
+    """Reads psutil; ``sample()`` returns one server_metrics row (without server_id) by column
+    name; a catalog column the sampler does not measure is written as null."""
 
     def __init__(self, disk_path: str = os.sep):
         self.disk_path = disk_path
@@ -85,7 +87,7 @@ class Sampler:
             return None
         return max(0, now - before)      # counters reset on reboot / wrap: never negative
 
-    def sample(self) -> tuple:
+    def sample(self) -> dict[str, Any]:
         at = datetime.now(UTC)
         cpu = psutil.cpu_percent(interval=None)
         load1, load5, load15 = psutil.getloadavg()
@@ -96,16 +98,19 @@ class Sampler:
         self._prev_disk, self._prev_net = dio, nio
         running, total = _containers()
         used = vm.total - vm.available
-        return (
-            at, min(max(cpu, 0.0), 100.0), load1, load5, load15, psutil.cpu_count() or 1,
-            vm.total, used, vm.available, round(used / vm.total * 100, 3),
-            du.total, du.used, du.free, round(du.percent, 3),
-            self._delta(dio and dio.read_bytes, pd and pd.read_bytes),
-            self._delta(dio and dio.write_bytes, pd and pd.write_bytes),
-            self._delta(nio and nio.bytes_recv, pn and pn.bytes_recv),
-            self._delta(nio and nio.bytes_sent, pn and pn.bytes_sent),
-            running, total,
-        )
+        return {
+            "collected_at": at, "cpu_percent": min(max(cpu, 0.0), 100.0),
+            "load_1m": load1, "load_5m": load5, "load_15m": load15, "cpu_cores": psutil.cpu_count() or 1,
+            "memory_total_bytes": vm.total, "memory_used_bytes": used, "memory_available_bytes": vm.available,
+            "memory_percent": round(used / vm.total * 100, 3),
+            "disk_total_bytes": du.total, "disk_used_bytes": du.used, "disk_available_bytes": du.free,
+            "disk_percent": round(du.percent, 3),
+            "disk_read_bytes": self._delta(dio and dio.read_bytes, pd and pd.read_bytes),
+            "disk_write_bytes": self._delta(dio and dio.write_bytes, pd and pd.write_bytes),
+            "network_rx_bytes": self._delta(nio and nio.bytes_recv, pn and pn.bytes_recv),
+            "network_tx_bytes": self._delta(nio and nio.bytes_sent, pn and pn.bytes_sent),
+            "containers_running": running, "containers_total": total,
+        }
 
 
 @dataclass
@@ -128,7 +133,8 @@ class Collector:
     def collect_once(self) -> None:
         if len(self.buffer) == self.buffer.maxlen:
             self.stats.dropped += 1          # deque drops the oldest on append
-        self.buffer.append((self.server_id, *self.sampler.sample()))
+        sample = self.sampler.sample()
+        self.buffer.append((self.server_id, *(sample.get(c) for c in COLUMNS[1:])))
         self.stats.sampled += 1
 
     def flush(self) -> bool:

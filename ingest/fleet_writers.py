@@ -138,22 +138,18 @@ def write_fleet(fleet: Fleet, url: str | None = None, *, site_usage: bool = True
             if on_rows is not None:
                 on_rows(rows)
 
-        def all_servers() -> Iterator[tuple]:
-            for s in fleet.servers:
-                yield from _frame_rows(fleet.server_ids[(s.organization, s.name)], fleet.server_metrics(s),
-                                       SERVER_METRIC_COLUMNS)
-        ins, dup = load_rows(conn, "server_metrics", ["server_id", "collected_at", *SERVER_METRIC_COLUMNS],
-                             all_servers(), batch_rows=batch_rows, on_batch=progress)
-        summary.server_metrics, summary.duplicates = ins, dup
+        def load(table: str, id_column: str, entities: list, ids: dict, frame: Callable, columns: list[str]) -> int:
+            rows = (row for e in entities for row in _frame_rows(ids[(e.organization, e.name)], frame(e), columns))
+            inserted, duplicates = load_rows(conn, table, [id_column, "collected_at", *columns], rows,
+                                             batch_rows=batch_rows, on_batch=progress)
+            summary.duplicates += duplicates
+            return inserted
+
+        summary.server_metrics = load("server_metrics", "server_id", fleet.servers, fleet.server_ids,
+                                      fleet.server_metrics, SERVER_METRIC_COLUMNS)
         if site_usage and fleet.sites and fleet.site_interval_seconds:
-            def all_sites() -> Iterator[tuple]:
-                for site in fleet.sites:
-                    yield from _frame_rows(fleet.site_ids[(site.organization, site.name)], fleet.site_usage(site),
-                                           SITE_USAGE_COLUMNS)
-            ins, dup = load_rows(conn, "site_usage", ["site_id", "collected_at", *SITE_USAGE_COLUMNS],
-                                 all_sites(), batch_rows=batch_rows, on_batch=progress)
-            summary.site_usage = ins
-            summary.duplicates += dup
+            summary.site_usage = load("site_usage", "site_id", fleet.sites, fleet.site_ids,
+                                      fleet.site_usage, SITE_USAGE_COLUMNS)
     return summary
 
 

@@ -36,7 +36,7 @@ from ingest.fleet_model import (
     Site,
     User,
 )
-from rmp.settings import COLLECTION_INTERVAL_SECONDS
+from rmp.catalog import COLLECTION_INTERVAL_SECONDS
 
 GIB = 1024**3
 GB = 1000**3

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import psycopg
 
 from ingest.errors import IngestFileError, IngestSetupError
+from rmp.catalog import SERVER_METRIC_COLUMNS
 
 SCHEMA = "metrics"
 
@@ -33,13 +34,7 @@ TARGETS: dict[str, Target] = {
         table="server_metrics",
         conflict=("server_id", "collected_at"),
         references={"server": "server_id", "organization": "server_id"},
-        signature=frozenset({
-            "cpu_percent", "load_1m", "load_5m", "load_15m", "cpu_cores", "memory_total_bytes",
-            "memory_used_bytes", "memory_available_bytes", "memory_percent", "disk_total_bytes",
-            "disk_used_bytes", "disk_available_bytes", "disk_percent", "disk_read_bytes",
-            "disk_write_bytes", "network_rx_bytes", "network_tx_bytes", "containers_running",
-            "containers_total",
-        }),
+        signature=frozenset(SERVER_METRIC_COLUMNS),
     ),
     "metric_samples": Target(
         table="metric_samples",

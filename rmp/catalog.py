@@ -1,25 +1,233 @@
 """What the platform knows about its own schema, in one place.
 
+Every consumer reads it from here: the migrations render SQL from it (the
+continuous aggregates from one template, their policies, the published
+``metrics.aggregate_tiers`` view that SQL, Grafana and dbt read), ``rmp
+doctor`` audits a live database against it, analytics, exports, bench and
+the collector take names, bounds and the window -> tier mapping from it.
+
+Why a Python module and not only a table: alembic revisions must render the
+same DDL whenever they run, before any catalog row could exist, and the CLI
+needs the names without a database (``--help``, option choices). The
+database gets a read-only copy (``metrics.aggregate_tiers``, re-published by
+every migration) for the readers that only speak SQL.
+
 Core layer: imports nothing of the platform.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
+
+# Seconds between two samples of one server (collector, generator, and the
+# bytes -> bytes/s rates of the aggregates). The dbt runner passes it to dbt
+# as the var ``collection_interval_seconds``.
+COLLECTION_INTERVAL_SECONDS = 30
+
 # What a value can physically be: (lower, upper), None = unbounded on that side.
-# Forecasts are clipped to it.
+# Forecasts are clipped to it; the table's CHECK constraints say the same.
 Bounds = tuple[float | None, float | None]
 PERCENT: Bounds = (0.0, 100.0)
 NON_NEGATIVE: Bounds = (0.0, None)
 UNBOUNDED: Bounds = (None, None)
 
-# The wide metric columns of metrics.server_metrics, in table order (after server_id, collected_at).
-SERVER_METRIC_COLUMNS = [
-    "cpu_percent", "load_1m", "load_5m", "load_15m", "cpu_cores",
-    "memory_total_bytes", "memory_used_bytes", "memory_available_bytes", "memory_percent",
-    "disk_total_bytes", "disk_used_bytes", "disk_available_bytes", "disk_percent",
-    "disk_read_bytes", "disk_write_bytes", "network_rx_bytes", "network_tx_bytes",
-    "containers_running", "containers_total",
-]
+
+# ---------------------------------------------------------------- wide metric columns
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """One column of metrics.server_metrics after (server_id, collected_at)."""
+
+    name: str
+    sql_type: str  # double precision | bigint | integer
+    bounds: Bounds
+
+    @property
+    def check_name(self) -> str:
+        """The CHECK constraint's name: a bad row's error names the column."""
+        suffix = "range" if self.bounds == PERCENT else "nonnegative"
+        return f"server_metrics_{self.name}_{suffix}"
+
+
+def _percent(name: str) -> MetricColumn:
+    return MetricColumn(name, "double precision", PERCENT)
+
+
+def _count(name: str, sql_type: str = "bigint") -> MetricColumn:
+    return MetricColumn(name, sql_type, NON_NEGATIVE)
+
+
+# In table order. Disk and network byte columns are deltas since the previous sample.
+SERVER_METRICS: tuple[MetricColumn, ...] = (
+    _percent("cpu_percent"),
+    _count("load_1m", "double precision"),
+    _count("load_5m", "double precision"),
+    _count("load_15m", "double precision"),
+    _count("cpu_cores", "integer"),
+    _count("memory_total_bytes"),
+    _count("memory_used_bytes"),
+    _count("memory_available_bytes"),
+    _percent("memory_percent"),
+    _count("disk_total_bytes"),
+    _count("disk_used_bytes"),
+    _count("disk_available_bytes"),
+    _percent("disk_percent"),
+    _count("disk_read_bytes"),
+    _count("disk_write_bytes"),
+    _count("network_rx_bytes"),
+    _count("network_tx_bytes"),
+    _count("containers_running", "integer"),
+    _count("containers_total", "integer"),
+)
+SERVER_METRIC_COLUMNS = [c.name for c in SERVER_METRICS]
+
+
+def metric_column(name: str) -> MetricColumn:
+    for column in SERVER_METRICS:
+        if column.name == name:
+            return column
+    raise KeyError(name)
+
+
 # The metric columns of metrics.site_usage (after site_id, collected_at).
 SITE_USAGE_COLUMNS = ["memory_used_mb", "cpu_percent", "disk_used_mb", "bandwidth_mb", "requests",
                       "active_requests", "response_time_ms", "is_up"]
+
+
+# ---------------------------------------------------------------- hypertables and aggregates
+
+SCHEMA = "metrics"
+# Raw hypertables with compression (after a day) and retention at RAW_RETENTION.
+RAW_HYPERTABLES = ("server_metrics", "metric_samples", "site_usage")
+# Every hypertable the migrations create (scaling_events keeps its events).
+HYPERTABLES = (*RAW_HYPERTABLES, "scaling_events")
+RAW_RETENTION = "90 days"
+RAW_COMPRESS_AFTER = "1 day"
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A continuous aggregate and its policies.
+
+    Its refresh window (``refresh_start_offset`` back from now) must end
+    inside the retention of its source (RAW_RETENTION: every level reads the
+    raw hypertable), or a refresh after a retention run deletes history;
+    ``metrics.configure_policies`` refuses such a catalog and ``rmp doctor``
+    audits it on a live database.
+    """
+
+    name: str  # view in schema metrics
+    source: str  # the raw hypertable it reads
+    bucket_width: str
+    retention: str | None  # None: kept forever
+    refresh_start_offset: str
+    refresh_end_offset: str
+    refresh_every: str
+    compress_after: str | None  # None: not compressed
+    # The longest dashboard window this tier serves (~1,000-2,000 points per
+    # panel); the next coarser tier serves longer ones, the last one any.
+    serves_window_up_to: timedelta | None = None
+    resolution: str | None = None  # the short name users pick: 1m, 5m, 1h, 1d
+
+    @property
+    def qualified(self) -> str:
+        return f"{SCHEMA}.{self.name}"
+
+    @property
+    def bucket(self) -> timedelta:
+        """``bucket_width`` ('5 minutes') as a timedelta."""
+        count, unit = self.bucket_width.split()
+        return timedelta(**{_UNITS[unit.removesuffix("s")]: int(count)})
+
+
+_UNITS = {"second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks"}
+
+
+def _tier(name: str, resolution: str, bucket_width: str, retention: str | None, start_offset: str,
+          compress_after: str, serves_window_up_to: timedelta | None) -> Aggregate:
+    return Aggregate(
+        name=name, source="server_metrics", bucket_width=bucket_width,
+        retention=retention, refresh_start_offset=start_offset, refresh_end_offset=bucket_width,
+        refresh_every=bucket_width, compress_after=compress_after,
+        serves_window_up_to=serves_window_up_to, resolution=resolution,
+    )
+
+
+# The tiers of metrics.server_metrics, finest first. Each is rendered from the
+# one definition in sql/templates/server-metrics-aggregate.sql.
+# name, resolution, bucket, retention, refresh start_offset (end_offset and
+# schedule: one bucket), compress_after, longest dashboard window served.
+TIERS: tuple[Aggregate, ...] = (
+    _tier("server_metrics_1m", "1m", "1 minute", "30 days", "2 hours", "1 day", timedelta(days=1)),
+    _tier("server_metrics_5m", "5m", "5 minutes", "90 days", "6 hours", "1 day", timedelta(days=7)),
+    _tier("server_metrics_1h", "1h", "1 hour", "1 year", "3 days", "7 days", timedelta(days=90)),
+    _tier("server_metrics_1d", "1d", "1 day", None, "7 days", "30 days", None),
+)
+SITE_USAGE_DAILY = Aggregate(
+    name="site_usage_daily", source="site_usage", bucket_width="1 day", retention=None,
+    refresh_start_offset="7 days", refresh_end_offset="1 day", refresh_every="1 day", compress_after=None,
+)
+AGGREGATES: tuple[Aggregate, ...] = (*TIERS, SITE_USAGE_DAILY)
+RESOLUTIONS = {t.resolution: t for t in TIERS}
+
+
+def tier(resolution: str) -> Aggregate:
+    """'1h' -> the 1-hour tier."""
+    return RESOLUTIONS[resolution]
+
+
+def tier_for_window(span: timedelta) -> Aggregate:
+    """The tier a dashboard reads for a time range of ``span``: the finest one that serves it.
+
+    The same rule as tenant.tier_for_window() in SQL (sql/idempotent/tier-read-path.sql),
+    which reads the published copy of TIERS.
+    """
+    for t in TIERS:
+        if t.serves_window_up_to is None or span <= t.serves_window_up_to:
+            return t
+    raise AssertionError("the last tier serves any window")
+
+
+def policies() -> dict:
+    """What metrics.configure_policies() takes: the raw tier and every aggregate's policies."""
+    return {
+        "raw_retention": RAW_RETENTION,
+        "raw_compress_after": RAW_COMPRESS_AFTER,
+        "raw_hypertables": list(RAW_HYPERTABLES),
+        "aggregates": [
+            {"name": a.name, "retention": a.retention, "start_offset": a.refresh_start_offset,
+             "end_offset": a.refresh_end_offset, "schedule": a.refresh_every, "compress_after": a.compress_after}
+            for a in AGGREGATES
+        ],
+    }
+
+
+# ---------------------------------------------------------------- relations users may name
+
+@dataclass(frozen=True)
+class Exportable:
+    """A relation ``rmp export NAME`` may read: only these names ever reach SQL (as Identifiers)."""
+
+    schema: str
+    relation: str
+    time_column: str
+    entity_column: str | None  # filtered by --id
+    order: tuple[str, ...]
+
+
+# Aggregates are read through the tenant.* views, so an analyst (rmp_analyst, no
+# access to schema metrics) exports its own organizations' rows and an admin everything.
+EXPORTS: dict[str, Exportable] = {
+    "forecasts": Exportable("analytics", "forecasts", "horizon_start", "entity_id",
+                            ("entity_type", "entity_id", "metric", "horizon_start")),
+    "anomalies": Exportable("analytics", "anomalies", "started_at", "server_id",
+                            ("server_id", "metric", "detector", "started_at")),
+    "report_runs": Exportable("analytics", "report_runs", "started_at", None, ("id",)),
+    **{t.name: Exportable("tenant", t.name, "bucket", "server_id", ("server_id", "bucket")) for t in TIERS},
+    SITE_USAGE_DAILY.name: Exportable("tenant", SITE_USAGE_DAILY.name, "bucket", "site_id", ("site_id", "bucket")),
+    **{name: Exportable("marts", name, column, "organization_id", ("organization_id", column))
+       for name, column in (("org_metrics_5m", "bucket_start_at"), ("org_metrics_hourly", "hour_start_at"),
+                            ("org_metrics_daily", "day_start_at"), ("org_tree_metrics_5m", "bucket_start_at"),
+                            ("org_tree_metrics_hourly", "hour_start_at"), ("org_tree_metrics_daily", "day_start_at"))},
+}

@@ -1,7 +1,7 @@
 """`rmp doctor`: audit a live database against what the migrations promise.
 
 Checks the extension version, the migration revision, every expected
-hypertable, continuous aggregate and policy (tiers from rmp.settings.RETENTION),
+hypertable, continuous aggregate and policy (from rmp.catalog),
 the invariant that each aggregate's refresh window lies inside its source's
 retention horizon (else a refresh after a retention run deletes aggregated
 history), and jobs that failed their last run or are overdue. Reads only
@@ -15,20 +15,9 @@ from datetime import timedelta
 
 import psycopg
 
-from rmp.settings import RETENTION
+from rmp.catalog import AGGREGATES, HYPERTABLES, RAW_HYPERTABLES, RAW_RETENTION
 
 MIN_TIMESCALEDB = (2, 13)
-HYPERTABLES = ("server_metrics", "metric_samples", "site_usage", "scaling_events")
-# aggregate -> its retention tier (None: kept forever)
-AGGREGATES = {
-    "server_metrics_1m": "1m",
-    "server_metrics_5m": "5m",
-    "server_metrics_1h": "1h",
-    "server_metrics_1d": "1d",
-    "site_usage_daily": None,
-}
-COMPRESSED_AGGREGATES = ("server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d")
-RAW_WITH_POLICIES = ("server_metrics", "metric_samples", "site_usage")
 
 
 @dataclass(frozen=True)
@@ -94,7 +83,8 @@ def _aggregates(conn: psycopg.Connection) -> list[Check]:
         "select view_name, materialized_only, compression_enabled"
         " from timescaledb_information.continuous_aggregates where view_schema = 'metrics'")}
     checks = []
-    for name in AGGREGATES:
+    for aggregate in AGGREGATES:
+        name = aggregate.name
         row = found.get(name)
         if row is None:
             checks.append(Check(f"aggregate metrics.{name}", False, "missing"))
@@ -102,7 +92,7 @@ def _aggregates(conn: psycopg.Connection) -> list[Check]:
         issues = []
         if row[1]:
             issues.append("materialized_only = true (dashboards would not see the newest data)")
-        if name in COMPRESSED_AGGREGATES and not row[2]:
+        if aggregate.compress_after is not None and not row[2]:
             issues.append("compression not enabled")
         checks.append(Check(f"aggregate metrics.{name}", not issues, "; ".join(issues) or "present, real-time"))
     return checks
@@ -133,22 +123,21 @@ def _policies(conn: psycopg.Connection) -> list[Check]:
         ok = _same_interval(conn, got, tier_value)
         want = tier_value or "none (kept forever)"
         checks.append(Check(f"retention metrics.{relation}", ok,
-                            f"drop_after {got or 'none'}" + ("" if ok else f", settings say {want}")))
+                            f"drop_after {got or 'none'}" + ("" if ok else f", the catalog says {want}")))
 
     def present(proc: str, relation: str, label: str) -> None:
         job = jobs.get((proc, relation))
         checks.append(Check(f"{label} metrics.{relation}", job is not None,
                             f"job {job['job_id']}" if job else f"no {label} policy"))
 
-    for table in RAW_WITH_POLICIES:
+    for table in RAW_HYPERTABLES:
         present("policy_compression", table, "compression")
-        retention(table, RETENTION["raw"])
-    for view, tier in AGGREGATES.items():
-        present("policy_refresh_continuous_aggregate", view, "refresh")
-        if view in COMPRESSED_AGGREGATES:
-            present("policy_compression", view, "compression")
-        if tier is not None:
-            retention(view, RETENTION[tier])
+        retention(table, RAW_RETENTION)
+    for aggregate in AGGREGATES:
+        present("policy_refresh_continuous_aggregate", aggregate.name, "refresh")
+        if aggregate.compress_after is not None:
+            present("policy_compression", aggregate.name, "compression")
+        retention(aggregate.name, aggregate.retention)
 
     org = conn.execute(
         "select job_id, config from timescaledb_information.jobs"
@@ -158,9 +147,9 @@ def _policies(conn: psycopg.Connection) -> list[Check]:
         checks.append(Check("organization retention job", False, f"{len(org)} jobs (expected 1)"))
     else:
         got = (org[0][1] or {}).get("raw_retention")
-        ok = _same_interval(conn, got, RETENTION["raw"])
+        ok = _same_interval(conn, got, RAW_RETENTION)
         checks.append(Check("organization retention job", ok,
-                            f"job {org[0][0]}, raw_retention {got}" + ("" if ok else f", settings say {RETENTION['raw']}")))
+                            f"job {org[0][0]}, raw_retention {got}" + ("" if ok else f", the catalog says {RAW_RETENTION}")))
     return checks
 
 

@@ -3,8 +3,11 @@
 ``sql/preinstall/NNN-*.sql`` create tables once (each revision names the
 files it applies); ``sql/idempotent/*.sql`` (views, functions, catalog rows)
 are ``create or replace`` and re-applied after every upgrade, so changing a
-view is editing one file. Policies are (re)set from ``rmp.settings.RETENTION``
-by ``metrics.configure_policies`` at the end of every upgrade to head.
+view is editing one file. The tiers of metrics.server_metrics are rendered
+from one template (``sql/templates/server-metrics-aggregate.sql``) per tier
+of ``rmp.catalog.TIERS``; the catalog is published as the view
+``metrics.aggregate_tiers`` and policies are (re)set from it by
+``metrics.configure_policies`` at the end of every upgrade to head.
 
 Python API used by tests, ``rmp demo`` and ``rmp migrate``::
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
+from psycopg import sql
 
 # alembic logs its plugin set-up at INFO on import and every step after; the CLI's
 # INFO logging would print them all. -v (DEBUG) keeps them.
@@ -37,9 +41,9 @@ from alembic.config import Config  # noqa: E402
 from alembic.runtime.migration import MigrationContext  # noqa: E402
 from alembic.script import ScriptDirectory  # noqa: E402
 
-from rmp import db  # noqa: E402
+from rmp import catalog, db  # noqa: E402
 from rmp.errors import UserError  # noqa: E402
-from rmp.settings import RETENTION, ROOT, SQL_DIR  # noqa: E402
+from rmp.settings import ROOT, SQL_DIR  # noqa: E402
 
 ALEMBIC_INI = ROOT / "alembic.ini"
 
@@ -78,13 +82,17 @@ def upgrade(url: str | None = None, revision: str = "head") -> str | None:
     before = current(target)
     with policy_jobs_paused(target):
         _run(command.upgrade, target, revision)
-        now = current(target)
-        # Revisions apply the idempotent SQL and policies themselves; with nothing
-        # to migrate, re-apply them so an edited view or changed tier takes effect.
-        if now == before == head():
-            with db.engine(target).begin() as conn:
+    now = current(target)
+    if now == head():
+        # Policies follow the catalog once the schema is at head (a tier a revision
+        # just created gets its own), with every job paused again: the jobs an
+        # earlier revision of this run created may be running. Revisions apply the
+        # idempotent SQL themselves; with nothing to migrate, re-apply it so an
+        # edited view takes effect.
+        with policy_jobs_paused(target), db.engine(target).begin() as conn:
+            if now == before:
                 apply_idempotent(conn)
-                configure_policies(conn)
+            configure_policies(conn)
     return now
 
 
@@ -173,10 +181,82 @@ def idempotent_files() -> list[Path]:
 
 
 def apply_idempotent(conn: sa.Connection) -> None:
+    """Publish the catalog, then re-apply sql/idempotent/*.sql (which may read it)."""
+    publish_catalog(conn)
     apply_sql(conn, *(str(p.relative_to(SQL_DIR)) for p in idempotent_files()))
 
 
-def configure_policies(conn: sa.Connection, tiers: dict[str, str | None] | None = None) -> None:
-    """(Re)set refresh, compression and retention policies from the retention tiers."""
+def configure_policies(conn: sa.Connection, policies: dict | None = None) -> None:
+    """(Re)set refresh, compression and retention policies from the catalog."""
     with _driver_cursor(conn) as cur:
-        cur.execute("select metrics.configure_policies(%s::jsonb)", (json.dumps(tiers or RETENTION),))
+        cur.execute("select metrics.configure_policies(%s::jsonb)", (json.dumps(policies or catalog.policies()),))
+
+
+TIER_TEMPLATE = SQL_DIR / "templates" / "server-metrics-aggregate.sql"
+
+
+def render_tier(tier: catalog.Aggregate) -> sql.Composed:
+    """The CREATE MATERIALIZED VIEW of one tier, from the one template."""
+    return sql.SQL(TIER_TEMPLATE.read_text()).format(
+        view=sql.Identifier(catalog.SCHEMA, tier.name),
+        bucket_width=sql.Literal(tier.bucket_width),
+        collection_interval_seconds=sql.SQL(repr(float(catalog.COLLECTION_INTERVAL_SECONDS))),
+    )
+
+
+def create_tier(conn: sa.Connection, tier: catalog.Aggregate) -> None:
+    with _driver_cursor(conn) as cur:
+        cur.execute(render_tier(tier))
+
+
+def drop_aggregate(conn: sa.Connection, aggregate: catalog.Aggregate) -> None:
+    """Drop a continuous aggregate; its refresh/compression/retention jobs go with it."""
+    with _driver_cursor(conn) as cur:
+        cur.execute(sql.SQL("drop materialized view if exists {} cascade").format(
+            sql.Identifier(catalog.SCHEMA, aggregate.name)))
+
+
+def add_metric_column(conn: sa.Connection, column: catalog.MetricColumn) -> None:
+    """``alter table metrics.server_metrics add column`` with its CHECK, from the catalog entry."""
+    lower, upper = column.bounds
+    name = sql.Identifier(column.name)
+    if upper is None:
+        check = sql.SQL("{} >= {}").format(name, sql.Literal(lower))
+    else:
+        check = sql.SQL("{} between {} and {}").format(name, sql.Literal(lower), sql.Literal(upper))
+    with _driver_cursor(conn) as cur:
+        cur.execute(sql.SQL("alter table metrics.server_metrics add column {} {} constraint {} check ({})").format(
+            name, sql.SQL(column.sql_type), sql.Identifier(column.check_name), check))
+
+
+def drop_metric_column(conn: sa.Connection, column: catalog.MetricColumn) -> None:
+    with _driver_cursor(conn) as cur:
+        cur.execute(sql.SQL("alter table metrics.server_metrics drop column if exists {}").format(
+            sql.Identifier(column.name)))
+
+
+def publish_catalog(conn: sa.Connection) -> None:
+    """The tiers as rows of the view metrics.aggregate_tiers, for readers that speak only SQL
+    (the tenant views, tenant.server_buckets() and so Grafana). Re-rendered on every migration;
+    tenant.aggregate_tiers goes with it (cascade) and sql/idempotent/tier-read-path.sql recreates it."""
+    rows = sql.SQL(", ").join(
+        sql.SQL("({})").format(sql.SQL(", ").join([
+            sql.Literal(t.name), sql.Literal(t.resolution), sql.Literal(t.source),
+            sql.SQL("{}::interval").format(sql.Literal(t.bucket_width)),
+            sql.SQL("{}::interval").format(sql.Literal(t.retention)),
+            sql.SQL("{}::interval").format(sql.Literal(t.refresh_start_offset)),
+            sql.SQL("{}::interval").format(sql.Literal(t.serves_window_up_to)),
+        ]))
+        for t in catalog.TIERS
+    )
+    with _driver_cursor(conn) as cur:
+        cur.execute("drop view if exists metrics.aggregate_tiers cascade")
+        cur.execute(sql.SQL(
+            "create view metrics.aggregate_tiers as select * from (values {rows}) as tiers "
+            "(view_name, resolution, source, bucket_width, retention, refresh_start_offset, serves_window_up_to)"
+        ).format(rows=rows))
+        cur.execute(
+            "comment on view metrics.aggregate_tiers is 'The tiers of metrics.server_metrics, finest first, "
+            "published from rmp/catalog.py by every migration (serves_window_up_to: the longest dashboard "
+            "window the tier serves; null = any longer one). Read-only: edit the catalog.'"
+        )

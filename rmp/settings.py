@@ -7,9 +7,9 @@ TimescaleDB from the installed binaries, ``rmp/native.py``), each with its own
 data directory and port below.
 ``RMP_READ_DATABASE_URL`` (optional) is a read replica that analysts'
 reads go to (export, report, forecast and anomaly readers); their writes,
-ingest, migrations, jobs and dbt always use the primary. Retention tiers are
-here too: migrations, ``rmp doctor`` and the tests
-all read them from this module.
+ingest, migrations, jobs and dbt always use the primary. What the platform
+knows about its schema (retention tiers, the collection interval, metric
+columns) is in ``rmp.catalog``.
 """
 
 from __future__ import annotations
@@ -23,20 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DIR = ROOT / "embedded"
 SQL_DIR = ROOT / "sql"
 DBT_DIR = ROOT / "dbt"
-
-# Retention per tier (PostgreSQL interval text). ``None`` keeps data forever.
-# Each continuous aggregate's refresh window must end inside the retention
-# horizon of its source, or a retention run deletes history before it is
-# aggregated; ``rmp doctor`` checks that on a live database.
-RETENTION = {
-    "raw": "90 days",
-    "1m": "30 days",
-    "5m": "90 days",
-    "1h": "1 year",
-    "1d": None,
-}
-
-COLLECTION_INTERVAL_SECONDS = 30
 
 ENGINES = ("embedded", "native")
 

@@ -26,11 +26,11 @@ EXAMPLE_QUERIES = [
     ("Organizations nearest their quotas",
      "select organization_id, quota_name, used_value, limit_value, percent_used, is_exceeded\n"
      "  from marts.org_quota_status order by percent_used desc nulls last limit 10;"),
-    ("The newest 24 h of one server, 5-minute buckets from the continuous aggregate",
-     "select bucket, cpu_avg_percent, cpu_p95_percent, memory_avg_percent, disk_avg_percent\n"
-     "  from metrics.server_metrics_5m where server_id = 1\n"
-     "   and bucket > (select max(bucket) from metrics.server_metrics_5m) - interval '24 hours'\n"
-     " order by bucket;"),
+    ("The newest 24 h of one server, from the aggregate tier dashboards read for 24 h",
+     "select buckets.bucket, buckets.cpu_avg_percent, buckets.cpu_p95_percent, buckets.memory_avg_percent\n"
+     "  from (select max(collected_at) as last_at from metrics.server_metrics) as newest,\n"
+     "       tenant.server_buckets(newest.last_at - interval '24 hours', newest.last_at, array[1::bigint]) as buckets\n"
+     " order by buckets.bucket;"),
     ("Servers predicted to fill their disk soonest",
      "select entity_id as server_id, threshold_crossing_at, crossing_lo_at, crossing_hi_at, mase\n"
      "  from analytics.forecasts where entity_type = 'server' and metric = 'disk_percent'\n"
@@ -88,13 +88,13 @@ def refresh_aggregates(url: str, start, end) -> list[int]:
     """
     from psycopg import sql
 
-    from rmp.doctor import AGGREGATES  # every continuous aggregate the schema defines
+    from rmp.catalog import AGGREGATES  # every continuous aggregate the schema defines
 
     with db.connect(url, autocommit=True) as conn:
-        for view in AGGREGATES:
+        for aggregate in AGGREGATES:
             conn.execute(
                 sql.SQL("call refresh_continuous_aggregate({}, %s, %s)").format(
-                    sql.Literal(f"metrics.{view}")
+                    sql.Literal(aggregate.qualified)
                 ),
                 [start, end],
             )

@@ -21,15 +21,11 @@ from psycopg import sql
 
 from ingest.fleet_writers import write_fleet_files, write_tenancy
 from ingest.generator import generate_fleet
+from rmp.catalog import SERVER_METRICS
 
-# server_metrics columns the checksum covers, with the struct code of their send format
-CHECKED = {
-    "cpu_percent": "d", "load_1m": "d", "load_5m": "d", "load_15m": "d", "cpu_cores": "i",
-    "memory_total_bytes": "q", "memory_used_bytes": "q", "memory_available_bytes": "q", "memory_percent": "d",
-    "disk_total_bytes": "q", "disk_used_bytes": "q", "disk_available_bytes": "q", "disk_percent": "d",
-    "disk_read_bytes": "q", "disk_write_bytes": "q", "network_rx_bytes": "q", "network_tx_bytes": "q",
-    "containers_running": "i", "containers_total": "i",
-}
+# server_metrics columns the checksum covers (every metric column of the catalog), with the
+# struct code of their send format
+CHECKED = {c.name: {"double precision": "d", "bigint": "q", "integer": "i"}[c.sql_type] for c in SERVER_METRICS}
 _SEND = {"d": "float8send", "q": "int8send", "i": "int4send"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)

@@ -176,9 +176,11 @@ def test_server_metrics_equal_the_tenant_views(api, granularity):
             (120, 14.5, 19.0), (120, 14.5, 19.0)]
 
 
-@pytest.mark.parametrize(("span", "tier"), [(timedelta(hours=2), "5m"), (timedelta(hours=24), "5m"),
-                                            (timedelta(days=3), "1h"), (timedelta(days=30), "1d")])
+@pytest.mark.parametrize(("span", "tier"), [(timedelta(hours=2), "1m"), (timedelta(hours=24), "1m"),
+                                            (timedelta(days=3), "5m"), (timedelta(days=30), "1h"),
+                                            (timedelta(days=120), "1d")])
 def test_default_granularity_follows_the_span(api, span, tier):
+    # the catalog's window -> tier mapping (tests/test_catalog.py), as Grafana and sql/queries
     client, ids, _, _, _ = api
     with client() as c:
         r = c.get(f"/servers/{ids['server_A']}/metrics", params={"start": (T0 - span).isoformat(),

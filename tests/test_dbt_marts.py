@@ -467,6 +467,11 @@ def test_org_metrics_hourly_weighted_cpu_and_totals(built):
     assert tuple(got[(1, at(10))][c] for c in cols) == (2, 240, 30.0, 24 * GIB, 500 * GIB, 300.0, 150.0)
     assert tuple(got[(1, at(11))][c] for c in cols) == (2, 240, 30.0, 32 * GIB, 500 * GIB, 300.0, 150.0)
     assert tuple(got[(1, at(12))][c] for c in cols) == (2, 2, 30.0, 32 * GIB, 500 * GIB, 300.0, 150.0)
+    # acme-old is decommissioned: acme expects 2 servers; eu-2 (maintenance) still counts
+    assert {k: (r["count_servers_expected"], r["is_complete"]) for k, r in got.items()} == {
+        (1, at(10)): (2, True), (1, at(11)): (2, True), (1, at(12)): (2, True),
+        (2, at(10)): (2, True), (2, at(11)): (2, True), (3, at(10)): (1, True),
+    }
     assert got[(1, at(10))]["cpu_avg_percent"] == 20.0
     assert got[(2, at(10))]["cpu_avg_percent"] == 25.0
     assert got[(2, at(10))]["cpu_max_percent"] == 90.0

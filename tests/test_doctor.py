@@ -60,7 +60,7 @@ def test_doctor_fails_when_a_policy_is_missing(db):
     try:
         bad = doctor.problems(doctor.run(db))
         assert [(c.name, c.detail) for c in bad] == [
-            ("retention metrics.server_metrics_5m", "drop_after none, settings say 90 days")
+            ("retention metrics.server_metrics_5m", "drop_after none, the catalog says 90 days")
         ]
     finally:
         db.execute("select add_retention_policy('metrics.server_metrics_5m', drop_after => interval '90 days')")

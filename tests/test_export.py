@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 
 import pytest
-from test_forecast_db import DAYS, fleet  # noqa: F401 - the fixture is used by name
+from test_forecast_db import DAYS, fleet, marts  # noqa: F401 - the fixtures are used by name
 
 from analytics.export import ExportError, export, fetch
 from analytics.pipeline import run_anomalies, run_forecasts

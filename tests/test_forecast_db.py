@@ -40,8 +40,19 @@ def rows_for(server_id: int, start: datetime, days: int, disk_per_day: float, sp
                float(disk_pct[i]), int(disk_pct[i] / 100 * 500 * GB), 500 * GB, 3000, 1500)
 
 
+@pytest.fixture(scope="module")
+def marts(migrated_url, tmp_path_factory):
+    """The marts organization forecasts read; views over live data, so built once."""
+    from transform.dbt_runner import run_dbt
+
+    work = tmp_path_factory.mktemp("dbt")
+    env = {"DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
+    built = run_dbt(["run", "--select", "+org_metrics_hourly", "+org_resource_usage"], migrated_url, extra_env=env)
+    assert built.success, built.statuses()
+
+
 @pytest.fixture
-def fleet(db: psycopg.Connection):
+def fleet(db: psycopg.Connection, marts):
     org = db.execute("insert into tenancy.organizations (name, slug) values ('Acme', 'acme') returning id").fetchone()[0]
     db.execute("insert into tenancy.licences (organization_id, max_disk_bytes, max_memory_bytes)"
                " values (%s, %s, %s)", (org, 1000 * GB, 100 * GB))

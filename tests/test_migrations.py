@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from rmp import migrations
+from rmp import catalog, migrations
 
 EXPECTED_TABLES = {
     ("tenancy", "organizations"), ("tenancy", "users"), ("tenancy", "memberships"),
@@ -16,9 +16,14 @@ EXPECTED_TABLES = {
     ("metrics", "site_usage"), ("metrics", "scaling_events"), ("metrics", "rejected_rows"),
     ("analytics", "forecasts"), ("analytics", "anomalies"), ("analytics", "report_runs"),
 }
-EXPECTED_AGGREGATES = {
-    "server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d", "site_usage_daily",
-}
+# Every aggregate of the catalog (rmp/catalog.py); tests/test_catalog.py pins the tiers and their windows.
+EXPECTED_AGGREGATES = {a.name for a in catalog.AGGREGATES}
+# The policy jobs the catalog asks for (compression and retention of the raw hypertables; refresh,
+# compression and retention of each aggregate that has them) and the per-organization retention job:
+# 3 x 2 + (3 + 3 + 3 + 2 + 1) + 1 = 19 with today's catalog.
+EXPECTED_JOBS = (len(catalog.RAW_HYPERTABLES) * 2
+                 + sum(1 + (a.compress_after is not None) + (a.retention is not None) for a in catalog.AGGREGATES)
+                 + 1)
 
 
 def _tables(conn: psycopg.Connection) -> set[tuple[str, str]]:
@@ -60,7 +65,7 @@ def test_upgrade_downgrade_upgrade_on_empty_database(fresh_url):
         assert hypertables == {"server_metrics", "metric_samples", "site_usage", "scaling_events"}
         # 3 raw compression + 3 raw retention + 5 refresh + 4 aggregate compression
         # + 3 aggregate retention (1m, 5m, 1h; 1d is kept forever) + 1 organization retention
-        assert _project_jobs(conn) == 19
+        assert _project_jobs(conn) == EXPECTED_JOBS
 
     assert migrations.downgrade(fresh_url, "0001_core") == "0001_core"
     with psycopg.connect(fresh_url, autocommit=True) as conn:
@@ -79,14 +84,14 @@ def test_upgrade_downgrade_upgrade_on_empty_database(fresh_url):
     with psycopg.connect(fresh_url, autocommit=True) as conn:
         assert _tables(conn) >= EXPECTED_TABLES
         assert _aggregates(conn) == EXPECTED_AGGREGATES
-        assert _project_jobs(conn) == 19
+        assert _project_jobs(conn) == EXPECTED_JOBS
 
 
 def test_upgrade_at_head_reapplies_policies_without_duplicates(fresh_url):
     migrations.upgrade(fresh_url)
     migrations.upgrade(fresh_url)
     with psycopg.connect(fresh_url, autocommit=True) as conn:
-        assert _project_jobs(conn) == 19
+        assert _project_jobs(conn) == EXPECTED_JOBS
         assert conn.execute("select count(*) from metrics.metric_types").fetchone()[0] == 21  # 20 + generic
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from schema_data import load
 
-from rmp import queries
+from rmp import catalog, queries
 
 STEP = timedelta(minutes=10)
 K = 40 * 144  # 40 days of one sample per 10 minutes per server
@@ -64,15 +64,14 @@ def _expected_buckets(rows, sid: int, width: timedelta, since: datetime) -> list
     return out
 
 
-@pytest.mark.parametrize(("name", "width", "window"), [
-    ("server_last_24h", timedelta(minutes=5), timedelta(hours=24)),
-    ("server_last_7d", timedelta(hours=1), timedelta(days=7)),
-    ("server_last_30d", timedelta(days=1), timedelta(days=30)),
-])
-def test_server_window_query_reads_the_right_aggregate(db, fleet, name, width, window):
+@pytest.mark.parametrize("window", [timedelta(hours=24), timedelta(days=7), timedelta(days=30)],
+                         ids=["24h", "7d", "30d"])
+def test_server_window_query_reads_the_right_aggregate(db, fleet, window):
+    # buckets of the tier the catalog maps the window to (pinned in tests/test_catalog.py)
+    width = catalog.tier_for_window(window).bucket
     sid = fleet["servers"][1]
     now = db.execute("select now()").fetchone()[0]
-    got = queries.run(db, name, server_id=sid)
+    got = queries.run(db, "server_window", server_id=sid, window=window)
     expected = _expected_buckets(fleet["rows"], sid, width, now - window)
     assert [r[0] for r in got] == [e[0] for e in expected]
     # one bucket per sample width step inside the window, give or take the partial edges
@@ -139,8 +138,8 @@ def test_history_pages_follow_each_other_without_gaps(db, fleet):
 
 
 def test_query_with_a_missing_variable_names_it(db):
-    with pytest.raises(queries.QueryError, match="server_last_24h needs server_id"):
-        queries.run(db, "server_last_24h")
+    with pytest.raises(queries.QueryError, match="server_window needs server_id, window"):
+        queries.run(db, "server_window")
     with pytest.raises(queries.QueryError, match="no query 'nope'"):
         queries.run(db, "nope")
 
@@ -158,3 +157,17 @@ def test_query_files_run_in_psql_with_variables(db, fleet, migrated_url):
     assert [(datetime.fromisoformat(r["collected_at"]), float(r["cpu_percent"])) for r in got] == [
         (r[0], r[1]) for r in expected]
     assert len(got) == 3
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed")
+def test_server_window_runs_in_psql_with_a_window_variable(db, fleet, migrated_url):
+    sid = fleet["servers"][0]
+    out = subprocess.run(
+        ["psql", "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1", "-v", f"server_id={sid}", "-v", "window=7 days",
+         "-f", str(queries.QUERIES_DIR / "server_window.sql"), migrated_url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    got = [datetime.fromisoformat(r["bucket"]) for r in csv.DictReader(io.StringIO(out))]
+    expected = [r[0] for r in queries.run(db, "server_window", server_id=sid, window=timedelta(days=7))]
+    assert got == expected
+    assert abs(len(got) - 7 * 144) <= 1  # one 10-minute sample per 5-minute bucket

@@ -8,7 +8,7 @@ import sys
 from datetime import timedelta
 
 import pytest
-from test_forecast_db import COLUMNS, DAYS, GB, fleet, rows_for, start_of_history  # noqa: F401 - fixture used by name
+from test_forecast_db import COLUMNS, DAYS, GB, fleet, marts, rows_for, start_of_history  # noqa: F401 - fixtures used by name
 
 from analytics import data
 from analytics.pipeline import run_anomalies, run_forecasts

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from schema_data import day_start, load, organization, server, sparse_rows
 
-from rmp.settings import RETENTION
+from rmp.catalog import RAW_RETENTION
 
 
 def _job(db, proc: str, name: str) -> int:
@@ -24,7 +24,7 @@ def _org_retention_job(db) -> int:
 
 
 def test_raw_retention_drops_old_chunks_and_hourly_and_daily_history_survives(db):
-    assert RETENTION["raw"] == "90 days"
+    assert RAW_RETENTION == "90 days"
     sid = server(db, organization(db, "acme"), "web-1")
     # Four samples a day at 00:00, 06:00, 12:00, 18:00 for days 120..1 ago.
     days = list(range(120, 0, -1))

@@ -1,4 +1,4 @@
-"""Continuous aggregates (1m, 5m, 1h, 1d, site_usage_daily) and every policy.
+"""Continuous aggregates (the tiers of metrics.server_metrics and the daily site usage) and every policy.
 
 Revision ID: 0002_aggregates
 Revises: 0001_core
@@ -8,18 +8,28 @@ from __future__ import annotations
 
 from alembic import op
 
-from rmp.migrations import apply_idempotent, apply_sql, configure_policies
+from rmp import catalog
+from rmp.migrations import (
+    apply_idempotent,
+    apply_sql,
+    configure_policies,
+    create_tier,
+    drop_aggregate,
+)
 
 revision = "0002_aggregates"
 down_revision = "0001_core"
 branch_labels = None
 depends_on = None
 
-AGGREGATES = ("site_usage_daily", "server_metrics_1d", "server_metrics_1h", "server_metrics_5m", "server_metrics_1m")
-RAW = ("server_metrics", "metric_samples", "site_usage")
+# The tiers this revision creates, each rendered from sql/templates/server-metrics-aggregate.sql;
+# a tier added to the catalog later comes with its own revision.
+TIERS = ("1m", "5m", "1h", "1d")
 
 
 def upgrade() -> None:
+    for resolution in TIERS:
+        create_tier(op.get_bind(), catalog.tier(resolution))
     apply_sql(op.get_bind(), "preinstall/004-aggregates.sql")
     apply_idempotent(op.get_bind())
     configure_policies(op.get_bind())
@@ -30,8 +40,8 @@ def downgrade() -> None:
         "select delete_job(job_id) from timescaledb_information.jobs"
         " where proc_schema = 'metrics' and proc_name = 'apply_organization_retention'"
     )
-    for name in AGGREGATES:  # their refresh/compression/retention jobs go with them
-        op.execute(f"drop materialized view if exists metrics.{name} cascade")
-    for name in RAW:
+    for aggregate in (catalog.SITE_USAGE_DAILY, *(catalog.tier(r) for r in reversed(TIERS))):
+        drop_aggregate(op.get_bind(), aggregate)
+    for name in catalog.RAW_HYPERTABLES:
         op.execute(f"select remove_retention_policy('metrics.{name}', if_exists => true)")
         op.execute(f"select remove_compression_policy('metrics.{name}', if_exists => true)")

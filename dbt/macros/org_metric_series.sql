@@ -6,7 +6,9 @@
                         true: its servers and those of all its sub-organizations
     cpu is averaged over every sample (weighted by sample_count, not a mean
     of means) with its peak; memory, disk and network are the sum over
-    servers of each server's figure for the bucket. A filter on
+    servers of each server's figure for the bucket. is_complete: every server
+    the organization runs (not decommissioned) reported in the bucket; a
+    partial bucket's totals would look like a drop. A filter on
     organization_id and the time column reaches the aggregate (both are
     grouping keys), so one organization's range reads only its buckets. -#}
 {% macro org_metric_series(metrics_model, time_column, include_children=false) %}
@@ -63,6 +65,17 @@ server_owners as (
 ),
 {% endif %}
 
+expected_servers as (
+    select
+        server_owners.organization_id,
+        count(*) as count_servers_expected
+    from server_owners
+    inner join servers
+        on servers.server_id = server_owners.server_id
+    where servers.server_status <> 'decommissioned'
+    group by 1
+),
+
 organization_buckets as (
     select
         server_owners.organization_id,
@@ -84,11 +97,22 @@ organization_buckets as (
     group by 1, 2
 ),
 
+with_expected as (
+    select
+        organization_buckets.*,
+        coalesce(expected_servers.count_servers_expected, 0) as count_servers_expected
+    from organization_buckets
+    left join expected_servers
+        on expected_servers.organization_id = organization_buckets.organization_id
+),
+
 final as (
     select
         organization_id,
         {{ time_column }},
         count_servers_reporting::bigint as count_servers_reporting,
+        count_servers_expected::bigint as count_servers_expected,
+        count_servers_reporting = count_servers_expected as is_complete,
         sample_count::bigint as sample_count,
         cpu_avg_percent::double precision as cpu_avg_percent,
         cpu_max_percent::double precision as cpu_max_percent,
@@ -98,7 +122,7 @@ final as (
         disk_used_max_bytes_total::double precision as disk_used_max_bytes_total,
         network_rx_avg_bytes_per_sec_total::double precision as network_rx_avg_bytes_per_sec_total,
         network_tx_avg_bytes_per_sec_total::double precision as network_tx_avg_bytes_per_sec_total
-    from organization_buckets
+    from with_expected
 )
 
 select * from final

@@ -13,30 +13,29 @@ def migrate() -> None:
     """Create or change the database schema (sql/ applied by alembic revisions)."""
 
 
+def _move(direction: str, revision: str) -> None:
+    """Upgrade or downgrade with a spinner, then say where the database went from where."""
+    from rmp import migrations
+
+    url = db.database_url()
+    with Console(stderr=True).status(f"{direction[:-1]}ing to {revision}..."):  # upgrading, downgrading
+        before = migrations.current(url)
+        after = getattr(migrations, direction)(url, revision)
+    click.echo(f"database at {after or 'base'} (was {before or 'empty'})")
+
+
 @migrate.command()
 @click.argument("revision", default="head")
 def upgrade(revision: str) -> None:
     """Upgrade to REVISION (default: head); at head, re-apply views, functions and policies."""
-    from rmp import migrations
-
-    url = db.database_url()
-    with Console(stderr=True).status(f"upgrading to {revision}..."):
-        before = migrations.current(url)
-        after = migrations.upgrade(url, revision)
-    click.echo(f"database at {after} (was {before or 'empty'})")
+    _move("upgrade", revision)
 
 
 @migrate.command()
 @click.argument("revision")
 def downgrade(revision: str) -> None:
     """Downgrade to REVISION ('base' removes the whole schema and its data, '-1' goes one back)."""
-    from rmp import migrations
-
-    url = db.database_url()
-    with Console(stderr=True).status(f"downgrading to {revision}..."):
-        before = migrations.current(url)
-        after = migrations.downgrade(url, revision)
-    click.echo(f"database at {after or 'base'} (was {before or 'empty'})")
+    _move("downgrade", revision)
 
 
 @migrate.command()

@@ -22,15 +22,20 @@ def tenant() -> None:
     """
 
 
+def _change(action: str, organization: str, login: str):
+    """tenancy.grant or tenancy.revoke on a connection of their own: (organization, changed)."""
+    from rmp import tenancy
+
+    with _connect() as conn:
+        return getattr(tenancy, action)(conn, organization, login)
+
+
 @tenant.command()
 @click.argument("organization")
 @click.argument("login")
 def grant(organization: str, login: str) -> None:
     """Let LOGIN read ORGANIZATION (slug, name or id) and its sub-organizations."""
-    from rmp import tenancy
-
-    with _connect() as conn:
-        org, new = tenancy.grant(conn, organization, login)
+    org, new = _change("grant", organization, login)
     state = "granted" if new else "already granted"
     click.echo(f"{login}: {state} organization {org.slug} (id {org.id}) and its sub-organizations")
 
@@ -40,10 +45,7 @@ def grant(organization: str, login: str) -> None:
 @click.argument("login")
 def revoke(organization: str, login: str) -> None:
     """Take ORGANIZATION away from LOGIN (with its last grant, rmp_analyst membership too)."""
-    from rmp import tenancy
-
-    with _connect() as conn:
-        org, removed = tenancy.revoke(conn, organization, login)
+    org, removed = _change("revoke", organization, login)
     click.echo(f"{login}: {'revoked' if removed else 'had no grant on'} organization {org.slug} (id {org.id})")
 
 

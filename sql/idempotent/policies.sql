@@ -1,16 +1,21 @@
 -- policies: refresh, compression and retention policies and the
--- per-organization retention job, (re)set from the retention tiers that
--- rmp/settings.py RETENTION holds (passed in by the migration as jsonb:
--- {"raw": "90 days", "1m": "30 days", "5m": "90 days", "1h": "1 year", "1d": null};
--- null = keep forever). Safe to call again: every policy is replaced.
+-- per-organization retention job, (re)set from the catalog (rmp/catalog.py
+-- policies(), passed in by the migration as jsonb:
+--   {"raw_retention": "90 days", "raw_compress_after": "1 day",
+--    "raw_hypertables": ["server_metrics", ...],
+--    "aggregates": [{"name": "server_metrics_1m", "retention": "30 days",
+--                    "start_offset": "2 hours", "end_offset": "1 minute",
+--                    "schedule": "1 minute", "compress_after": "1 day"}, ...]}
+-- retention / compress_after null = keep forever / do not compress). Safe to
+-- call again: every policy is replaced. An aggregate of the catalog that does
+-- not exist yet (a later revision creates it) is skipped.
 --
 -- The invariant that keeps history: each aggregate's refresh window
 -- (start_offset back from now) must lie inside its source's retention
 -- horizon, or a refresh after a retention run would find the raw rows gone
 -- and delete the aggregated buckets. All levels read the raw hypertable, so
 -- every start_offset must be shorter than the raw tier; this function refuses
--- tiers that break it, and `rmp doctor` audits it on a live database.
-
+-- a catalog that breaks it, and `rmp doctor` audits it on a live database.
 --
 -- Running jobs: on a real server TimescaleDB's background workers may be
 -- refreshing or compressing while this runs. Deleting a job waits for (and
@@ -47,63 +52,56 @@ begin
 end;
 $$;
 
-create or replace function metrics.configure_policies(tiers jsonb) returns void
+-- (dropped first: the parameter was once named differently, which "or replace" cannot change)
+drop function if exists metrics.configure_policies(jsonb);
+create function metrics.configure_policies(catalog jsonb) returns void
 language plpgsql as $$
 declare
-    raw_retention interval := (tiers ->> 'raw')::interval;
-    -- level, bucket width, refresh start_offset, end_offset, schedule, compress_after
-    level record;
+    raw_retention interval := (catalog ->> 'raw_retention')::interval;
+    raw_table text;
+    agg record;
 begin
     perform metrics.delete_policy_jobs();
 
     -- Raw hypertables: compression after a day, retention at the raw tier.
-    perform remove_compression_policy('metrics.server_metrics', if_exists => true);
-    perform remove_compression_policy('metrics.metric_samples', if_exists => true);
-    perform remove_compression_policy('metrics.site_usage', if_exists => true);
-    perform add_compression_policy('metrics.server_metrics', compress_after => interval '1 day');
-    perform add_compression_policy('metrics.metric_samples', compress_after => interval '1 day');
-    perform add_compression_policy('metrics.site_usage', compress_after => interval '1 day');
+    for raw_table in select jsonb_array_elements_text(catalog -> 'raw_hypertables') loop
+        perform remove_compression_policy(format('metrics.%I', raw_table)::regclass, if_exists => true);
+        perform add_compression_policy(format('metrics.%I', raw_table)::regclass,
+                                       compress_after => (catalog ->> 'raw_compress_after')::interval);
+        perform remove_retention_policy(format('metrics.%I', raw_table)::regclass, if_exists => true);
+        if raw_retention is not null then
+            perform add_retention_policy(format('metrics.%I', raw_table)::regclass, drop_after => raw_retention);
+        end if;
+    end loop;
 
-    perform remove_retention_policy('metrics.server_metrics', if_exists => true);
-    perform remove_retention_policy('metrics.metric_samples', if_exists => true);
-    perform remove_retention_policy('metrics.site_usage', if_exists => true);
-    if raw_retention is not null then
-        perform add_retention_policy('metrics.server_metrics', drop_after => raw_retention);
-        perform add_retention_policy('metrics.metric_samples', drop_after => raw_retention);
-        perform add_retention_policy('metrics.site_usage', drop_after => raw_retention);
-    end if;
-
-    for level in
-        select * from (values
-            ('server_metrics_1m', '1m', interval '2 hours', interval '1 minute', interval '1 minute', interval '1 day'),
-            ('server_metrics_5m', '5m', interval '6 hours', interval '5 minutes', interval '5 minutes', interval '1 day'),
-            ('server_metrics_1h', '1h', interval '3 days', interval '1 hour', interval '1 hour', interval '7 days'),
-            ('server_metrics_1d', '1d', interval '7 days', interval '1 day', interval '1 day', interval '30 days'),
-            ('site_usage_daily', 'raw', interval '7 days', interval '1 day', interval '1 day', interval '30 days')
-        ) as v(view_name, tier, start_offset, end_offset, schedule, compress_after)
+    for agg in
+        select * from jsonb_to_recordset(catalog -> 'aggregates') as a(
+            name text, retention interval, start_offset interval, end_offset interval,
+            schedule interval, compress_after interval)
     loop
-        if raw_retention is not null and level.start_offset >= raw_retention then
+        continue when to_regclass(format('metrics.%I', agg.name)) is null;
+        if raw_retention is not null and agg.start_offset >= raw_retention then
             raise exception 'refresh window of metrics.% (%) reaches past the raw retention of % ',
-                level.view_name, level.start_offset, raw_retention
-                using hint = 'lengthen RETENTION[''raw''] in rmp/settings.py';
+                agg.name, agg.start_offset, raw_retention
+                using hint = 'lengthen RAW_RETENTION or shorten the refresh_start_offset in rmp/catalog.py';
         end if;
-        perform remove_continuous_aggregate_policy(format('metrics.%I', level.view_name)::regclass,
+        perform remove_continuous_aggregate_policy(format('metrics.%I', agg.name)::regclass,
                                                    if_exists => true);
-        perform add_continuous_aggregate_policy(format('metrics.%I', level.view_name)::regclass,
-            start_offset => level.start_offset,
-            end_offset => level.end_offset,
-            schedule_interval => level.schedule);
+        perform add_continuous_aggregate_policy(format('metrics.%I', agg.name)::regclass,
+            start_offset => agg.start_offset,
+            end_offset => agg.end_offset,
+            schedule_interval => agg.schedule);
 
-        perform remove_compression_policy(format('metrics.%I', level.view_name)::regclass, if_exists => true);
-        if level.view_name <> 'site_usage_daily' then
-            perform add_compression_policy(format('metrics.%I', level.view_name)::regclass,
-                                           compress_after => level.compress_after);
+        perform remove_compression_policy(format('metrics.%I', agg.name)::regclass, if_exists => true);
+        if agg.compress_after is not null then
+            perform add_compression_policy(format('metrics.%I', agg.name)::regclass,
+                                           compress_after => agg.compress_after);
         end if;
 
-        perform remove_retention_policy(format('metrics.%I', level.view_name)::regclass, if_exists => true);
-        if level.tier <> 'raw' and tiers ->> level.tier is not null then
-            perform add_retention_policy(format('metrics.%I', level.view_name)::regclass,
-                                         drop_after => (tiers ->> level.tier)::interval);
+        perform remove_retention_policy(format('metrics.%I', agg.name)::regclass, if_exists => true);
+        if agg.retention is not null then
+            perform add_retention_policy(format('metrics.%I', agg.name)::regclass,
+                                         drop_after => agg.retention);
         end if;
     end loop;
 

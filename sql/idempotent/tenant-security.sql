@@ -18,8 +18,10 @@
 -- nothing, hence the guard around the whole file.
 
 do $guard$
+declare
+    tier_view text;
 begin
-if to_regclass('tenancy.tenant_grants') is null or to_regclass('metrics.server_metrics_1d') is null then
+if to_regclass('tenancy.tenant_grants') is null or to_regclass('metrics.site_usage_daily') is null then
     return;
 end if;
 
@@ -294,21 +296,17 @@ end if;
 create or replace view tenant.metric_types as
 select * from metrics.metric_types;
 
-create or replace view tenant.server_metrics_1m with (security_barrier) as
-select m.* from metrics.server_metrics_1m m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
-
-create or replace view tenant.server_metrics_5m with (security_barrier) as
-select m.* from metrics.server_metrics_5m m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
-
-create or replace view tenant.server_metrics_1h with (security_barrier) as
-select m.* from metrics.server_metrics_1h m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
-
-create or replace view tenant.server_metrics_1d with (security_barrier) as
-select m.* from metrics.server_metrics_1d m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
+-- One view per tier of metrics.server_metrics (the catalog's metrics.aggregate_tiers),
+-- so a new tier gets its tenant view without an edit here.
+for tier_view in
+    select t.view_name from metrics.aggregate_tiers t where to_regclass(format('metrics.%I', t.view_name)) is not null
+loop
+    execute format($v$
+        create or replace view tenant.%1$I with (security_barrier) as
+        select m.* from metrics.%1$I m
+        where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user))
+    $v$, tier_view);
+end loop;
 
 create or replace view tenant.site_usage_daily with (security_barrier) as
 select m.* from metrics.site_usage_daily m

@@ -1,4 +1,4 @@
-{%- set stale_after_seconds = var('collection_interval_seconds') * var('stale_after_intervals') -%}
+{%- set stale_after_seconds = collection_interval_seconds() * var('stale_after_intervals') -%}
 
 with
 

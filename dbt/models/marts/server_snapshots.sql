@@ -11,7 +11,7 @@
                 snapshot_degraded_disk_percent
       ok        otherwise
     Filter on server_id and collected_at: both reach the raw hypertable. -#}
-{%- set stale_after_seconds = var('collection_interval_seconds') * var('stale_after_intervals') -%}
+{%- set stale_after_seconds = collection_interval_seconds() * var('stale_after_intervals') -%}
 
 with
 

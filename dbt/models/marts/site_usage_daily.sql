@@ -32,7 +32,7 @@ joined as (
         daily_usage.requests_total::bigint as requests_total,
         (
             daily_usage.requests_total
-            / nullif(daily_usage.sample_count * {{ var('collection_interval_seconds') }} / 60.0, 0)
+            / nullif(daily_usage.sample_count * {{ collection_interval_seconds() }} / 60.0, 0)
         )::double precision as requests_per_minute_avg,
         sites.max_requests_per_minute::double precision as max_requests_per_minute,
         daily_usage.response_time_avg_ms::double precision as response_time_avg_ms,

@@ -1,0 +1,83 @@
+"""The catalog (rmp/catalog.py) and the migrated database say the same thing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from rmp import catalog
+
+
+def test_server_metrics_columns_types_and_checks_are_the_catalogs(db):
+    columns = db.execute(
+        "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a"
+        " where a.attrelid = 'metrics.server_metrics'::regclass and a.attnum > 0 and not a.attisdropped"
+        " order by a.attnum").fetchall()
+    assert columns[:2] == [("server_id", "bigint"), ("collected_at", "timestamp with time zone")]
+    assert columns[2:] == [(c.name, c.sql_type) for c in catalog.SERVER_METRICS]
+    checks = {r[0] for r in db.execute(
+        "select conname from pg_constraint where conrelid = 'metrics.server_metrics'::regclass and contype = 'c'")}
+    assert checks == {c.check_name for c in catalog.SERVER_METRICS}
+    assert catalog.metric_column("cpu_percent").check_name == "server_metrics_cpu_percent_range"
+    assert catalog.metric_column("disk_read_bytes").check_name == "server_metrics_disk_read_bytes_nonnegative"
+
+
+def test_every_catalog_aggregate_exists_with_its_bucket(db):
+    found = dict(db.execute(
+        "select view_name, materialized_only from timescaledb_information.continuous_aggregates"
+        " where view_schema = 'metrics'").fetchall())
+    assert sorted(found) == sorted(a.name for a in catalog.AGGREGATES)
+    assert not any(found.values())  # all real-time
+    for tier in catalog.TIERS:
+        # one bucket of data in, one bucket out: the width is the catalog's
+        definition = db.execute("select view_definition from timescaledb_information.continuous_aggregates"
+                                " where view_name = %s", (tier.name,)).fetchone()[0]
+        width = db.execute("select %s::interval", (tier.bucket_width,)).fetchone()[0]
+        assert f"time_bucket('{_pg_interval(width)}'::interval, " in definition, tier.name
+        assert tier.bucket == width
+
+
+def _pg_interval(value: timedelta) -> str:
+    """timedelta -> PostgreSQL's interval output ('00:05:00', '1 day')."""
+    if value.days:
+        return f"{value.days} day" + ("s" if value.days > 1 else "")
+    hours, rest = divmod(value.seconds, 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def test_published_tiers_are_the_catalogs(db):
+    rows = db.execute("select view_name, resolution, bucket_width, retention, refresh_start_offset,"
+                      " serves_window_up_to from metrics.aggregate_tiers").fetchall()
+    assert [r[:2] for r in rows] == [(t.name, t.resolution) for t in catalog.TIERS]
+    assert [r[2] for r in rows] == [t.bucket for t in catalog.TIERS]
+    assert [r[5] for r in rows] == [t.serves_window_up_to for t in catalog.TIERS]
+
+
+@pytest.mark.parametrize(("span", "tier"), [
+    (timedelta(hours=6), "server_metrics_1m"),
+    (timedelta(days=1), "server_metrics_1m"),
+    (timedelta(days=1, seconds=1), "server_metrics_5m"),
+    (timedelta(days=7), "server_metrics_5m"),
+    (timedelta(days=30), "server_metrics_1h"),
+    (timedelta(days=90), "server_metrics_1h"),
+    (timedelta(days=365), "server_metrics_1d"),
+])
+def test_window_to_tier_is_one_mapping_in_python_and_sql(db, span, tier):
+    assert catalog.tier_for_window(span).name == tier
+    assert db.execute("select tenant.tier_for_window(%s)", (span,)).fetchone()[0] == tier
+
+
+def test_policies_follow_the_catalog(db):
+    jobs = dict(db.execute(
+        "select hypertable_name, config from timescaledb_information.jobs"
+        " where proc_name = 'policy_refresh_continuous_aggregate' and hypertable_schema = 'metrics'").fetchall())
+    for aggregate in catalog.AGGREGATES:
+        offset = db.execute("select %s::interval = %s::interval",
+                            (jobs[aggregate.name]["start_offset"], aggregate.refresh_start_offset)).fetchone()[0]
+        assert offset, aggregate.name
+    retention = dict(db.execute(
+        "select hypertable_name, config ->> 'drop_after' from timescaledb_information.jobs"
+        " where proc_name = 'policy_retention' and hypertable_schema = 'metrics'").fetchall())
+    assert {name for name in retention} == {
+        *catalog.RAW_HYPERTABLES, *(a.name for a in catalog.AGGREGATES if a.retention)}
