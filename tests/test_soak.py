@@ -28,7 +28,9 @@ def test_two_minute_soak_has_no_errors_and_every_row_written_is_present(kind, tm
         [sys.executable, "-m", "bench.soak", "--minutes", "2", "--engine", kind, "--servers", "6", "--writers", "2",
          "--interval", "2", "--dbt-every", "1", "--report-every", "1.5", "--job-every", "20", "--sample-every", "5",
          "--out", str(tmp_path)], capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # 1: the soak wrote its results and listed problems (checked one by one below);
+    # anything else (a crash) has no results file.
+    assert done.returncode in (0, 1), done.stderr[-3000:]
     r = json.loads((tmp_path / f"soak-{kind}-2min.json").read_text())
     # Writers, dashboards, dbt, report and sampling: no error at all. A policy run that fails
     # and succeeds on its next scheduled run (seen once under heavy CI load: a columnstore
