@@ -183,6 +183,21 @@ def stl_residual_scores(series: pd.Series, period: int, sensitivity: float = HAM
     return expected, robust_z(y - expected)
 
 
+def _seasonal_fit(series: pd.Series, period: int | None):
+    """The series on its own regular grid (gaps interpolated for the fit), which grid points
+    were observed, and the STL fit: (grid, step, observed_mask, expected, robust z).
+    `period` defaults to one day of samples at the series' step."""
+    s = series.dropna().astype(float).sort_index()
+    step = infer_step(s.index)
+    grid = s.resample(step).mean()
+    observed_mask = grid.notna().to_numpy()
+    grid = grid.interpolate(method="time")
+    if period is None:
+        period = max(2, int(round(pd.Timedelta(days=1) / step)))
+    expected, z = stl_residual_scores(grid, period)
+    return grid, step, observed_mask, expected, z
+
+
 def stl_detector(
     series: pd.Series,
     sensitivity: float = DEFAULT_SENSITIVITY,
@@ -197,14 +212,7 @@ def stl_detector(
     `period` defaults to one day of samples at the series' own step. Lower
     sensitivity finds more. Gaps are filled for the fit but never flagged.
     """
-    s = series.dropna().astype(float).sort_index()
-    step = infer_step(s.index)
-    grid = s.resample(step).mean()
-    observed_mask = grid.notna().to_numpy()
-    grid = grid.interpolate(method="time")
-    if period is None:
-        period = max(2, int(round(pd.Timedelta(days=1) / step)))
-    expected, z = stl_residual_scores(grid, period)
+    grid, step, observed_mask, expected, z = _seasonal_fit(series, period)
     score = np.abs(z)
     threshold = max(sensitivity, float(np.quantile(score[observed_mask], 1 - max_fraction)))
     flagged = observed_mask & (score > threshold)
@@ -285,14 +293,7 @@ def esd_detector(
     `max_incidents` incidents with the highest peak |robust z| * ln(1 + flagged
     points) are returned in time order. Gaps are filled for the fit, never flagged.
     """
-    s = series.dropna().astype(float).sort_index()
-    step = infer_step(s.index)
-    grid = s.resample(step).mean()
-    observed_mask = grid.notna().to_numpy()
-    grid = grid.interpolate(method="time")
-    if period is None:
-        period = max(2, int(round(pd.Timedelta(days=1) / step)))
-    expected, z = stl_residual_scores(grid, period)
+    grid, step, observed_mask, expected, z = _seasonal_fit(series, period)
     y = grid.to_numpy()
     flagged = generalized_esd(y - expected, max_fraction, alpha) & observed_mask
     flagged[:int(warm_up / step)] = False
