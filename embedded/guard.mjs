@@ -69,6 +69,7 @@ export function planQuery(client, parsed, ctx) {
   const groups = [];
   let copy = null;
   let watch = false;
+  let txEnd = false;
   let cursor = 0;
   const multi = stmts.length > 1;
   for (const stmt of stmts) {
@@ -78,6 +79,7 @@ export function planQuery(client, parsed, ctx) {
     checkTop(client, stmt);
     checkNodes(client, stmt);
     if (mayChangeSettings(stmt)) watch = true;
+    if (endsTransaction(stmt)) txEnd = true;
     const r = rewrite(client, stmt, own, { ...ctx, multi });
     if (r.copy) {
       if (multi) throw new Refusal('0A000', 'COPY FROM STDIN must be sent alone in its own query on the embedded server');
@@ -87,14 +89,14 @@ export function planQuery(client, parsed, ctx) {
     groups.push({ pieces: r.pieces ?? 1, tag: r.tag ?? null });
   }
   parts.push(bytes.subarray(cursor));
-  return { text: Buffer.concat(parts), groups, copy, watch };
+  return { text: Buffer.concat(parts), groups, copy, watch, txEnd };
 }
 
 // Plans the statement of a Parse message: one statement; statements that
 // would need several here are refused (send them as a simple query).
 export function planParse(client, parsed) {
   const { stmts, bytes } = parsed;
-  if (stmts.length !== 1) return { text: bytes, watch: false }; // the engine reports it
+  if (stmts.length !== 1) return { text: bytes, watch: false, txEnd: false }; // the engine reports it
   const stmt = stmts[0];
   checkTop(client, stmt);
   checkNodes(client, stmt);
@@ -107,6 +109,7 @@ export function planParse(client, parsed) {
   return {
     text: Buffer.concat([bytes.subarray(0, stmt.start), r.text, bytes.subarray(stmt.end)]),
     watch: mayChangeSettings(stmt),
+    txEnd: endsTransaction(stmt),
     resetAll: stmt.type === 'VariableSetStmt' && stmt.node.kind === 'VAR_RESET_ALL',
   };
 }
@@ -118,7 +121,16 @@ function checkTop(client, stmt) {
 }
 
 // Statements after which the server re-reads the reported settings.
-const WATCH_TYPES = new Set(['VariableSetStmt', 'DiscardStmt', 'TransactionStmt', 'DoStmt', 'CallStmt', 'ExecuteStmt']);
+const WATCH_TYPES = new Set(['VariableSetStmt', 'DiscardStmt', 'DoStmt', 'CallStmt', 'ExecuteStmt']);
+// A transaction's end (or a rollback to a savepoint) undoes SET LOCAL and
+// rolled-back SETs: the settings are re-read then, but only when the client
+// ran something that may have changed them since its last check (server.mjs),
+// so that the BEGIN/COMMIT around every statement of a driver cost nothing.
+const TX_ENDS = new Set(['TRANS_STMT_COMMIT', 'TRANS_STMT_ROLLBACK', 'TRANS_STMT_ROLLBACK_TO', 'TRANS_STMT_PREPARE',
+  'TRANS_STMT_COMMIT_PREPARED', 'TRANS_STMT_ROLLBACK_PREPARED']);
+function endsTransaction(stmt) {
+  return stmt.type === 'TransactionStmt' && TX_ENDS.has(stmt.node.kind);
+}
 function mayChangeSettings(stmt) {
   if (WATCH_TYPES.has(stmt.type)) return true;
   let found = false;

@@ -166,6 +166,7 @@ class Client {
     this.stmtWatch = new Map(); // statement name -> may change reported settings
     this.reported = new Map();  // ParameterStatus values the client was sent
     this.turnWatch = false;     // re-read the reported settings after this turn
+    this.settingsTouched = false; // ran something that may change settings since the last check at 'I'
     this.groups = null;         // how the statements of the running Query were rewritten
     this.resetDefaults = false; // a RESET ALL ran through the extended protocol
     this.exitOnError = false;   // exit_on_error as the client set it
@@ -497,7 +498,7 @@ async function runRaw(client, buf, beforeCheck = null) {
     return client.fatal(err.C || 'XX000', err.M || 'error with exit_on_error set');
   }
   if (status && status !== 'E' && (client.turnWatch || !client.isSuper || client.resetDefaults)) {
-    const verdict = await checkTurn(client);
+    const verdict = await checkTurn(client, status);
     if (verdict.violation) return endEscapedClient(client, verdict.violation);
     if (verdict.changes.length) out = P.insertBeforeLastReady(out, Buffer.concat(verdict.changes));
   }
@@ -535,7 +536,7 @@ async function readSettings(names) {
   return null;
 }
 
-async function checkTurn(client) {
+async function checkTurn(client, status) {
   const watchNext = client.turnWatch;
   client.turnWatch = false;
   if (client.resetDefaults) {
@@ -557,6 +558,7 @@ async function checkTurn(client) {
     if (values.get('standard_conforming_strings') !== 'on') return { violation: 'standard_conforming_strings was turned off' };
   }
   if (names === IDENTITY) return { changes: [] };
+  if (status === 'I') client.settingsTouched = false; // nothing left for a rollback to undo
   client.exitOnError = values.get('exit_on_error') === 'on';
   return { changes: SET.parameterChanges(values, client.reported) };
 }
@@ -570,6 +572,13 @@ async function endEscapedClient(client, what) {
   await rollbackOpenTransaction();
   await db.exec('SET SESSION AUTHORIZATION postgres');
   sessionUser = null;
+}
+
+// Whether the turn ends with a read of the reported settings: after anything
+// that may change them, and after a transaction's end that may undo them.
+function noteWatch(client, plan) {
+  if (plan.watch) client.turnWatch = client.settingsTouched = true;
+  if (plan.txEnd && client.settingsTouched) client.turnWatch = true;
 }
 
 // Turns one client message into what PGlite should see. Returns a Buffer to
@@ -589,7 +598,7 @@ async function translate(client, item) {
         if (err instanceof G.Refusal) return raiseMessage(err.code, err.message);
         throw err;
       }
-      if (plan.watch) client.turnWatch = true;
+      noteWatch(client, plan);
       if (plan.copy) return startCopy(client, plan.copy, parsed.version);
       client.groups = plan.groups;
       return P.query(plan.text);
@@ -600,12 +609,14 @@ async function translate(client, item) {
       const parsed = S.parseStatements(sql);
       let text = parsed.bytes;
       let watch = false;
+      let txEnd = false;
       let resetAll = false;
       if (!parsed.error) {
         try {
           const plan = G.planParse(client, parsed);
           text = plan.text;
           watch = plan.watch;
+          txEnd = plan.txEnd;
           resetAll = plan.resetAll;
         } catch (err) {
           if (!(err instanceof G.Refusal)) throw err;
@@ -613,7 +624,7 @@ async function translate(client, item) {
           text = Buffer.from(G.raiseSql(err.code, err.message));
         }
       }
-      client.stmtWatch.set(name, { watch, resetAll });
+      client.stmtWatch.set(name, { watch, txEnd, resetAll });
       const r = P.renameStatement('P', P.replaceParseText(msg, text), client.prefix);
       if (r.name) client.statements.add(r.name);
       return r.msg;
@@ -624,7 +635,7 @@ async function translate(client, item) {
       if (type === 'B') {
         // What the bound statement may do, as planned at its Parse.
         const flags = client.stmtWatch.get(r.name ?? '');
-        if (flags && flags.watch) client.turnWatch = true;
+        if (flags) noteWatch(client, flags);
         if (flags && flags.resetAll) client.resetDefaults = true;
       }
       if (type === 'C' && r.name) { client.statements.delete(r.name); client.stmtWatch.delete(r.name); }
@@ -639,7 +650,7 @@ async function translate(client, item) {
       if (!client.isSuper) {
         return raiseMessage('42501', 'function-call messages are refused for non-superusers on the embedded server');
       }
-      client.turnWatch = true;
+      client.turnWatch = client.settingsTouched = true;
       return msg;
     case 'S':
       client.inUnit = false;
