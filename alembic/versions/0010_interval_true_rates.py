@@ -27,7 +27,12 @@ from psycopg import sql
 
 from rmp import catalog
 from rmp.aggregate_rebuild import restore_after
-from rmp.migrations import add_interval_column, apply_idempotent, configure_policies, rebuild_aggregates
+from rmp.migrations import (
+    add_interval_column,
+    apply_idempotent,
+    configure_policies,
+    rebuild_aggregates,
+)
 
 revision = "0010_interval_true_rates"
 down_revision = "0009_catalog"
