@@ -343,6 +343,18 @@ def _log_job_runs(conn, kind: str) -> None:
         time.sleep(1.0)     # the scheduler and the workers it starts have read it
 
 
+def _server_log_problems(datadir: Path, kind: str, limit: int = 30) -> list[str]:
+    """The server log's errors and warnings (what a failed job run logged: the policy's
+    own error says only how many chunks failed; the reason is a WARNING before it)."""
+    log = datadir.parent / ("postgres.log" if kind == "native" else "embedded.log")
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    marks = ("ERROR:", "WARNING:", "FATAL:", "PANIC:") if kind == "native" else (" failed", "error")
+    return [line.strip()[:300] for line in lines if any(m in line for m in marks)][:limit]
+
+
 def _reschedule_jobs(conn, soak_s: float, every_s: float) -> dict[int, dict]:
     """Every policy whose own schedule is longer than the soak (it would never come due
     in it: compression 12 h, retention 1 d, the 1-hour/1-day/site refreshes, the
@@ -350,13 +362,18 @@ def _reschedule_jobs(conn, soak_s: float, every_s: float) -> dict[int, dict]:
     1- and 5-minute refreshes in a 30-minute soak) keep their own schedule. Returns
     the plan: each job's own and soak schedule and when it is first due."""
     plan = {}
-    for job, proc, relation, own in conn.execute(
-            "select job_id, proc_name, coalesce(hypertable_name, ''), extract(epoch from schedule_interval)"
-            " from timescaledb_information.jobs where job_id >= 1000 order by 1").fetchall():
-        rescheduled = float(own) > soak_s and float(own) > every_s
+    jobs = conn.execute(
+        "select job_id, proc_name, coalesce(hypertable_name, ''), extract(epoch from schedule_interval)"
+        " from timescaledb_information.jobs where job_id >= 1000 order by 1").fetchall()
+    moved = [job for job, _, _, own in jobs if float(own) > soak_s and float(own) > every_s]
+    for job, proc, relation, own in jobs:
+        rescheduled = job in moved
         if rescheduled:
-            conn.execute("select alter_job(%s, schedule_interval => %s::interval, next_start => now())",
-                         (job, f"{every_s} seconds"))
+            # spread over the interval, as jobs with their own schedules are in production,
+            # rather than all of them at the same second
+            conn.execute("select alter_job(%s, schedule_interval => %s::interval,"
+                         " next_start => now() + %s * interval '1 second')",
+                         (job, f"{every_s} seconds", every_s * moved.index(job) / len(moved)))
         plan[job] = {"proc": proc, "relation": relation, "own_schedule_s": float(own),
                      "soak_schedule_s": every_s if rescheduled else float(own), "rescheduled": rescheduled}
     for job, nxt, fixed, initial in conn.execute(
@@ -390,8 +407,8 @@ def _tolerance(interval_s: float) -> float:
 
 def schedule_kept(plan: dict, runs: list[tuple[float, float | None, bool]], t0: float, until: float) -> dict:
     """When each run was due (the first: the job's next start when the soak began; then its
-    previous run's finish plus the interval, or the next slot of a fixed schedule), how late
-    it started, and whether a run was overdue at the end. ``due_in_soak`` is False when the
+    previous run's finish plus the interval, or the next slot of a fixed schedule; not
+    judged after a failed run), how late it started, and whether a run was overdue at the end. ``due_in_soak`` is False when the
     job's first due time is after the end: it could not run, and the results say so."""
     every = plan["soak_schedule_s"]
     due = plan["first_due"] if plan["first_due"] is not None else t0
@@ -399,15 +416,21 @@ def schedule_kept(plan: dict, runs: list[tuple[float, float | None, bool]], t0: 
         return {"due_in_soak": False, "first_due_after_end_s": round(due - until, 1), "max_late_s": None,
                 "overdue_at_end_s": None, "kept": None}
     late = []
-    for start, finish, _ in runs:
-        late.append(start - due)
+    for start, finish, ok in runs:
+        if due is not None:
+            late.append(start - due)
+        if ok is False:
+            # after a failure the scheduler retries on its own back-off (retry period,
+            # doubling, capped at five intervals): the next run's start is not judged
+            due = None
+            continue
         end = finish if finish is not None and finish > 0 else start
         if plan["fixed"] and plan["initial_start"] is not None:
             base = plan["initial_start"]
             due = base + every * (int((end - base) // every) + 1)
         else:
             due = end + every
-    overdue = max(0.0, until - due)
+    overdue = max(0.0, until - due) if due is not None else 0.0
     tol = _tolerance(every)
     return {"due_in_soak": True, "first_due_after_end_s": None,
             "max_late_s": round(max(late), 1) if late else None,
@@ -502,6 +525,7 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
             chunks_after = conn.execute(
                 "select count(*), count(*) filter (where is_compressed) from timescaledb_information.chunks"
                 " where hypertable_name = 'server_metrics'").fetchone()
+        log_problems = _server_log_problems(datadir, kind)
         t_checked = time.time()
     t_stopped = time.time()
 
@@ -537,6 +561,7 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
                    "report_every_min": report_every, "job_every_s": job_every, "sample_every_s": sample_every,
                    "warmup_min": warmup_minutes},
         "errors": errors,
+        "server_log_problems": log_problems,
         "error_messages": [m for w in writer_results for m in w["messages"]] + dashboards["messages"] + sampler_errors[:5]
         + [f"{r['kind']}: {r['error']}" for r in command_runs if r["exit"]]
         + [f"job {j}: {m}" for j, m in job_errors][:20],
@@ -653,6 +678,9 @@ def markdown(r: dict) -> str:
     ]
     if r["error_messages"]:
         lines += ["", "Errors:", *[f"- {m}" for m in r["error_messages"]]]
+    if r["server_log_problems"]:
+        lines += ["", "Server log, errors and warnings (first 30):", "", "```",
+                  *r["server_log_problems"], "```"]
     return "\n".join(lines) + "\n"
 
 
