@@ -64,7 +64,11 @@ def _fleet(servers: int, days: int, start: datetime):
 
 def preload(url: str, servers: int, now: datetime) -> tuple[list[int], int, int]:
     """History for the soak fleet: two recent days (compressible) and one day 95 days
-    old (past the 90-day raw retention). Returns (server ids, recent rows, old rows)."""
+    old (past the 90-day raw retention), compressed as it would be in production (a
+    chunk is compressed a day or a week old, months before retention drops it). Left
+    uncompressed, the first compression run of the soak lists it and retention drops
+    it under that run: the run fails on a chunk that is gone (seen on the native
+    engine). Returns (server ids, recent rows, old rows)."""
     from ingest.fleet_writers import write_fleet
 
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -72,6 +76,13 @@ def preload(url: str, servers: int, now: datetime) -> tuple[list[int], int, int]
     old = _fleet(servers, 1, midnight - timedelta(days=95))
     n_recent = write_fleet(recent, url).server_metrics
     n_old = write_fleet(old, url).server_metrics
+    with psycopg.connect(url, autocommit=True) as conn:
+        for (chunk,) in conn.execute(
+                "select format('%%I.%%I', c.chunk_schema, c.chunk_name) from timescaledb_information.chunks c"
+                " join timescaledb_information.hypertables h using (hypertable_schema, hypertable_name)"
+                " where h.compression_enabled and not c.is_compressed and c.range_end < %s",
+                (midnight - timedelta(days=60),)).fetchall():
+            conn.execute("select compress_chunk(%s::regclass)", (chunk,))
     ids = sorted(recent.server_ids.values())
     return ids, n_recent, n_old
 
