@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from drill_cluster import basebackup, give_to_postgres, pg_ctl_start
 from drill_steps import rmp, wait_until
 from drill_support import (
     aggregate_mismatches,
@@ -32,6 +31,7 @@ from drill_support import (
 from rmp import migrations
 from rmp.embedded import free_port
 from rmp.native import NativeServer
+from rmp.standby import basebackup, give_to_postgres, pg_ctl_start
 from rmp.testing import native_cluster, scratch_dir
 
 pytestmark = pytest.mark.native_only
