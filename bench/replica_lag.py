@@ -117,6 +117,7 @@ def run(*, servers: int, writers: int, sample_every: float, workdir: Path, say=p
                     files.append(path)
             say(f"replica lag: {writers} x rmp ingest of {servers} servers x 1 day at once on {describe('native')}")
             env = {**os.environ, "DATABASE_URL": primary.url}
+            load_before = os.getloadavg()[0]
             with LagSampler(primary.url, sample_every) as sampler:
                 t = time.monotonic()
                 procs = [subprocess.Popen([sys.executable, "-m", "rmp_app", "ingest", str(f), "-q"], env=env,
@@ -124,6 +125,7 @@ def run(*, servers: int, writers: int, sample_every: float, workdir: Path, say=p
                          for f in files]
                 outcomes = [p.communicate(timeout=3600) for p in procs]
                 load_s = time.monotonic() - t
+            load_after = os.getloadavg()[0]
             if any(p.returncode for p in procs):
                 raise RuntimeError("; ".join(err.strip() for _, err in outcomes if err.strip()))
             caught_up = catch_up_seconds(primary.url, standby.url)
@@ -133,6 +135,7 @@ def run(*, servers: int, writers: int, sample_every: float, workdir: Path, say=p
             standby.destroy()
     return {"engine_description": describe("native"), "servers": servers, "writers": writers,
             "sample_every_s": sample_every, "load_seconds": round(load_s, 1),
+            "machine_load_average_1m": [round(load_before, 1), round(load_after, 1)], "cpus": os.cpu_count(),
             "rows_loaded": rows[0], "rows_per_s": round(rows[0] / load_s, 1),
             "during_load": summary(sampler.samples), "catch_up_after_load_s": caught_up,
             "rows_primary": rows[0], "rows_standby": rows[1], "equal": rows[0] == rows[1]}
@@ -144,7 +147,9 @@ def markdown(r: dict) -> str:
         f"# Replica lag under load: {r['engine_description']}, primary and hot standby on loopback",
         "",
         f"{r['writers']} `rmp ingest` processes at once, {r['servers']} servers x 1 day each: "
-        f"{r['rows_loaded']:,} rows in {r['load_seconds']} s ({r['rows_per_s']:,} rows/s).",
+        f"{r['rows_loaded']:,} rows in {r['load_seconds']} s ({r['rows_per_s']:,} rows/s), on a {r['cpus']}-CPU "
+        f"machine with a load average of {r['machine_load_average_1m'][0]} before and "
+        f"{r['machine_load_average_1m'][1]} after (other work shared it).",
         "",
         f"- sampled every {r['sample_every_s']:g} s from the primary's pg_stat_replication: {d['samples']} samples "
         f"(state {', '.join(d['states'])}), {d['samples_behind']} with WAL not yet replayed",
