@@ -56,7 +56,7 @@ class Settings:
     )
     port: int = field(default_factory=lambda: int(os.environ.get("RMP_PORT", "55432")))
     user: str = field(default_factory=lambda: os.environ.get("RMP_USER", "postgres"))
-    # PGlite's only database is template1; dbt needs the name to match.
+    # The embedded engine's database: PGlite has only template1.
     database: str = field(default_factory=lambda: os.environ.get("RMP_DATABASE", "template1"))
     engine: str = field(default_factory=_engine)
     # The native engine: its own port and database (a real server has many).

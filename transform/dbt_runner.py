@@ -4,9 +4,10 @@ The connection comes from ``rmp.db`` (``DATABASE_URL`` or the embedded
 server) and reaches ``dbt/profiles.yml`` as the ``RMP_DBT_*`` environment
 variables it reads, so nobody exports them by hand; the catalog's collection
 interval reaches the models as ``RMP_DBT_COLLECTION_INTERVAL_SECONDS`` (the
-``collection_interval_seconds()`` macro). The embedded engine gets
-the ``embedded`` target: one thread (one shared backend session) and
-database ``template1``.
+``collection_interval_seconds()`` macro). The target is chosen by asking
+the server what it is (``rmp.db.is_embedded``): the embedded engine gets the
+``embedded`` target, one thread (one shared backend session); every other
+server the ``server`` target, several threads.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from rmp import db
 from rmp.catalog import COLLECTION_INTERVAL_SECONDS
-from rmp.errors import UserError
+from rmp.errors import EngineError, UserError
 from rmp.settings import DBT_DIR
 
 # Exit codes of the dbt CLI: 0 success, 1 a model/test failed, 2 dbt could not run.
@@ -70,13 +71,19 @@ class DbtResult:
         }
 
 
-def is_embedded(url: str) -> bool:
-    """True when the URL points at the embedded engine (its only database is template1)."""
-    return conninfo_to_dict(url).get("dbname") == "template1"
+def target_for(url: str) -> str:
+    """``embedded`` when the server behind the URL is the embedded engine, else
+    ``server``. A server that cannot be reached gets ``server``: dbt then
+    reports the connection failure itself."""
+    try:
+        return "embedded" if db.is_embedded(url) else "server"
+    except EngineError:
+        return "server"
 
 
 def profile_env(url: str, *, target: str | None = None) -> dict[str, str]:
-    """The RMP_DBT_* variables dbt/profiles.yml reads, for this URL."""
+    """The RMP_DBT_* variables dbt/profiles.yml reads, for this URL
+    (``target`` None: ask the server which engine it is)."""
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
@@ -84,7 +91,7 @@ def profile_env(url: str, *, target: str | None = None) -> dict[str, str]:
     if not params.get("host") or "/" in str(params.get("host")):
         raise DbtUrlError(f"database URL {db.redact(url)} must name a TCP host for dbt")
     env = {
-        "RMP_DBT_TARGET": target or ("embedded" if is_embedded(url) else "server"),
+        "RMP_DBT_TARGET": target or target_for(url),
         "RMP_DBT_HOST": str(params["host"]),
         "RMP_DBT_PORT": str(params.get("port") or 5432),
         "RMP_DBT_USER": str(params.get("user") or "postgres"),
