@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from rmp import db
 from rmp.catalog import COLLECTION_INTERVAL_SECONDS
 from rmp.errors import EngineError, UserError
-from rmp.settings import DBT_DIR
+from rmp.settings import DBT_DIR, get_settings
 
 # Exit codes of the dbt CLI: 0 success, 1 a model/test failed, 2 dbt could not run.
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -115,6 +115,18 @@ def dbt_args(args: Sequence[str]) -> list[str]:
     return out
 
 
+def _writable_paths(given: Mapping[str, str]) -> dict[str, str]:
+    """dbt writes its logs and target/ (manifest, partial parse, docs) into the
+    project directory; when this user cannot write there (an installed tree, a
+    checkout owned by someone else) they go under RMP_HOME/dbt instead.
+    DBT_LOG_PATH / DBT_TARGET_PATH set by the caller always win."""
+    if os.access(DBT_DIR, os.W_OK):
+        return {}
+    home = get_settings().home / "dbt"
+    return {var: str(home / sub) for var, sub in (("DBT_LOG_PATH", "logs"), ("DBT_TARGET_PATH", "target"))
+            if var not in given and var not in os.environ}
+
+
 @contextmanager
 def _environ(values: Mapping[str, str]) -> Iterator[None]:
     # dbt reads env_var() from os.environ of this process.
@@ -143,6 +155,7 @@ def run_dbt(
     env = {
         **profile_env(url or db.database_url(), target=target),
         "RMP_DBT_COLLECTION_INTERVAL_SECONDS": str(COLLECTION_INTERVAL_SECONDS),
+        **_writable_paths(extra_env or {}),
         **(extra_env or {}),
     }
     full = dbt_args(args)
