@@ -14,6 +14,7 @@ import click
 
 from ingest.errors import IngestFileError
 from ingest.targets import TARGETS
+from rmp.catalog import COLLECTION_INTERVAL_SECONDS, SAMPLE_INTERVAL_BOUNDS
 
 if TYPE_CHECKING:     # rich is imported only when a progress bar is shown (--quiet runs skip ~50 ms)
     from rich.progress import Progress
@@ -253,8 +254,10 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 @click.command()
-@click.option("--interval", default=30.0, show_default=True, type=click.FloatRange(0.05),
-              help="Seconds between samples.")
+@click.option("--interval", default=float(COLLECTION_INTERVAL_SECONDS), show_default=True,
+              type=click.FloatRange(*SAMPLE_INTERVAL_BOUNDS),
+              help="Seconds between samples. Each row stores the seconds it really covers "
+                   "(interval_seconds), so byte rates are true at any interval.")
 @click.option("--count", type=click.IntRange(1), help="Stop after this many samples (default: until Ctrl-C).")
 @click.option("--organization", default="local", show_default=True,
               help="Organization slug this host belongs to (created if missing).")
