@@ -24,6 +24,7 @@ from ingest.coltypes import ColType, col_type, out_of_range
 from ingest.errors import IngestFileError
 from ingest.formats import Record, raw_text
 from ingest.targets import GENERATED, Column, Target
+from rmp.catalog import SAMPLE_INTERVAL_BOUNDS, SampleInterval
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,20 +281,37 @@ def _type_parser(col: Column, assume_utc: bool) -> Callable[[Any], Any]:
     return parse_text
 
 
-def _range_check(name: str) -> Callable[[Any], None] | None:
-    """Range rule by column meaning: percent 0-100; sizes, counts and durations ≥ 0."""
+def _bounds(name: str) -> tuple[float, float | None] | None:
+    """Range rule by column meaning: percent 0-100; sizes, counts and durations >= 0; a
+    sample's interval_seconds within the catalog's bounds (rmp/catalog.py SAMPLE_INTERVALS)."""
+    if name == SampleInterval.name:
+        return SAMPLE_INTERVAL_BOUNDS
     if name.endswith("_percent"):
-        def check(v):
-            if not 0 <= v <= 100:
-                raise BadValue(f"percent out of range 0-100: {v}")
-        return check
+        return (0, 100)
     if name.endswith(("_bytes", "_mb", "_ms", "_cores")) or name.startswith(("load_", "containers_")) \
             or name in ("requests", "active_requests"):
-        def check(v):
-            if v < 0:
-                raise BadValue(f"must be >= 0: {v}")
-        return check
+        return (0, None)
     return None
+
+
+def _range_check(name: str) -> Callable[[Any], None] | None:
+    bounds = _bounds(name)
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    if name.endswith("_percent"):
+        def check(v):
+            if not lo <= v <= hi:
+                raise BadValue(f"percent out of range 0-100: {v}")
+    elif hi is None:
+        def check(v):
+            if v < lo:
+                raise BadValue(f"must be >= {lo:g}: {v}")
+    else:
+        def check(v):
+            if not lo <= v <= hi:
+                raise BadValue(f"out of range {lo:g}-{hi:g}: {v}")
+    return check
 
 
 # ---------------------------------------------------------------- rows
@@ -457,10 +475,10 @@ class ColumnValidator:
                 if ctype.lo is not None:     # what the catalog type holds (int2/int4, float4)
                     bad |= (values < ctype.lo) | (values > ctype.hi)
                 if check is not None:
-                    lo_hi = (0, 100) if name.endswith("_percent") else (0, None)
-                    bad |= values < lo_hi[0]
-                    if lo_hi[1] is not None:
-                        bad |= values > lo_hi[1]
+                    lo, hi = _bounds(name)
+                    bad |= values < lo
+                    if hi is not None:
+                        bad |= values > hi
                 obj = values.astype(object)
             else:
                 empty = np.array(col, dtype=object) == ""
