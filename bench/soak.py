@@ -121,11 +121,13 @@ def _writer(url: str, ids: list[int], interval: float, start: float, until: floa
             "containers_running": rng.integers(0, 10, n), "containers_total": np.full(n, 10),
         }
         cols = [values[c].tolist() for c in SERVER_METRIC_COLUMNS]
-        rows = [(sid, ts, *vals) for sid, *vals in zip(ids, *cols, strict=True)]
+        # the seconds each sample covers: rates are counts over it (revision 0010)
+        rows = [(sid, ts, *vals, interval) for sid, *vals in zip(ids, *cols, strict=True)]
         try:
             if conn is None:
                 conn = psycopg.connect(url, autocommit=True, application_name=name)
-            inserted, _ = load_rows(conn, "server_metrics", ["server_id", "collected_at", *SERVER_METRIC_COLUMNS],
+            inserted, _ = load_rows(conn, "server_metrics",
+                                    ["server_id", "collected_at", *SERVER_METRIC_COLUMNS, "interval_seconds"],
                                     rows, batch_rows=len(rows) + 1)
             written += inserted
             lags.append(time.time() - tick)
