@@ -116,6 +116,11 @@ def aggregate_mismatches(conn: psycopg.Connection, since: datetime, until: datet
                         .format(sql.SQL(definition.strip().rstrip(";"))), (since, until))
         bad = len(stored.keys() ^ fresh.keys())
         bad += sum(1 for k in stored.keys() & fresh.keys() if not _same(stored[k], fresh[k]))
+        if bad:     # shown with the failing assertion (pytest prints captured output)
+            diff = sorted(k for k in stored.keys() & fresh.keys() if not _same(stored[k], fresh[k]))
+            print(f"{view}: {len(fresh.keys() - stored.keys())} buckets missing, first "
+                  f"{sorted(fresh.keys() - stored.keys())[:3]}, last {sorted(fresh.keys() - stored.keys())[-3:]}; "
+                  f"{len(stored.keys() - fresh.keys())} extra; {len(diff)} differ, first {diff[:3]}")
         out[view] = bad
         out[f"{view}:buckets"] = len(fresh)
     return out
