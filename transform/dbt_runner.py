@@ -2,9 +2,7 @@
 
 The connection comes from ``rmp.db`` (``DATABASE_URL`` or the embedded
 server) and reaches ``dbt/profiles.yml`` as the ``RMP_DBT_*`` environment
-variables it reads, so nobody exports them by hand; the catalog's collection
-interval reaches the models as ``RMP_DBT_COLLECTION_INTERVAL_SECONDS`` (the
-``collection_interval_seconds()`` macro). The embedded engine gets
+variables it reads, so nobody exports them by hand. The embedded engine gets
 the ``embedded`` target: one thread (one shared backend session) and
 database ``template1``.
 """
@@ -21,7 +19,6 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from rmp import db
-from rmp.catalog import COLLECTION_INTERVAL_SECONDS
 from rmp.errors import UserError
 from rmp.settings import DBT_DIR
 
@@ -135,7 +132,6 @@ def run_dbt(
 
     env = {
         **profile_env(url or db.database_url(), target=target),
-        "RMP_DBT_COLLECTION_INTERVAL_SECONDS": str(COLLECTION_INTERVAL_SECONDS),
         **(extra_env or {}),
     }
     full = dbt_args(args)

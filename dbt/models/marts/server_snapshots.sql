@@ -4,14 +4,13 @@
     same instant), and a status derived from thresholds set in one place,
     dbt_project.yml:
       down      the server's latest sample, and older than
-                collection_interval_seconds * stale_after_intervals
+                its interval_seconds * stale_after_intervals
                 before as_of (the server stopped reporting)
       degraded  cpu >= snapshot_degraded_cpu_percent, memory >=
                 snapshot_degraded_memory_percent or disk >=
                 snapshot_degraded_disk_percent
       ok        otherwise
     Filter on server_id and collected_at: both reach the raw hypertable. -#}
-{%- set stale_after_seconds = collection_interval_seconds() * var('stale_after_intervals') -%}
 
 with
 
@@ -51,7 +50,8 @@ joined as (
         server_metrics.disk_percent::double precision as disk_percent,
         server_metrics.load_1m::double precision as load_1m,
         connection_counts.connection_count::double precision as connection_count,
-        server_metrics.collected_at = server_last_points.last_metrics_at as is_latest
+        server_metrics.collected_at = server_last_points.last_metrics_at as is_latest,
+        server_metrics.interval_seconds * {{ var('stale_after_intervals') }} as stale_after_seconds
     from server_metrics
     inner join servers
         on servers.server_id = server_metrics.server_id
@@ -74,7 +74,7 @@ with_status as (
         load_1m,
         connection_count,
         case
-            when is_latest and extract(epoch from {{ as_of() }} - collected_at) > {{ stale_after_seconds }}
+            when is_latest and extract(epoch from {{ as_of() }} - collected_at) > stale_after_seconds
                 then 'down'
             when cpu_percent >= {{ var('snapshot_degraded_cpu_percent') }}
                 or memory_percent >= {{ var('snapshot_degraded_memory_percent') }}
