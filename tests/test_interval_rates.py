@@ -18,6 +18,7 @@ import csv
 import json
 from datetime import UTC, datetime, time, timedelta
 
+import httpx
 import psycopg
 import pytest
 from conftest import empty_data_tables
@@ -255,3 +256,48 @@ def test_bad_intervals_are_quarantined_with_file_line_and_field(loaded, tmp_path
             (str(bad_json.resolve()), 1, "interval_seconds"), (str(bad_csv.resolve()), 3, "interval_seconds"),
             (str(bad_csv.resolve()), 4, "interval_seconds"), (str(bad_csv.resolve()), 5, "interval_seconds")]
         conn.execute("delete from metrics.server_metrics where collected_at >= %s", (at,))
+
+
+def test_api_serves_the_true_rates(marts, tmp_path):
+    from test_api import Server
+
+    from api import tokens
+    from rmp import tenancy
+
+    url, ids, org, _ = marts
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("select 1 from pg_roles where rolname = 'api_rates'").fetchone():
+            conn.execute("drop owned by api_rates")
+            conn.execute("drop role api_rates")
+        conn.execute("create role api_rates nologin")
+        tenancy.grant(conn, "rates", "api_rates")
+        token = tokens.create(conn, "api_rates")[1]
+    server = Server(url, tmp_path / "api.log", rate_limit=1000)
+    window = {"start": T10.isoformat(), "end": (T10 + timedelta(hours=2)).isoformat()}
+    try:
+        with httpx.Client(base_url=server.base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+            def points(path: str, **params) -> list[dict]:
+                r = c.get(path, params={**window, **params})
+                assert r.status_code == 200, r.text
+                return r.json()["points"]
+
+            hourly = points(f"/servers/{ids['mixed']}/metrics", granularity="1h")
+            assert [(p["sample_count"], p["sampled_seconds"], p["network_rx_avg_bytes_per_sec"]) for p in hourly] \
+                == [(210, 3600.0, MIXED_HOUR)]
+            minute = points(f"/servers/{ids['every-60s']}/metrics", granularity="1m")
+            assert {(p["network_rx_avg_bytes_per_sec"], p["disk_read_avg_bytes_per_sec"]) for p in minute} \
+                == {(3000.0, 40.0)}
+            raw = points(f"/servers/{ids['every-10s']}/metrics", granularity="raw", limit=2)
+            assert [(p["network_rx_bytes"], p["interval_seconds"]) for p in raw] == [(10_000, 10.0)] * 2
+            organization = points(f"/organizations/{org}/metrics", granularity="1h")
+            assert [p["network_rx_avg_bytes_per_sec_total"] for p in organization] == [
+                sum(rx for rx, _ in STEADY.values()) + MIXED_HOUR, sum(rx for rx, _ in STEADY.values())]
+        assert server.log_problems() == []
+    finally:
+        server.stop()
+        with psycopg.connect(url, autocommit=True) as conn:
+            tokens_ = conn.execute("select count(*) from tenancy.api_tokens where role_name = 'api_rates'")
+            assert tokens_.fetchone()[0] == 1
+            conn.execute("delete from tenancy.api_tokens where role_name = 'api_rates'")
+            conn.execute("drop owned by api_rates")
+            conn.execute("drop role api_rates")
