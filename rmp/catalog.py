@@ -189,6 +189,11 @@ def tier_for_window(span: timedelta) -> Aggregate:
     raise AssertionError("the last tier serves any window")
 
 
+def span_text(span: timedelta) -> str:
+    """A dashboard window for people: '7 d', '12 h'."""
+    return f"{span.days} d" if span.days and not span.seconds else f"{span.total_seconds() / 3600:g} h"
+
+
 def policies() -> dict:
     """What metrics.configure_policies() takes: the raw tier and every aggregate's policies."""
     return {

@@ -81,3 +81,15 @@ def test_policies_follow_the_catalog(db):
         " where proc_name = 'policy_retention' and hypertable_schema = 'metrics'").fetchall())
     assert {name for name in retention} == {
         *catalog.RAW_HYPERTABLES, *(a.name for a in catalog.AGGREGATES if a.retention)}
+
+
+def test_schema_doc_tables_are_rendered_from_the_catalog():
+    """docs/schema.md lists the catalog's columns and tiers: after a catalog change, `rmp catalog docs`."""
+    from rmp_app import schema_doc
+
+    text = schema_doc.SCHEMA_DOC.read_text()
+    assert schema_doc.render(text) == text, "docs/schema.md differs from rmp/catalog.py: run `rmp catalog docs`"
+    for column in catalog.SERVER_METRICS:
+        assert f"| `{column.name}` | {column.sql_type} |" in text
+    for aggregate in catalog.AGGREGATES:
+        assert f"| `{aggregate.qualified}` |" in text
