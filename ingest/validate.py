@@ -24,6 +24,7 @@ from ingest.coltypes import ColType, col_type, out_of_range
 from ingest.errors import IngestFileError
 from ingest.formats import Record, raw_text
 from ingest.targets import GENERATED, Column, Target
+from rmp import catalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,20 +281,20 @@ def _type_parser(col: Column, assume_utc: bool) -> Callable[[Any], Any]:
     return parse_text
 
 
-def _range_check(name: str) -> Callable[[Any], None] | None:
-    """Range rule by column meaning: percent 0-100; sizes, counts and durations ≥ 0."""
-    if name.endswith("_percent"):
-        def check(v):
-            if not 0 <= v <= 100:
-                raise BadValue(f"percent out of range 0-100: {v}")
-        return check
-    if name.endswith(("_bytes", "_mb", "_ms", "_cores")) or name.startswith(("load_", "containers_")) \
-            or name in ("requests", "active_requests"):
-        def check(v):
-            if v < 0:
-                raise BadValue(f"must be >= 0: {v}")
-        return check
-    return None
+def _range_check(bounds: catalog.Bounds | None) -> Callable[[Any], None] | None:
+    """The column's range rule, from the catalog's bounds (the CHECK constraints say the same)."""
+    if bounds is None:
+        return None
+    lo, hi = bounds
+
+    def check(v):
+        if bounds == catalog.PERCENT and not lo <= v <= hi:
+            raise BadValue(f"percent out of range 0-100: {v}")
+        if lo is not None and v < lo:
+            raise BadValue(f"must be >= {lo:g}: {v}")
+        if hi is not None and v > hi:
+            raise BadValue(f"must be <= {hi:g}: {v}")
+    return check
 
 
 # ---------------------------------------------------------------- rows
@@ -322,7 +323,8 @@ class RowValidator:
         # A missing value in a NOT NULL column with a default stages as NULL and
         # takes the default on insert (see loader.BatchWriter); without a default it is rejected.
         self.data_columns = data_cols
-        self._data = [(c.name, _type_parser(c, assume_utc), _range_check(c.name),
+        self.bounds = catalog.value_bounds(target.table)
+        self._data = [(c.name, _type_parser(c, assume_utc), _range_check(self.bounds.get(c.name)),
                        c.not_null and not c.has_default) for c in data_cols]
 
     def row(self, record: Record) -> tuple | Rejection:
@@ -457,10 +459,11 @@ class ColumnValidator:
                 if ctype.lo is not None:     # what the catalog type holds (int2/int4, float4)
                     bad |= (values < ctype.lo) | (values > ctype.hi)
                 if check is not None:
-                    lo_hi = (0, 100) if name.endswith("_percent") else (0, None)
-                    bad |= values < lo_hi[0]
-                    if lo_hi[1] is not None:
-                        bad |= values > lo_hi[1]
+                    lo, hi = self.rv.bounds[name]
+                    if lo is not None:
+                        bad |= values < lo
+                    if hi is not None:
+                        bad |= values > hi
                 obj = values.astype(object)
             else:
                 empty = np.array(col, dtype=object) == ""

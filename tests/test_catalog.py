@@ -19,6 +19,10 @@ def test_server_metrics_columns_types_and_checks_are_the_catalogs(db):
     checks = {r[0] for r in db.execute(
         "select conname from pg_constraint where conrelid = 'metrics.server_metrics'::regclass and contype = 'c'")}
     assert checks == {c.check_name for c in catalog.SERVER_METRICS}
+    site_checks = {r[0] for r in db.execute(
+        "select conname from pg_constraint where conrelid = 'metrics.site_usage'::regclass and contype = 'c'")}
+    assert site_checks == {c.check_name for c in catalog.SITE_USAGE if c.bounds != catalog.UNBOUNDED}
+    assert list(catalog.value_bounds("site_usage")) == [c.name for c in catalog.SITE_USAGE][:-1]  # not is_up
     assert catalog.metric_column("cpu_percent").check_name == "server_metrics_cpu_percent_range"
     assert catalog.metric_column("disk_read_bytes").check_name == "server_metrics_disk_read_bytes_nonnegative"
 
