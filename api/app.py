@@ -199,6 +199,27 @@ def create_app(settings: ApiSettings) -> FastAPI:
             return rows[:limit], rows[limit - 1][0]
         return rows, None
 
+    def series_response(request: Request, role: str, what: str, object_id: int,
+                        source: tuple[str, str, str | None], columns: list[str], start: datetime, end: datetime,
+                        after: datetime | None, limit: int, envelope: dict) -> Response:
+        """One page of a server's or organization's series (``what``: its key is ``<what>_id``) as the token's
+        role, dated by the refresh of the aggregate it comes from. ``source``: (relation, time column,
+        aggregate or None)."""
+        relation, time_column, aggregate = source
+        as_json = responses.media_type(request) == responses.JSON
+
+        def work(conn):
+            visible(conn, f"tenancy.{what}s", object_id, what)
+            rows, more = series_page(conn, relation, time_column, columns, f"{what}_id", object_id,
+                                     start, end, _utc(after), limit, as_json)
+            return rows, more, refresh_of(conn, aggregate)
+
+        rows, more, (refreshed, max_age) = as_role(role, work)
+        envelope = {f"{what}_id": object_id, **envelope, "start": start, "end": end, "next_after": more}
+        return responses.render(request, ["time", *columns], rows, envelope, refreshed_at=refreshed,
+                                max_age=max_age, links={"next": next_link(request, more)} if more else None,
+                                points_json=rows if as_json else None)
+
     # --------------------------------------------------------------- endpoints
 
     @app.get("/servers/{server_id}/metrics", tags=["servers"])
@@ -212,24 +233,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
         after: Annotated[datetime | None, Query(description="keyset: the last time of the previous page")] = None,
     ) -> Response:
         """One server's metrics from the raw hypertable or an aggregate tier, oldest first, paged by time."""
-        as_json = responses.media_type(request) == responses.JSON
         start, end = window(start, end)
         tier = str(granularity) if granularity else series.default_granularity(end - start)
-        relation, time_column, aggregate = series.SERVER_TIERS[tier]
         columns = series.RAW_COLUMNS if tier == "raw" else series.AGGREGATE_COLUMNS
-
-        def work(conn):
-            visible(conn, "tenancy.servers", server_id, "server")
-            rows, more = series_page(conn, relation, time_column, columns, "server_id", server_id,
-                                     start, end, _utc(after), limit, as_json)
-            return rows, more, refresh_of(conn, aggregate)
-
-        rows, more, (refreshed, max_age) = as_role(role, work)
-        envelope = {"server_id": server_id, "granularity": tier, "start": start, "end": end,
-                    "next_after": more}
-        return responses.render(request, ["time", *columns], rows, envelope, refreshed_at=refreshed,
-                                max_age=max_age, links={"next": next_link(request, more)} if more else None,
-                                points_json=rows if as_json else None)
+        return series_response(request, role, "server", server_id, series.SERVER_TIERS[tier], columns,
+                               start, end, after, limit, {"granularity": tier})
 
     @app.get("/organizations/{organization_id}/metrics", tags=["organizations"])
     def organization_metrics(
@@ -243,24 +251,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
         after: Annotated[datetime | None, Query()] = None,
     ) -> Response:
         """An organization's series (its servers, or its whole subtree) from the organization marts."""
-        as_json = responses.media_type(request) == responses.JSON
         start, end = window(start, end)
         tier = str(granularity) if granularity else series.default_granularity(end - start, organization=True)
-        relation, time_column, aggregate = series.ORGANIZATION_TIERS[(tier, include_children)]
-        columns = series.ORGANIZATION_COLUMNS
-
-        def work(conn):
-            visible(conn, "tenancy.organizations", organization_id, "organization")
-            rows, more = series_page(conn, relation, time_column, columns, "organization_id", organization_id,
-                                     start, end, _utc(after), limit, as_json)
-            return rows, more, refresh_of(conn, aggregate)
-
-        rows, more, (refreshed, max_age) = as_role(role, work)
-        envelope = {"organization_id": organization_id, "granularity": tier, "include_children": include_children,
-                    "start": start, "end": end, "next_after": more}
-        return responses.render(request, ["time", *columns], rows, envelope, refreshed_at=refreshed,
-                                max_age=max_age, links={"next": next_link(request, more)} if more else None,
-                                points_json=rows if as_json else None)
+        return series_response(request, role, "organization", organization_id,
+                               series.ORGANIZATION_TIERS[(tier, include_children)], series.ORGANIZATION_COLUMNS,
+                               start, end, after, limit, {"granularity": tier, "include_children": include_children})
 
     @app.get("/servers/{server_id}/anomalies", tags=["servers"])
     def server_anomalies(
