@@ -97,3 +97,16 @@ def test_schema_doc_tables_are_rendered_from_the_catalog():
         assert f"| `{column.name}` | {column.sql_type} |" in text
     for aggregate in catalog.AGGREGATES:
         assert f"| `{aggregate.qualified}` |" in text
+
+
+def test_rmp_catalog_checks_the_docs_and_shows_the_catalog():
+    from click.testing import CliRunner
+
+    from rmp_app.cli import cli
+
+    checked = CliRunner().invoke(cli, ["catalog", "docs", "--check"])
+    assert (checked.exit_code, checked.output.strip().endswith("docs/schema.md is up to date")) == (0, True)
+    shown = CliRunner().invoke(cli, ["catalog", "show"])
+    assert shown.exit_code == 0
+    assert "| `cpu_percent` | double precision | 0–100 |" in shown.output
+    assert "| `metrics.server_metrics_1h` | 1h | server_metrics | 1 hour | 1 year |" in shown.output
