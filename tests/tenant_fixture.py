@@ -32,6 +32,13 @@ def refresh_aggregates(conn: psycopg.Connection, views: Iterable[str]) -> None:
             sql.Literal(f"metrics.{view}")))
 
 
+def create_roles(conn: psycopg.Connection, roles: Iterable[str], *, login: bool) -> None:
+    """Create each role afresh (a previous run's is dropped first, with its grants)."""
+    drop_roles(conn, roles)
+    for role in roles:
+        conn.execute(sql.SQL("create role {} {}").format(sql.Identifier(role), sql.SQL("login" if login else "nologin")))
+
+
 def drop_roles(conn: psycopg.Connection, roles: Iterable[str]) -> None:
     """Drop each role that exists, with what it owns (grants included)."""
     for role in roles:

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from conftest import empty_data_tables
 from psycopg import sql
-from tenant_fixture import drop_roles, organizations_with_servers, refresh_aggregates
+from tenant_fixture import create_roles, drop_roles, organizations_with_servers, refresh_aggregates
 
 from api import series, tokens
 from api.responses import records
@@ -98,10 +98,8 @@ def api(migrated_url, tmp_path_factory):
     work = tmp_path_factory.mktemp("api")
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         empty_data_tables(conn)
-        drop_roles(conn, ROLES)
+        create_roles(conn, ROLES, login=False)
         ids = _load(conn)
-        for role in ROLES:
-            conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(role)))
         tenancy.grant(conn, "org-a", "api_a")
         tenancy.grant(conn, "org-b", "api_b")
         conn.execute("grant rmp_ingest to api_ing")

@@ -16,7 +16,7 @@ import pytest
 from conftest import empty_data_tables
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from tenant_fixture import drop_roles, organizations_with_servers, refresh_aggregates
+from tenant_fixture import create_roles, drop_roles, organizations_with_servers, refresh_aggregates
 
 from rmp import catalog, tenancy
 from transform.dbt_runner import run_dbt
@@ -75,10 +75,8 @@ def fleet(migrated_url, tmp_path_factory):
     work = tmp_path_factory.mktemp("dbt-security")
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         empty_data_tables(conn)
-        drop_roles(conn, LOGINS)
+        create_roles(conn, LOGINS, login=True)
         ids = _load(conn)
-        for login in LOGINS:
-            conn.execute(sql.SQL("create role {} login").format(sql.Identifier(login)))
         tenancy.grant(conn, "org-a", "sec_alice")
         tenancy.grant(conn, "org-a1", "sec_sub")
         conn.execute("grant rmp_analyst to sec_none")
