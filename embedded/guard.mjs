@@ -6,6 +6,8 @@
 //     AS EXECUTE); DEALLOCATE ALL and DISCARD ALL drop only the caller's;
 //   * RESET ALL / RESET x / DISCARD ALL return to a server's defaults, not
 //     PGlite's boot values;
+//   * client_encoding is the client's own (encoding.mjs): SET/RESET/SHOW
+//     client_encoding work on the setting rmp.client_encoding instead;
 //   * a non-superuser may not change its session authorization or turn off
 //     standard_conforming_strings (the parse here must read literals exactly
 //     as the engine does).
@@ -15,6 +17,7 @@
 
 import * as S from './sqlparse.mjs';
 import { SERVER_DEFAULTS, defaultsSql } from './settings.mjs';
+import * as E from './encoding.mjs';
 
 const quoteIdent = (s) => '"' + s.replace(/"/g, '""') + '"';
 
@@ -69,6 +72,7 @@ export function planQuery(client, parsed, ctx) {
   const groups = [];
   let copy = null;
   let watch = false;
+  let txEnd = false;
   let cursor = 0;
   const multi = stmts.length > 1;
   for (const stmt of stmts) {
@@ -78,23 +82,24 @@ export function planQuery(client, parsed, ctx) {
     checkTop(client, stmt);
     checkNodes(client, stmt);
     if (mayChangeSettings(stmt)) watch = true;
+    if (endsTransaction(stmt)) txEnd = true;
     const r = rewrite(client, stmt, own, { ...ctx, multi });
     if (r.copy) {
       if (multi) throw new Refusal('0A000', 'COPY FROM STDIN must be sent alone in its own query on the embedded server');
       copy = stmt.node;
     }
     parts.push(r.text);
-    groups.push({ pieces: r.pieces ?? 1, tag: r.tag ?? null });
+    groups.push({ pieces: r.pieces ?? 1, tag: r.tag ?? null, keepRows: r.keepRows ?? false });
   }
   parts.push(bytes.subarray(cursor));
-  return { text: Buffer.concat(parts), groups, copy, watch };
+  return { text: Buffer.concat(parts), groups, copy, watch, txEnd };
 }
 
 // Plans the statement of a Parse message: one statement; statements that
 // would need several here are refused (send them as a simple query).
 export function planParse(client, parsed) {
   const { stmts, bytes } = parsed;
-  if (stmts.length !== 1) return { text: bytes, watch: false }; // the engine reports it
+  if (stmts.length !== 1) return { text: bytes, watch: false, txEnd: false }; // the engine reports it
   const stmt = stmts[0];
   checkTop(client, stmt);
   checkNodes(client, stmt);
@@ -107,6 +112,7 @@ export function planParse(client, parsed) {
   return {
     text: Buffer.concat([bytes.subarray(0, stmt.start), r.text, bytes.subarray(stmt.end)]),
     watch: mayChangeSettings(stmt),
+    txEnd: endsTransaction(stmt),
     resetAll: stmt.type === 'VariableSetStmt' && stmt.node.kind === 'VAR_RESET_ALL',
   };
 }
@@ -118,7 +124,16 @@ function checkTop(client, stmt) {
 }
 
 // Statements after which the server re-reads the reported settings.
-const WATCH_TYPES = new Set(['VariableSetStmt', 'DiscardStmt', 'TransactionStmt', 'DoStmt', 'CallStmt', 'ExecuteStmt']);
+const WATCH_TYPES = new Set(['VariableSetStmt', 'DiscardStmt', 'DoStmt', 'CallStmt', 'ExecuteStmt']);
+// A transaction's end (or a rollback to a savepoint) undoes SET LOCAL and
+// rolled-back SETs: the settings are re-read then, but only when the client
+// ran something that may have changed them since its last check (server.mjs),
+// so that the BEGIN/COMMIT around every statement of a driver cost nothing.
+const TX_ENDS = new Set(['TRANS_STMT_COMMIT', 'TRANS_STMT_ROLLBACK', 'TRANS_STMT_ROLLBACK_TO', 'TRANS_STMT_PREPARE',
+  'TRANS_STMT_COMMIT_PREPARED', 'TRANS_STMT_ROLLBACK_PREPARED']);
+function endsTransaction(stmt) {
+  return stmt.type === 'TransactionStmt' && TX_ENDS.has(stmt.node.kind);
+}
 function mayChangeSettings(stmt) {
   if (WATCH_TYPES.has(stmt.type)) return true;
   let found = false;
@@ -155,6 +170,7 @@ function rewrite(client, stmt, own, ctx) {
     client.statements.clear();
     return group([
       'CLOSE ALL', `SET SESSION AUTHORIZATION ${quoteIdent(client.user)}`, 'RESET ALL', ...defaultsSql(),
+      ...startupEncodingSql(client),
       ...names.map((n) => `DEALLOCATE ${quoteIdent(client.prefix + n)}`),
       'UNLISTEN *', 'SELECT pg_advisory_unlock_all()', 'DISCARD PLANS', 'DISCARD TEMP', 'DISCARD SEQUENCES',
     ], 'DISCARD ALL');
@@ -163,8 +179,9 @@ function rewrite(client, stmt, own, ctx) {
     const name = (node.name || '').toLowerCase();
     if (node.kind === 'VAR_RESET_ALL') {
       if (ctx.extended) return { text: own }; // defaults re-applied after the turn
-      return group(['RESET ALL', ...defaultsSql()], 'RESET');
+      return group(['RESET ALL', ...defaultsSql(), ...startupEncodingSql(client)], 'RESET');
     }
+    if (name === 'client_encoding') return clientEncoding(client, node);
     if (node.kind === 'VAR_RESET' || node.kind === 'VAR_SET_DEFAULT') {
       const tag = node.kind === 'VAR_RESET' ? 'RESET' : 'SET';
       if (name === 'session_authorization') {
@@ -173,8 +190,39 @@ function rewrite(client, stmt, own, ctx) {
       if (SERVER_DEFAULTS.has(name)) return group(defaultsSql([name], node.is_local), ctx.extended ? null : tag);
     }
   }
+  if (type === 'VariableShowStmt' && (node.name || '').toLowerCase() === 'client_encoding') {
+    return { text: Buffer.from(E.SHOW_SQL), pieces: 1, tag: ctx.extended ? null : 'SHOW', keepRows: true };
+  }
   if (type === 'CopyStmt' && node.is_from && !node.filename && !node.is_program) return { text: own, copy: true };
   return { text: own };
+}
+
+// SET/RESET client_encoding: the client's encoding, kept in the session
+// setting rmp.client_encoding (transactional like the real one); the server
+// converts the client's messages from the ParameterStatus that reports it on.
+function clientEncoding(client, node) {
+  const local = node.is_local ? 'LOCAL ' : '';
+  let value;
+  if (node.kind === 'VAR_SET_VALUE') {
+    const given = S.setValue(node);
+    if (given === null) return raise('22023', 'SET client_encoding takes only one argument');
+    try {
+      value = E.canonical(given);
+    } catch (err) {
+      if (err instanceof E.EncodingError) return raise(err.code, err.message);
+      throw err;
+    }
+  } else if (node.kind === 'VAR_RESET' || node.kind === 'VAR_SET_DEFAULT') {
+    value = client.startupEncoding || 'UTF8';
+  } else {
+    return { text: Buffer.from(raiseSql('0A000', 'this form of SET client_encoding is not supported on the embedded server')) };
+  }
+  return { text: Buffer.from(`SET ${local}rmp.client_encoding TO '${value}'`) };
+}
+
+// After RESET ALL: the client_encoding of the client's startup packet.
+function startupEncodingSql(client) {
+  return client.startupEncoding ? [`SET rmp.client_encoding TO '${client.startupEncoding}'`] : [];
 }
 
 function group(statements, tag) {
@@ -232,7 +280,7 @@ export function rewriteOutput(out, client, groups) {
       continue;
     }
     if (type === 'I' && groups.length && groups.every((x) => x.pieces === 0)) continue; // all became nothing
-    if ((type === 'T' || type === 'D') && cur && cur.tag !== null) continue;
+    if ((type === 'T' || type === 'D') && cur && cur.tag !== null && !cur.keepRows) continue;
     if (type === 'Z') closeEmpty();
     parts.push(msg);
   }

@@ -35,6 +35,7 @@ import { CopySpool, dequeued, queued, resetSpool } from './limits.mjs';
 import * as S from './sqlparse.mjs';
 import * as G from './guard.mjs';
 import * as SET from './settings.mjs';
+import * as E from './encoding.mjs';
 
 const { values: opts } = parseArgs({
   options: {
@@ -136,6 +137,7 @@ async function openEngine() {
   const contexts = (await db.query("SELECT lower(name) AS name, context FROM pg_settings")).rows;
   userSettable = new Set(contexts.filter((r) => r.context === 'user').map((r) => r.name));
   superuserSettable = new Set(contexts.filter((r) => r.context === 'user' || r.context === 'superuser').map((r) => r.name));
+  await db.exec("SET rmp.client_encoding TO ''"); // the setting exists from now on (encoding.mjs)
   await db.execProtocolRaw(SET.prepareShowMessages());
   await refreshCatalogCache();
   sessionUser = JOBS;
@@ -166,6 +168,7 @@ class Client {
     this.stmtWatch = new Map(); // statement name -> may change reported settings
     this.reported = new Map();  // ParameterStatus values the client was sent
     this.turnWatch = false;     // re-read the reported settings after this turn
+    this.settingsTouched = false; // ran something that may change settings since the last check at 'I'
     this.groups = null;         // how the statements of the running Query were rewritten
     this.resetDefaults = false; // a RESET ALL ran through the extended protocol
     this.exitOnError = false;   // exit_on_error as the client set it
@@ -176,10 +179,15 @@ class Client {
     this.user = null;
     this.isSuper = false;
     this.secret = (Math.random() * 0x7fffffff) | 0;
+    this.startupEncoding = null; // client_encoding of the startup packet, when not UTF8
+    this.converter = new E.Converter();
   }
 
+  // Everything a client is sent, in the encoding it was last told it has.
   send(buf) {
-    if (!this.closed && buf.length) this.socket.write(buf);
+    if (this.closed || !buf.length) return;
+    const codec = E.codecFor(this.reported.get('client_encoding'));
+    this.socket.write(codec ? this.converter.convert(codec, buf) : buf);
   }
 
   fatal(code, text) {
@@ -301,7 +309,8 @@ async function switchTo(client) {
     try {
       // role is not in pg_settings (GUC_NO_SHOW_ALL)
       const rows = (await exec("SELECT name, setting FROM pg_settings WHERE source = 'session' "
-        + "UNION ALL SELECT 'role', current_setting('role')")).rows;
+        + "UNION ALL SELECT 'role', current_setting('role') "
+        + "UNION ALL SELECT 'rmp.client_encoding', current_setting('rmp.client_encoding', true)")).rows;
       prev.gucs = new Map(rows.filter((r) => !UNSAVED_SETTINGS.has(r.name)).map((r) => [r.name, r.setting]));
       prev.role = (rows.find((r) => r.name === 'role') || { setting: 'none' }).setting;
     } catch (err) { debug('could not save settings', err.message); }
@@ -436,6 +445,20 @@ function beginLogin(client) {
     client.fatal(err.code, err.message);
     return false;
   }
+  // A client_encoding the server converts is the client's own (encoding.mjs).
+  for (const [name, value] of client.gucs) {
+    if (name.toLowerCase() !== 'client_encoding') continue;
+    let enc;
+    try {
+      enc = E.canonical(value);
+    } catch (err) {
+      client.fatal(err.code, err.message);
+      return false;
+    }
+    client.gucs.delete(name);
+    client.gucs.set('rmp.client_encoding', enc);
+    client.startupEncoding = enc;
+  }
   client.user = user;
   client.isSuper = role.rolsuper;
   return true;
@@ -451,7 +474,7 @@ function finishStartup(client, values) {
     return dflt;
   };
   const status = values ? Object.fromEntries(values) : {
-    server_version: serverVersion, server_encoding: 'UTF8', client_encoding: 'UTF8',
+    server_version: serverVersion, server_encoding: 'UTF8', client_encoding: client.startupEncoding || 'UTF8',
     DateStyle: given('DateStyle', 'ISO, MDY'), IntervalStyle: given('IntervalStyle', 'postgres'),
     TimeZone: given('TimeZone', 'UTC'), integer_datetimes: 'on', standard_conforming_strings: 'on',
     is_superuser: client.isSuper ? 'on' : 'off', session_authorization: client.user,
@@ -497,7 +520,7 @@ async function runRaw(client, buf, beforeCheck = null) {
     return client.fatal(err.C || 'XX000', err.M || 'error with exit_on_error set');
   }
   if (status && status !== 'E' && (client.turnWatch || !client.isSuper || client.resetDefaults)) {
-    const verdict = await checkTurn(client);
+    const verdict = await checkTurn(client, status);
     if (verdict.violation) return endEscapedClient(client, verdict.violation);
     if (verdict.changes.length) out = P.insertBeforeLastReady(out, Buffer.concat(verdict.changes));
   }
@@ -535,7 +558,7 @@ async function readSettings(names) {
   return null;
 }
 
-async function checkTurn(client) {
+async function checkTurn(client, status) {
   const watchNext = client.turnWatch;
   client.turnWatch = false;
   if (client.resetDefaults) {
@@ -557,6 +580,7 @@ async function checkTurn(client) {
     if (values.get('standard_conforming_strings') !== 'on') return { violation: 'standard_conforming_strings was turned off' };
   }
   if (names === IDENTITY) return { changes: [] };
+  if (status === 'I') client.settingsTouched = false; // nothing left for a rollback to undo
   client.exitOnError = values.get('exit_on_error') === 'on';
   return { changes: SET.parameterChanges(values, client.reported) };
 }
@@ -570,6 +594,13 @@ async function endEscapedClient(client, what) {
   await rollbackOpenTransaction();
   await db.exec('SET SESSION AUTHORIZATION postgres');
   sessionUser = null;
+}
+
+// Whether the turn ends with a read of the reported settings: after anything
+// that may change them, and after a transaction's end that may undo them.
+function noteWatch(client, plan) {
+  if (plan.watch) client.turnWatch = client.settingsTouched = true;
+  if (plan.txEnd && client.settingsTouched) client.turnWatch = true;
 }
 
 // Turns one client message into what PGlite should see. Returns a Buffer to
@@ -589,7 +620,7 @@ async function translate(client, item) {
         if (err instanceof G.Refusal) return raiseMessage(err.code, err.message);
         throw err;
       }
-      if (plan.watch) client.turnWatch = true;
+      noteWatch(client, plan);
       if (plan.copy) return startCopy(client, plan.copy, parsed.version);
       client.groups = plan.groups;
       return P.query(plan.text);
@@ -600,12 +631,14 @@ async function translate(client, item) {
       const parsed = S.parseStatements(sql);
       let text = parsed.bytes;
       let watch = false;
+      let txEnd = false;
       let resetAll = false;
       if (!parsed.error) {
         try {
           const plan = G.planParse(client, parsed);
           text = plan.text;
           watch = plan.watch;
+          txEnd = plan.txEnd;
           resetAll = plan.resetAll;
         } catch (err) {
           if (!(err instanceof G.Refusal)) throw err;
@@ -613,7 +646,7 @@ async function translate(client, item) {
           text = Buffer.from(G.raiseSql(err.code, err.message));
         }
       }
-      client.stmtWatch.set(name, { watch, resetAll });
+      client.stmtWatch.set(name, { watch, txEnd, resetAll });
       const r = P.renameStatement('P', P.replaceParseText(msg, text), client.prefix);
       if (r.name) client.statements.add(r.name);
       return r.msg;
@@ -624,7 +657,7 @@ async function translate(client, item) {
       if (type === 'B') {
         // What the bound statement may do, as planned at its Parse.
         const flags = client.stmtWatch.get(r.name ?? '');
-        if (flags && flags.watch) client.turnWatch = true;
+        if (flags) noteWatch(client, flags);
         if (flags && flags.resetAll) client.resetDefaults = true;
       }
       if (type === 'C' && r.name) { client.statements.delete(r.name); client.stmtWatch.delete(r.name); }
@@ -639,18 +672,25 @@ async function translate(client, item) {
       if (!client.isSuper) {
         return raiseMessage('42501', 'function-call messages are refused for non-superusers on the embedded server');
       }
-      client.turnWatch = true;
+      client.turnWatch = client.settingsTouched = true;
       return msg;
     case 'S':
       client.inUnit = false;
       return msg;
     case 'd':
-      if (client.copy) client.copy.spool.write(msg.subarray(5));
+      if (client.copy) {
+        const data = msg.subarray(5);
+        client.copy.spool.write(client.copy.decoder ? Buffer.from(client.copy.decoder.write(data), 'utf8') : data);
+      }
       return null;
     case 'c': case 'f': {
       const copy = client.copy;
       if (!copy) return null;
       client.copy = null;
+      if (copy.decoder) {
+        const rest = copy.decoder.end();
+        if (rest) copy.spool.write(Buffer.from(rest, 'utf8'));
+      }
       copy.spool.finish();
       if (type === 'f') { copy.spool.remove(); return raiseMessage('57014', `COPY from stdin failed: ${P.parseQueryText(msg)}`); }
       try {
@@ -695,7 +735,9 @@ async function startCopy(client, node, version) {
     } catch { ncols = 0; }
   }
   const spool = new CopySpool(opts['data-dir'], engineDataDir);
-  client.copy = { sql: S.copyFromFile(node, version, spool.enginePath), node, version, table, where: Boolean(node.whereClause), spool };
+  const codec = E.codecFor(client.reported.get('client_encoding'));
+  client.copy = { sql: S.copyFromFile(node, version, spool.enginePath), node, version, table, where: Boolean(node.whereClause), spool,
+    decoder: codec && !S.copyIsBinary(node) ? E.copyDecoder(codec) : null };
   client.send(P.copyInResponse(S.copyIsBinary(node), ncols));
   return null;
 }
@@ -823,6 +865,12 @@ async function serve(client) {
       await execRawOk(B.identitySql(client).join('; '));
       B.identityApplied(client);
     }
+    const codec = E.codecFor(client.reported.get('client_encoding'));
+    if (codec && !item.synthetic) {
+      const converted = fromClientEncoding(client, codec, item);
+      if (!converted) continue;
+      item.msg = converted;
+    }
     if (!item.synthetic) N.noteMessage(client, item);
     if (client.closed) break;
     let out;
@@ -840,6 +888,27 @@ async function serve(client) {
     }
   }
   await flush();
+}
+
+// A message of a client whose encoding is not UTF8, as the engine must see
+// it (encoding.mjs). Bytes that are invalid in that encoding fail a Query or
+// Parse with the server's 22021; CopyData is converted by the COPY's decoder.
+// null when the message was answered here.
+function fromClientEncoding(client, codec, item) {
+  const { type, msg } = item;
+  if (!'QPBDCE'.includes(type)) return msg;
+  if (type === 'B') client.converter.noteBind(msg);
+  try {
+    return E.clientToServer(codec, msg);
+  } catch (err) {
+    if (!(err instanceof E.EncodingError)) throw err;
+    if (type === 'Q') return raiseMessage(err.code, err.message);
+    if (type === 'P') {
+      const name = P.parseParseMessage(msg).name;
+      return P.message('P', Buffer.concat([P.cstr(name), P.cstr(G.raiseSql(err.code, err.message)), Buffer.from([0, 0])]));
+    }
+    return msg; // names of statements and portals: the engine reports what it cannot find
+  }
 }
 
 // A client that went away: roll back what it left open, drop its statements.

@@ -113,10 +113,14 @@ const closePortal = (name) => P.message('C', Buffer.concat([Buffer.from('P'), P.
 export const SHOWN = [...new Set([...WATCHED, ...REPORTED_AT_STARTUP])];
 const showStatement = (name) => `rmp_show_${name.toLowerCase()}`;
 
+// client_encoding is the client's, kept in rmp.client_encoding (encoding.mjs;
+// the engine session stays UTF8); '' there (reset) is UTF8.
+const SHOWN_AS = new Map([['client_encoding', 'rmp.client_encoding']]);
+
 // Prepares the SHOW statements; each with its own Sync, so one that exists
 // already does not stop the others.
 export function prepareShowMessages() {
-  return Buffer.concat(SHOWN.flatMap((n) => [parseMsg(showStatement(n), `SHOW ${n}`), P.sync()]));
+  return Buffer.concat(SHOWN.flatMap((n) => [parseMsg(showStatement(n), `SHOW ${SHOWN_AS.get(n) || n}`), P.sync()]));
 }
 
 // One round trip that reads `names` with the prepared SHOWs through named
@@ -159,7 +163,7 @@ export function readShown(out, names) {
     i += 1 + len;
   }
   if (values.length !== names.length) return null;
-  return new Map(names.map((n, k) => [n, values[k]]));
+  return new Map(names.map((n, k) => [n, SHOWN_AS.has(n) && !values[k] ? 'UTF8' : values[k]]));
 }
 
 // ParameterStatus messages for what changed since `reported` (updated).

@@ -2,7 +2,10 @@
 
 Disk and network figures are deltas of the kernel's counters since the
 previous sample (the first sample primes the counters and is not stored,
-as a real agent would). Samples wait in a bounded buffer (deque with
+as a real agent would), and every row says how long that was
+(``interval_seconds``, measured on the monotonic clock between the two
+counter reads), so the aggregates' bytes/s are true whatever ``--interval``
+is and however late a sample was taken. Samples wait in a bounded buffer (deque with
 maxlen) and are flushed through the COPY loader; while the database is
 unreachable they accumulate, and only when more than ``buffer_size`` are
 pending are the oldest dropped (counted in ``Collector.dropped``).
@@ -26,11 +29,11 @@ import psycopg
 
 from ingest.loader import load_rows
 from rmp import db
-from rmp.catalog import SERVER_METRIC_COLUMNS
+from rmp.catalog import SAMPLE_INTERVAL_BOUNDS, SERVER_METRIC_COLUMNS
 from rmp.errors import UserError
 
 log = logging.getLogger(__name__)
-COLUMNS = ["server_id", "collected_at", *SERVER_METRIC_COLUMNS]
+COLUMNS = ["server_id", "collected_at", *SERVER_METRIC_COLUMNS, "interval_seconds"]
 
 
 class CollectorError(UserError):
@@ -73,12 +76,16 @@ def _containers() -> tuple[int, int] | tuple[None, None]:
 
 class Sampler:
     """Reads psutil; ``sample()`` returns one server_metrics row (without server_id) by column
-    name; a catalog column the sampler does not measure is written as null."""
+    name; a catalog column the sampler does not measure is written as null. ``interval_seconds``
+    is the time since the previous counter read, None when outside the catalog's bounds (the
+    collector then writes its --interval, and a gap longer than a day gives no byte deltas)."""
 
-    def __init__(self, disk_path: str = os.sep):
+    def __init__(self, disk_path: str = os.sep, clock: Callable[[], float] = time.monotonic):
         self.disk_path = disk_path
+        self.clock = clock
         self._prev_disk = psutil.disk_io_counters()
         self._prev_net = psutil.net_io_counters()
+        self._prev_at = clock()
         psutil.cpu_percent(interval=None)   # primes the cpu counter; the next call measures since now
 
     @staticmethod
@@ -94,8 +101,13 @@ class Sampler:
         vm = psutil.virtual_memory()
         du = psutil.disk_usage(self.disk_path)
         dio, nio = psutil.disk_io_counters(), psutil.net_io_counters()
-        pd, pn = self._prev_disk, self._prev_net
-        self._prev_disk, self._prev_net = dio, nio
+        now = self.clock()
+        pd, pn, elapsed = self._prev_disk, self._prev_net, now - self._prev_at
+        self._prev_disk, self._prev_net, self._prev_at = dio, nio, now
+        lo, hi = SAMPLE_INTERVAL_BOUNDS
+        interval = elapsed if lo <= elapsed <= hi else None
+        if elapsed > hi:
+            pd = pn = None   # counters read more than a day apart: no rate worth storing
         running, total = _containers()
         used = vm.total - vm.available
         return {
@@ -110,6 +122,7 @@ class Sampler:
             "network_rx_bytes": self._delta(nio and nio.bytes_recv, pn and pn.bytes_recv),
             "network_tx_bytes": self._delta(nio and nio.bytes_sent, pn and pn.bytes_sent),
             "containers_running": running, "containers_total": total,
+            "interval_seconds": interval,
         }
 
 
@@ -134,6 +147,7 @@ class Collector:
         if len(self.buffer) == self.buffer.maxlen:
             self.stats.dropped += 1          # deque drops the oldest on append
         sample = self.sampler.sample()
+        sample["interval_seconds"] = sample.get("interval_seconds") or self.interval
         self.buffer.append((self.server_id, *(sample.get(c) for c in COLUMNS[1:])))
         self.stats.sampled += 1
 

@@ -139,6 +139,8 @@ def write_fleet(fleet: Fleet, url: str | None = None, *, site_usage: bool = True
                 on_rows(rows)
 
         def load(table: str, id_column: str, entities: list, ids: dict, frame: Callable, columns: list[str]) -> int:
+            if entities and "interval_seconds" in frame(entities[0]):   # a fleet sampled off the default interval
+                columns = [*columns, "interval_seconds"]
             rows = (row for e in entities for row in _frame_rows(ids[(e.organization, e.name)], frame(e), columns))
             inserted, duplicates = load_rows(conn, table, [id_column, "collected_at", *columns], rows,
                                              batch_rows=batch_rows, on_batch=progress)

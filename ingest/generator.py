@@ -36,7 +36,7 @@ from ingest.fleet_model import (
     Site,
     User,
 )
-from rmp.catalog import COLLECTION_INTERVAL_SECONDS
+from rmp.catalog import COLLECTION_INTERVAL_SECONDS, SITE_COLLECTION_INTERVAL_SECONDS
 
 GIB = 1024**3
 GB = 1000**3
@@ -102,7 +102,8 @@ class Fleet:
 def generate_fleet(seed: int = 42, organizations: int = 3, servers: int = 10, days: int = 7,
                    start: datetime | None = None, *, interval_seconds: int = COLLECTION_INTERVAL_SECONDS,
                    sub_organizations: int = 1, sites_per_server: int = 2,
-                   anomalies_per_server: float = 0.5, site_interval_seconds: int = 300) -> Fleet:
+                   anomalies_per_server: float = 0.5,
+                   site_interval_seconds: int = SITE_COLLECTION_INTERVAL_SECONDS) -> Fleet:
     """A reproducible fleet: the same arguments always give the same fleet and series.
 
     ``start`` defaults to midnight UTC ``days`` days before today, so the data is
@@ -325,7 +326,7 @@ def _server_series(fleet: Fleet, s: Server) -> pd.DataFrame:
         "network_rx_bytes": rx, "network_tx_bytes": tx,
         "containers_running": running.astype(np.int64),
         "containers_total": np.full(n, s.containers_total, dtype=np.int64),
-    })
+    }).pipe(_with_interval, interval, COLLECTION_INTERVAL_SECONDS)
 
 
 def _site_series(fleet: Fleet, site: Site) -> pd.DataFrame:
@@ -349,4 +350,13 @@ def _site_series(fleet: Fleet, site: Site) -> pd.DataFrame:
         "active_requests": np.maximum(rpm / 60 * 0.3 + rng.normal(0, 1, n), 0).astype(np.int64),
         "response_time_ms": np.clip(80 + 120 * shape + rng.gamma(2, 15, n), 1, None).round(1),
         "is_up": is_up,
-    })
+    }).pipe(_with_interval, fleet.site_interval_seconds, SITE_COLLECTION_INTERVAL_SECONDS)
+
+
+def _with_interval(df: pd.DataFrame, interval: int, default: int) -> pd.DataFrame:
+    """Byte and request counts are per sample: a fleet sampled at another interval than the
+    catalog's default says so in every row (``interval_seconds``), so rates come out true.
+    At the default the column is left out (absent = default), files stay as they were."""
+    if interval != default:
+        df["interval_seconds"] = np.full(len(df), interval, dtype=np.int64)
+    return df

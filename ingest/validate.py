@@ -286,14 +286,18 @@ def _range_check(bounds: catalog.Bounds | None) -> Callable[[Any], None] | None:
     if bounds is None:
         return None
     lo, hi = bounds
+    if bounds == catalog.PERCENT:
+        reason = "percent out of range 0-100"
+    elif hi is None:
+        reason = f"must be >= {lo:g}"
+    elif lo is None:
+        reason = f"must be <= {hi:g}"
+    else:
+        reason = f"out of range {lo:g}-{hi:g}"
 
     def check(v):
-        if bounds == catalog.PERCENT and not lo <= v <= hi:
-            raise BadValue(f"percent out of range 0-100: {v}")
-        if lo is not None and v < lo:
-            raise BadValue(f"must be >= {lo:g}: {v}")
-        if hi is not None and v > hi:
-            raise BadValue(f"must be <= {hi:g}: {v}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise BadValue(f"{reason}: {v}")
     return check
 
 

@@ -20,10 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-# Seconds between two samples of one server (collector, generator, and the
-# bytes -> bytes/s rates of the aggregates). The dbt runner passes it to dbt
-# as the var ``collection_interval_seconds``.
+# Seconds between two samples of one server when nothing says otherwise: the
+# collector's and generator's default, and the default of the per-sample
+# ``interval_seconds`` column (below). The dbt runner passes it to dbt as the
+# var ``collection_interval_seconds`` (staleness of a server with no sample yet).
 COLLECTION_INTERVAL_SECONDS = 30
+# The same for sites (metrics.site_usage): the generator samples sites every 5 minutes.
+SITE_COLLECTION_INTERVAL_SECONDS = 300
 
 # What a value can physically be: (lower, upper), None = unbounded on that side.
 # Forecasts are clipped to it; the table's CHECK constraints say the same.
@@ -91,6 +94,34 @@ def metric_column(name: str) -> MetricColumn:
     raise KeyError(name)
 
 
+# ---------------------------------------------------------------- the sampling interval
+
+@dataclass(frozen=True)
+class SampleInterval:
+    """The ``interval_seconds`` column of a raw hypertable: the seconds the sample
+    covers (since the previous sample of the same server or site). Byte and request
+    counts of a sample are deltas over that interval, so rates are count / interval:
+    true at any collection interval (revision 0010_interval_true_rates)."""
+
+    table: str
+    default: int  # what a row without the column gets (the interval that was assumed before 0010)
+    bounds: Bounds = (0.05, 86_400.0)  # from rmp collect's shortest --interval to one day
+
+    name = "interval_seconds"
+    sql_type = "double precision"
+
+    @property
+    def check_name(self) -> str:
+        return f"{self.table}_{self.name}_range"
+
+
+SAMPLE_INTERVALS: dict[str, SampleInterval] = {
+    "server_metrics": SampleInterval("server_metrics", COLLECTION_INTERVAL_SECONDS),
+    "site_usage": SampleInterval("site_usage", SITE_COLLECTION_INTERVAL_SECONDS),
+}
+SAMPLE_INTERVAL_BOUNDS: Bounds = SAMPLE_INTERVALS["server_metrics"].bounds
+
+
 # The metric columns of metrics.site_usage (after site_id, collected_at), in table order.
 SITE_USAGE: tuple[MetricColumn, ...] = (
     _count("memory_used_mb", "double precision", "site_usage"),
@@ -108,7 +139,10 @@ SITE_USAGE_COLUMNS = [c.name for c in SITE_USAGE]
 def value_bounds(table: str) -> dict[str, Bounds]:
     """The bounded metric columns of a raw hypertable: name -> (lower, upper); {} for other tables."""
     columns = {"server_metrics": SERVER_METRICS, "site_usage": SITE_USAGE}.get(table, ())
-    return {c.name: c.bounds for c in columns if c.bounds != UNBOUNDED}
+    bounds = {c.name: c.bounds for c in columns if c.bounds != UNBOUNDED}
+    if table in SAMPLE_INTERVALS:
+        bounds[SampleInterval.name] = SAMPLE_INTERVALS[table].bounds
+    return bounds
 
 
 # ---------------------------------------------------------------- hypertables and aggregates

@@ -193,20 +193,76 @@ def configure_policies(conn: sa.Connection, policies: dict | None = None) -> Non
 
 
 TIER_TEMPLATE = SQL_DIR / "templates" / "server-metrics-aggregate.sql"
+SITE_USAGE_DAILY_TEMPLATE = SQL_DIR / "templates" / "site-usage-daily-aggregate.sql"
 
 
-def render_tier(tier: catalog.Aggregate) -> sql.Composed:
+def interval_expression(table: str, *, column: bool) -> sql.Composable:
+    """What a sample's interval is in an aggregate's SQL: the column ``interval_seconds``
+    of the raw table (revision 0010 on) or, before it, the constant every sample was assumed to cover."""
+    if column:
+        return sql.Identifier(catalog.SAMPLE_INTERVALS[table].name)
+    return sql.SQL("{}::double precision").format(sql.Literal(catalog.SAMPLE_INTERVALS[table].default))
+
+
+def render_tier(tier: catalog.Aggregate, *, interval_column: bool = True,
+                view: sql.Composable | None = None, source: sql.Composable | None = None) -> sql.Composed:
     """The CREATE MATERIALIZED VIEW of one tier, from the one template."""
     return sql.SQL(TIER_TEMPLATE.read_text()).format(
-        view=sql.Identifier(catalog.SCHEMA, tier.name),
+        view=view or sql.Identifier(catalog.SCHEMA, tier.name),
         bucket_width=sql.Literal(tier.bucket_width),
-        collection_interval_seconds=sql.SQL(repr(float(catalog.COLLECTION_INTERVAL_SECONDS))),
+        source=source or sql.Identifier(catalog.SCHEMA, tier.source),
+        interval_seconds=interval_expression(tier.source, column=interval_column),
     )
 
 
-def create_tier(conn: sa.Connection, tier: catalog.Aggregate) -> None:
+def render_site_usage_daily(*, interval_column: bool = True, view: sql.Composable | None = None,
+                            source: sql.Composable | None = None) -> sql.Composed:
+    a = catalog.SITE_USAGE_DAILY
+    return sql.SQL(SITE_USAGE_DAILY_TEMPLATE.read_text()).format(
+        view=view or sql.Identifier(catalog.SCHEMA, a.name),
+        source=source or sql.Identifier(catalog.SCHEMA, a.source),
+        interval_seconds=interval_expression(a.source, column=interval_column),
+    )
+
+
+def create_tier(conn: sa.Connection, tier: catalog.Aggregate, *, interval_column: bool = True) -> None:
     with _driver_cursor(conn) as cur:
-        cur.execute(render_tier(tier))
+        cur.execute(render_tier(tier, interval_column=interval_column))
+
+
+def rebuild_aggregates(conn: sa.Connection, *, interval_column: bool) -> list[str]:
+    """Recreate every aggregate (tiers and site usage) with rates over the sample interval
+    (``interval_column``) or over the assumed constant, keeping rows and dependent views
+    (rmp/aggregate_rebuild.py). Returns the dependent objects that could not be recreated."""
+    from rmp.aggregate_rebuild import RebuildSpec, rebuild
+
+    def carry(table: str) -> dict[str, str]:
+        # a row kept from before 0010: every sample was taken to cover the default interval
+        return {"sampled_seconds": f"o.sample_count * {catalog.SAMPLE_INTERVALS[table].default}"}
+
+    specs = [
+        RebuildSpec(catalog.SCHEMA, t.name, f"{catalog.SCHEMA}.{t.source}", "collected_at", "server_id",
+                    t.bucket_width, lambda view, source, t=t: render_tier(
+                        t, interval_column=interval_column, view=view, source=source), carry(t.source))
+        for t in catalog.TIERS
+    ]
+    a = catalog.SITE_USAGE_DAILY
+    specs.append(RebuildSpec(catalog.SCHEMA, a.name, f"{catalog.SCHEMA}.{a.source}", "collected_at", "site_id",
+                             a.bucket_width, lambda view, source: render_site_usage_daily(
+                                 interval_column=interval_column, view=view, source=source), carry(a.source)))
+    return rebuild(conn.connection.dbapi_connection, specs)
+
+
+def add_interval_column(conn: sa.Connection, interval: catalog.SampleInterval) -> None:
+    """``interval_seconds`` on a raw hypertable: not null, the catalog's default and bounds."""
+    lower, upper = interval.bounds
+    with _driver_cursor(conn) as cur:
+        cur.execute(sql.SQL(
+            "alter table {table} add column {name} {type} not null default {default}"
+            " constraint {check} check ({name} between {lower} and {upper})").format(
+            table=sql.Identifier(catalog.SCHEMA, interval.table), name=sql.Identifier(interval.name),
+            type=sql.SQL(interval.sql_type), default=sql.Literal(interval.default),
+            check=sql.Identifier(interval.check_name), lower=sql.Literal(lower), upper=sql.Literal(upper)))
 
 
 def drop_aggregate(conn: sa.Connection, aggregate: catalog.Aggregate) -> None:

@@ -32,6 +32,9 @@ def _window(span: timedelta | None) -> str:
 
 def server_metrics_columns() -> str:
     rows = [f"| `{c.name}` | {c.sql_type} | {_bounds(c.bounds)} |" for c in catalog.SERVER_METRICS]
+    interval = catalog.SAMPLE_INTERVALS["server_metrics"]
+    rows.append(f"| `{interval.name}` | {interval.sql_type} | {_bounds(interval.bounds)}, not null,"
+                f" default {interval.default} (the seconds the sample covers) |")
     return "\n".join(["| column | type | values |", "| --- | --- | --- |",
                       "| `server_id` | bigint | → tenancy.servers |", "| `collected_at` | timestamptz | |", *rows])
 

@@ -17,9 +17,12 @@ STATS = [
     ("cpu", "cpu_percent", "_percent"),
     ("memory_used", "memory_used_bytes::double precision", "_bytes"),
     ("disk_used", "disk_used_bytes::double precision", "_bytes"),
-    ("network_rx", "network_rx_bytes / 30.0", "_bytes_per_sec"),
-    ("network_tx", "network_tx_bytes / 30.0", "_bytes_per_sec"),
+    ("network_rx", "network_rx_bytes / interval_seconds", "_bytes_per_sec"),
+    ("network_tx", "network_tx_bytes / interval_seconds", "_bytes_per_sec"),
 ]
+# A bucket's average rate is its bytes over the seconds its samples cover (time-weighted).
+AVERAGES = {"network_rx": "sum(network_rx_bytes)::double precision / sum(interval_seconds)",
+            "network_tx": "sum(network_tx_bytes)::double precision / sum(interval_seconds)"}
 
 
 def _columns() -> tuple[list[str], list[str]]:
@@ -27,7 +30,8 @@ def _columns() -> tuple[list[str], list[str]]:
     for prefix, expr, suffix in STATS:
         for fn in ("avg", "min", "max"):
             agg_cols.append(f"{prefix}_{fn}{suffix}")
-            raw_exprs.append(f"{fn}({expr})::double precision")
+            raw_exprs.append(AVERAGES[prefix] if fn == "avg" and prefix in AVERAGES
+                             else f"{fn}({expr})::double precision")
         for p in ("50", "95", "99"):
             agg_cols.append(f"{prefix}_p{p}{suffix}")
             raw_exprs.append(f"percentile_cont(0.{p}) within group (order by {expr})")

@@ -15,14 +15,25 @@ def test_server_metrics_columns_types_and_checks_are_the_catalogs(db):
         " where a.attrelid = 'metrics.server_metrics'::regclass and a.attnum > 0 and not a.attisdropped"
         " order by a.attnum").fetchall()
     assert columns[:2] == [("server_id", "bigint"), ("collected_at", "timestamp with time zone")]
-    assert columns[2:] == [(c.name, c.sql_type) for c in catalog.SERVER_METRICS]
+    interval = catalog.SAMPLE_INTERVALS["server_metrics"]
+    assert columns[2:] == [(c.name, c.sql_type) for c in catalog.SERVER_METRICS] + [(interval.name, interval.sql_type)]
     checks = {r[0] for r in db.execute(
         "select conname from pg_constraint where conrelid = 'metrics.server_metrics'::regclass and contype = 'c'")}
-    assert checks == {c.check_name for c in catalog.SERVER_METRICS}
+    assert checks == {c.check_name for c in catalog.SERVER_METRICS} | {interval.check_name}
+    # not null, the catalog's default, its bounds
+    assert db.execute(
+        "select a.attnotnull, pg_get_expr(d.adbin, d.adrelid) from pg_attribute a"
+        " join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum"
+        " where a.attrelid = 'metrics.server_metrics'::regclass and a.attname = 'interval_seconds'"
+    ).fetchone() == (True, "30")
+    assert interval.bounds == (0.05, 86_400.0)
+    site_interval = catalog.SAMPLE_INTERVALS["site_usage"]
     site_checks = {r[0] for r in db.execute(
         "select conname from pg_constraint where conrelid = 'metrics.site_usage'::regclass and contype = 'c'")}
-    assert site_checks == {c.check_name for c in catalog.SITE_USAGE if c.bounds != catalog.UNBOUNDED}
-    assert list(catalog.value_bounds("site_usage")) == [c.name for c in catalog.SITE_USAGE][:-1]  # not is_up
+    assert site_checks == {c.check_name for c in catalog.SITE_USAGE if c.bounds != catalog.UNBOUNDED} | {
+        site_interval.check_name}
+    assert list(catalog.value_bounds("site_usage")) == [
+        *(c.name for c in catalog.SITE_USAGE if c.name != "is_up"), site_interval.name]
     assert catalog.metric_column("cpu_percent").check_name == "server_metrics_cpu_percent_range"
     assert catalog.metric_column("disk_read_bytes").check_name == "server_metrics_disk_read_bytes_nonnegative"
 

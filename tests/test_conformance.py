@@ -228,20 +228,57 @@ def test_reset_all_and_discard_all_give_server_defaults(engine_url):
             assert c.execute("select 1").fetchone() == (1,)
 
 
-def test_non_utf8_client_encoding(engine):
-    """A server transcodes; the embedded engine cannot load PostgreSQL's conversions
-    and refuses with the server's own 0A000 (embedded/README.md), keeping the connection."""
-    with connect(engine.url) as c:
-        if engine.kind == "embedded":
-            with pytest.raises(errors.FeatureNotSupported, match="LATIN1"):
-                c.execute("set client_encoding to latin1")
-            assert c.info.parameter_status("client_encoding") == "UTF8"
-            assert c.execute("select 'café'").fetchone() == ("café",)
-            return
+def test_non_utf8_client_encoding(engine_url):
+    """The server converts to and from the client's encoding (the embedded server
+    does it per client in embedded/encoding.mjs; its session stays UTF8)."""
+    with connect(engine_url) as c, connect(engine_url) as listener:
         c.execute("set client_encoding to latin1")
         assert c.info.parameter_status("client_encoding") == "LATIN1"
-        assert c.execute("select 'café'").fetchone() == ("café",)
-        assert c.execute("select convert_to('é', 'LATIN1') = '\\xe9'::bytea").fetchone() == (True,)
+        assert c.execute("show client_encoding").fetchone() == ("LATIN1",)
+        latin = bytes([*range(32, 127), *range(160, 256)]).decode("latin1")
+        assert c.execute("select %s::text, 'café', length(%s::text)", [latin, latin]).fetchone() == (
+            latin, "café", len(latin))
+        # a character LATIN1 has no byte for: the server's 22P05, the connection stays
+        with pytest.raises(errors.UntranslatableCharacter, match='no equivalent in encoding "LATIN1"'):
+            c.execute("select chr(8364)")
+        assert c.execute("select 'still here'").fetchone() == ("still here",)
+        # COPY text both ways, converted too
+        c.execute("drop table if exists conf_enc")
+        c.execute("create table conf_enc (t text)")
+        with c.cursor().copy("copy conf_enc from stdin") as cp:
+            cp.write_row(["àéîõü"])
+        assert c.execute("select t, octet_length(t) from conf_enc").fetchone() == ("àéîõü", 10)
+        with c.cursor().copy("copy conf_enc to stdout") as cp:
+            assert list(cp.rows()) == [("àéîõü",)]
+        # notifications to a LATIN1 listener
+        listener.execute("set client_encoding to 'WIN1252'")
+        assert listener.info.parameter_status("client_encoding") == "WIN1252"
+        listener.execute("listen conf_enc_ch")
+        with connect(engine_url) as sender:  # UTF8
+            sender.execute("notify conf_enc_ch, 'où €'")
+        assert c.execute("select 1").fetchone() == (1,)
+        note = next(listener.notifies(timeout=10))
+        assert (note.channel, note.payload) == ("conf_enc_ch", "où €")
+        # SET is transactional; a rolled-back one is reported back
+        c.execute("begin")
+        c.execute("set client_encoding to koi8")
+        assert c.info.parameter_status("client_encoding") == "KOI8R"
+        assert c.execute("select 'привет'").fetchone() == ("привет",)
+        c.execute("rollback")
+        assert c.info.parameter_status("client_encoding") == "LATIN1"
+        c.execute("set client_encoding to euc_jp")
+        assert c.execute("select %s::text", ["日本語テキスト"]).fetchone() == ("日本語テキスト",)
+        with pytest.raises(errors.InvalidParameterValue):  # 22023
+            c.execute("set client_encoding to no_such_encoding")
+        c.execute("reset client_encoding")
+        assert c.info.parameter_status("client_encoding") == "UTF8"
+        c.execute("drop table conf_enc")
+    # from the startup packet
+    with connect(engine_url, client_encoding="latin1") as c:
+        assert c.info.parameter_status("client_encoding") == "LATIN1"
+        assert c.execute("select %s::text", ["ñandú"]).fetchone() == ("ñandú",)
+        c.execute("reset all")
+        assert c.info.parameter_status("client_encoding") == "LATIN1"
 
 
 def test_error_codes(engine_url):

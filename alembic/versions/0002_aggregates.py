@@ -28,8 +28,10 @@ TIERS = ("1m", "5m", "1h", "1d")
 
 
 def upgrade() -> None:
+    # Rates over the 30 s every sample was assumed to cover; revision 0010 recreates
+    # the tiers with the per-sample interval_seconds column it adds.
     for resolution in TIERS:
-        create_tier(op.get_bind(), catalog.tier(resolution))
+        create_tier(op.get_bind(), catalog.tier(resolution), interval_column=False)
     apply_sql(op.get_bind(), "preinstall/004-aggregates.sql")
     apply_idempotent(op.get_bind())
     configure_policies(op.get_bind())

@@ -1,6 +1,7 @@
 {#- Limits are per site (tenancy.sites, null = no limit). max_bandwidth_mb is
-    a daily allowance; requests per minute is the day's average rate, the
-    daily aggregate keeps no per-minute peak. -#}
+    a daily allowance; requests per minute is the day's average rate over the
+    seconds its samples cover (sampled_seconds: each sample's interval_seconds,
+    so true at any sampling interval); the daily aggregate keeps no per-minute peak. -#}
 
 with
 
@@ -32,7 +33,7 @@ joined as (
         daily_usage.requests_total::bigint as requests_total,
         (
             daily_usage.requests_total
-            / nullif(daily_usage.sample_count * {{ collection_interval_seconds() }} / 60.0, 0)
+            / nullif(daily_usage.sampled_seconds / 60.0, 0)
         )::double precision as requests_per_minute_avg,
         sites.max_requests_per_minute::double precision as max_requests_per_minute,
         daily_usage.response_time_avg_ms::double precision as response_time_avg_ms,

@@ -26,7 +26,8 @@ renamed as (
         network_rx_bytes,
         network_tx_bytes,
         containers_running,
-        containers_total
+        containers_total,
+        interval_seconds
     from source
 )
 

@@ -15,7 +15,8 @@ renamed as (
         requests,
         active_requests,
         response_time_ms,
-        is_up
+        is_up,
+        interval_seconds
     from source
 )
 

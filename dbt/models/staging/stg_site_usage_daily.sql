@@ -17,7 +17,8 @@ renamed as (
         requests_total,
         response_time_avg_ms,
         uptime_percent,
-        sample_count
+        sample_count,
+        sampled_seconds
     from source
 )
 
