@@ -29,6 +29,7 @@ import yaml
 
 from bench import dataset, queries
 from rmp import catalog
+from rmp.db import is_embedded
 from rmp.settings import ROOT
 from transform.dbt_runner import run_dbt
 
@@ -293,7 +294,7 @@ def test_grafana_login_is_a_read_only_analyst(fleet_url):
             with pytest.raises(refused):
                 conn.execute(statement)
             conn.rollback()
-        embedded = "emscripten" in conn.execute("select version()").fetchone()[0].lower()
+        embedded = is_embedded(conn)
         conn.rollback()
         if not embedded:
             # the embedded engine does not apply ALTER ROLE ... SET at login (docs/security.md)
