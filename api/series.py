@@ -11,6 +11,7 @@ schema metrics.
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 
 from rmp import catalog
 
@@ -28,6 +29,13 @@ ORGANIZATION_TIERS: dict[tuple[str, bool], tuple[str, str, str]] = {
     (resolution, children): (f"marts.{marts[children]}", marts[2], catalog.tier(resolution).name)
     for resolution, marts in _ORGANIZATION_MARTS.items() for children in (False, True)
 }
+
+# The granularity choices of the endpoints (and of their OpenAPI schema): the catalog's tiers.
+ServerGranularity = StrEnum("ServerGranularity", [(g, g) for g in SERVER_TIERS])
+OrganizationGranularity = StrEnum("OrganizationGranularity", [(g, g) for g in _ORGANIZATION_MARTS])
+DEFAULT_GRANULARITY_RULE = "default from the span: " + ", ".join(
+    f"{t.resolution} up to {catalog.span_text(t.serves_window_up_to)}" if t.serves_window_up_to
+    else f"{t.resolution} beyond" for t in catalog.TIERS)
 
 RAW_COLUMNS = ["cpu_percent", "load_1m", "memory_used_bytes", "memory_percent", "disk_used_bytes",
                "disk_percent", "disk_read_bytes", "disk_write_bytes", "network_rx_bytes", "network_tx_bytes"]

@@ -23,10 +23,11 @@ import psycopg
 import pytest
 from conftest import empty_data_tables
 from psycopg import sql
+from tenant_fixture import create_roles, drop_roles, organizations_with_servers, refresh_aggregates
 
 from api import series, tokens
 from api.responses import records
-from rmp import tenancy
+from rmp import catalog, tenancy
 from rmp.embedded import free_port
 from transform.dbt_runner import run_dbt
 
@@ -37,16 +38,10 @@ SAMPLES = 240
 
 
 def _load(conn: psycopg.Connection) -> dict[str, int]:
-    ids: dict[str, int] = {}
+    ids = organizations_with_servers(conn)
     q = conn.execute
-    ids["A"] = q("insert into tenancy.organizations (name, slug) values ('Org A', 'org-a') returning id").fetchone()[0]
-    ids["A1"] = q("insert into tenancy.organizations (name, slug, parent_id) values ('Org A1', 'org-a1', %s) "
-                  "returning id", (ids["A"],)).fetchone()[0]
-    ids["B"] = q("insert into tenancy.organizations (name, slug) values ('Org B', 'org-b') returning id").fetchone()[0]
     for key, base in (("A", 10), ("A1", 40), ("B", 70)):
-        sid = q("insert into tenancy.servers (organization_id, name, cpu_cores, memory_total_bytes, disk_total_bytes)"
-                " values (%s, %s, 4, 8000, 100000) returning id", (ids[key], f"web-{key.lower()}")).fetchone()[0]
-        ids[f"server_{key}"] = sid
+        sid = ids[f"server_{key}"]
         q("insert into tenancy.licences (organization_id, max_servers) values (%s, 1)", (ids[key],))
         q("insert into metrics.server_metrics (server_id, collected_at, cpu_percent, memory_used_bytes, "
           "memory_percent, disk_used_bytes, disk_percent, network_rx_bytes, network_tx_bytes) "
@@ -61,16 +56,8 @@ def _load(conn: psycopg.Connection) -> dict[str, int]:
         q("insert into analytics.forecasts (entity_type, entity_id, metric, model, horizon_start, forecast, trend) "
           "values ('server', %s, 'disk_percent', 'linear', %s, %s, 'increasing')",
           (sid, T0, json.dumps(points)))
-    for view in ("server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d"):
-        q(sql.SQL("call refresh_continuous_aggregate({}, null, null)").format(sql.Literal(f"metrics.{view}")))
+    refresh_aggregates(conn, (t.name for t in catalog.TIERS))
     return ids
-
-
-def _drop_roles(conn: psycopg.Connection) -> None:
-    for role in ROLES:
-        if conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
-            conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
 class Server:
@@ -109,19 +96,16 @@ class Server:
 def api(migrated_url, tmp_path_factory):
     """(client factory, ids, url, server): the fixture loaded, marts built, tokens made, the API running."""
     work = tmp_path_factory.mktemp("api")
-    env = {"DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         empty_data_tables(conn)
-        _drop_roles(conn)
+        create_roles(conn, ROLES, login=False)
         ids = _load(conn)
-        for role in ROLES:
-            conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(role)))
         tenancy.grant(conn, "org-a", "api_a")
         tenancy.grant(conn, "org-b", "api_b")
         conn.execute("grant rmp_ingest to api_ing")
         tok = {role: tokens.create(conn, role)[1] for role in ROLES}
     result = run_dbt(["run", "--vars", json.dumps({"as_of": (T0 + timedelta(minutes=1)).isoformat()})],
-                     migrated_url, extra_env=env)
+                     migrated_url, work_dir=work)
     assert result.exit_code == 0, result.exception
     server = Server(migrated_url, work / "api.log", rate_limit=10_000)
 
@@ -136,7 +120,7 @@ def api(migrated_url, tmp_path_factory):
         server.stop()
         with psycopg.connect(migrated_url, autocommit=True) as conn:
             empty_data_tables(conn)
-            _drop_roles(conn)
+            drop_roles(conn, ROLES)
 
 
 def _as_role(url: str, role: str, query, params=()) -> tuple[list[str], list[tuple]]:

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -148,14 +149,20 @@ def run_dbt(
     *,
     target: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    work_dir: Path | None = None,
 ) -> DbtResult:
-    """Run dbt in this process with the project's settings; never raises for a failed model."""
+    """Run dbt in this process with the project's settings; never raises for a failed model.
+
+    work_dir: where dbt writes its target/ and logs/ (default: dbt/), so that
+    concurrent runs (test workers, a benchmark beside a build) do not share them.
+    """
     from dbt.cli.main import dbtRunner
 
     env = {
         **profile_env(url or db.database_url(), target=target),
         "RMP_DBT_COLLECTION_INTERVAL_SECONDS": str(COLLECTION_INTERVAL_SECONDS),
         **_writable_paths(extra_env or {}),
+        **({"DBT_TARGET_PATH": str(work_dir / "target"), "DBT_LOG_PATH": str(work_dir / "logs")} if work_dir else {}),
         **(extra_env or {}),
     }
     full = dbt_args(args)

@@ -27,26 +27,7 @@ organizations as (
     select * from {{ ref('stg_organizations') }}
 ),
 
--- every (ancestor, descendant) pair, an organization being its own at
--- distance 0; 64 levels at most, as the hierarchy trigger allows
-subtree_pairs as (
-    select
-        organization_id as ancestor_id,
-        organization_id as descendant_id,
-        0 as distance
-    from organizations
-
-    union all
-
-    select
-        subtree_pairs.ancestor_id,
-        organizations.organization_id as descendant_id,
-        subtree_pairs.distance + 1 as distance
-    from subtree_pairs
-    inner join organizations
-        on organizations.parent_organization_id = subtree_pairs.descendant_id
-    where subtree_pairs.distance < 64
-),
+{{ org_subtree_pairs() }},
 
 server_owners as (
     select
