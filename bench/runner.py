@@ -102,6 +102,14 @@ def parse_params(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]
     return out
 
 
+def selected(only: list[str] | tuple[str, ...] | None, quick: bool) -> list[str]:
+    """The benchmarks a run executes: those named with --only, else every one
+    but the OPT_IN ones (which --quick runs at their small size)."""
+    if only:
+        return list(only)
+    return [n for n in BENCHMARKS if quick or n not in OPT_IN]
+
+
 def _load(module_name: str):
     """The module, or None when it does not exist (yet)."""
     try:
@@ -143,7 +151,7 @@ def run_all(
     params = params or {}
     kinds = engines or engine_kinds(None)[0]
     names = list(only) if only else list(BENCHMARKS)
-    opted_out = [] if only or quick else [n for n in names if n in OPT_IN]
+    opted_out = [n for n in names if n not in selected(only, quick)]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise BenchParamError(f"--only {', '.join(unknown)}: unknown benchmark; known: {', '.join(BENCHMARKS)}")

@@ -148,8 +148,7 @@ def fleet_url(migrated_url, tmp_path_factory):
             [a[0], END - timedelta(hours=3), END - timedelta(hours=2), b[0], END - timedelta(hours=1)],
         )
     work = tmp_path_factory.mktemp("dbt")
-    env = {"DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
-    built = run_dbt(["run", "--select", "+org_quota_status"], migrated_url, extra_env=env)
+    built = run_dbt(["run", "--select", "+org_quota_status"], migrated_url, work_dir=work)
     assert built.success, built.statuses()
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         orgs = dict(conn.execute("select slug, id::text from tenancy.organizations").fetchall())

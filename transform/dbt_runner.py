@@ -2,9 +2,7 @@
 
 The connection comes from ``rmp.db`` (``DATABASE_URL`` or the embedded
 server) and reaches ``dbt/profiles.yml`` as the ``RMP_DBT_*`` environment
-variables it reads, so nobody exports them by hand; the catalog's collection
-interval reaches the models as ``RMP_DBT_COLLECTION_INTERVAL_SECONDS`` (the
-``collection_interval_seconds()`` macro). The target is chosen by asking
+variables it reads, so nobody exports them by hand. The target is chosen by asking
 the server what it is (``rmp.db.is_embedded``): the embedded engine gets the
 ``embedded`` target, one thread (one shared backend session); every other
 server the ``server`` target, several threads.
@@ -16,13 +14,13 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from rmp import db
-from rmp.catalog import COLLECTION_INTERVAL_SECONDS
 from rmp.errors import EngineError, UserError
 from rmp.settings import DBT_DIR, get_settings
 
@@ -148,14 +146,19 @@ def run_dbt(
     *,
     target: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    work_dir: Path | None = None,
 ) -> DbtResult:
-    """Run dbt in this process with the project's settings; never raises for a failed model."""
+    """Run dbt in this process with the project's settings; never raises for a failed model.
+
+    work_dir: where dbt writes its target/ and logs/ (default: dbt/), so that
+    concurrent runs (test workers, a benchmark beside a build) do not share them.
+    """
     from dbt.cli.main import dbtRunner
 
     env = {
         **profile_env(url or db.database_url(), target=target),
-        "RMP_DBT_COLLECTION_INTERVAL_SECONDS": str(COLLECTION_INTERVAL_SECONDS),
         **_writable_paths(extra_env or {}),
+        **({"DBT_TARGET_PATH": str(work_dir / "target"), "DBT_LOG_PATH": str(work_dir / "logs")} if work_dir else {}),
         **(extra_env or {}),
     }
     full = dbt_args(args)
