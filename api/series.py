@@ -37,11 +37,15 @@ DEFAULT_GRANULARITY_RULE = "default from the span: " + ", ".join(
     f"{t.resolution} up to {catalog.span_text(t.serves_window_up_to)}" if t.serves_window_up_to
     else f"{t.resolution} beyond" for t in catalog.TIERS)
 
+# Raw disk/network figures are byte deltas over the sample's interval_seconds; the
+# aggregates' *_bytes_per_sec are bytes over the seconds their samples cover.
 RAW_COLUMNS = ["cpu_percent", "load_1m", "memory_used_bytes", "memory_percent", "disk_used_bytes",
-               "disk_percent", "disk_read_bytes", "disk_write_bytes", "network_rx_bytes", "network_tx_bytes"]
-AGGREGATE_COLUMNS = ["sample_count", "cpu_avg_percent", "cpu_max_percent", "cpu_p95_percent",
+               "disk_percent", "disk_read_bytes", "disk_write_bytes", "network_rx_bytes", "network_tx_bytes",
+               "interval_seconds"]
+AGGREGATE_COLUMNS = ["sample_count", "sampled_seconds", "cpu_avg_percent", "cpu_max_percent", "cpu_p95_percent",
                      "memory_used_avg_bytes", "memory_avg_percent", "memory_max_percent",
                      "disk_used_avg_bytes", "disk_avg_percent", "disk_max_percent",
+                     "disk_read_avg_bytes_per_sec", "disk_write_avg_bytes_per_sec",
                      "network_rx_avg_bytes_per_sec", "network_tx_avg_bytes_per_sec"]
 ORGANIZATION_COLUMNS = ["count_servers_reporting", "sample_count", "cpu_avg_percent", "cpu_max_percent",
                         "memory_used_avg_bytes_total", "memory_used_max_bytes_total",

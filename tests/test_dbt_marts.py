@@ -159,10 +159,11 @@ def load_fixture(conn: psycopg.Connection) -> None:
                 rx, tx = NETWORK[sid]
                 copy.write_row((sid, t, cpu, cpu / 10, cores, mem_total, mem, 100 * mem / mem_total,
                                 disk_total, disk, 100 * disk / disk_total, rx, tx))
+        # sites sampled every 30 s here (interval_seconds 30; the site default is 300 s)
         conn.cursor().executemany(
             "insert into metrics.site_usage (site_id, collected_at, memory_used_mb, cpu_percent, "
-            "disk_used_mb, bandwidth_mb, requests, active_requests, response_time_ms, is_up) "
-            "values (%s, %s, %s, %s, 1, %s, %s, 0, %s, %s)",
+            "disk_used_mb, bandwidth_mb, requests, active_requests, response_time_ms, is_up, interval_seconds) "
+            "values (%s, %s, %s, %s, 1, %s, %s, 0, %s, %s, 30)",
             [(s, at(10) + timedelta(seconds=off), m, c, b, r, rt, up)
              for s, off, m, c, b, r, rt, up in SITE_SAMPLES],
         )

@@ -2,9 +2,7 @@
 
 The connection comes from ``rmp.db`` (``DATABASE_URL`` or the embedded
 server) and reaches ``dbt/profiles.yml`` as the ``RMP_DBT_*`` environment
-variables it reads, so nobody exports them by hand; the catalog's collection
-interval reaches the models as ``RMP_DBT_COLLECTION_INTERVAL_SECONDS`` (the
-``collection_interval_seconds()`` macro). The target is chosen by asking
+variables it reads, so nobody exports them by hand. The target is chosen by asking
 the server what it is (``rmp.db.is_embedded``): the embedded engine gets the
 ``embedded`` target, one thread (one shared backend session); every other
 server the ``server`` target, several threads.
@@ -23,7 +21,6 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from rmp import db
-from rmp.catalog import COLLECTION_INTERVAL_SECONDS
 from rmp.errors import EngineError, UserError
 from rmp.settings import DBT_DIR, get_settings
 
@@ -160,7 +157,6 @@ def run_dbt(
 
     env = {
         **profile_env(url or db.database_url(), target=target),
-        "RMP_DBT_COLLECTION_INTERVAL_SECONDS": str(COLLECTION_INTERVAL_SECONDS),
         **_writable_paths(extra_env or {}),
         **({"DBT_TARGET_PATH": str(work_dir / "target"), "DBT_LOG_PATH": str(work_dir / "logs")} if work_dir else {}),
         **(extra_env or {}),

@@ -14,6 +14,9 @@
 --     deletes are rare (per-organization retention, hand edits).
 --   * after TRUNCATE: emptied.
 -- Before 0011 (an older schema being upgraded) the view derives it directly.
+-- From revision 0010 on the view also shows the latest sample's interval_seconds
+-- (one probe of the raw table's unique index per server), so staleness is judged
+-- against each server's own sampling interval (marts.server_current).
 
 create or replace function metrics.server_last_point_from_raw()
 returns table (
@@ -54,11 +57,37 @@ language sql stable as $$
     ) as last_point
 $$;
 
+-- The view over the raw rows (before 0011, and 0011's downgrade on its way back),
+-- with the latest sample's interval_seconds from revision 0010 on.
+create or replace function metrics.create_server_last_point_view_on_raw() returns void
+language plpgsql as $f$
+begin
+    execute format($v$
+    create or replace view metrics.server_last_point as
+    select latest.*%s
+    from metrics.server_last_point_from_raw() as latest
+    $v$, metrics.server_last_point_interval_column());
+end
+$f$;
+
+-- ', (latest sample's interval_seconds) as interval_seconds' once the column exists, else ''.
+create or replace function metrics.server_last_point_interval_column() returns text
+language sql stable as $f$
+    select case when exists (
+        select from pg_attribute
+        where attrelid = 'metrics.server_metrics'::regclass and attname = 'interval_seconds' and not attisdropped)
+    then $c$,
+    (select raw.interval_seconds from metrics.server_metrics as raw
+     where raw.server_id = latest.server_id and raw.collected_at = latest.last_metrics_at) as interval_seconds$c$
+    else '' end
+$f$;
+
 do $guard$
+declare
+    interval_column text := metrics.server_last_point_interval_column();
 begin
 if to_regclass('metrics.server_latest') is null then
-    create or replace view metrics.server_last_point as
-    select * from metrics.server_last_point_from_raw();
+    perform metrics.create_server_last_point_view_on_raw();
     return;
 end if;
 
@@ -137,16 +166,29 @@ drop trigger if exists server_latest_truncate on metrics.server_metrics;
 create trigger server_latest_truncate after truncate on metrics.server_metrics
     for each statement execute function metrics.server_latest_rederive();
 
+execute format($v$
 create or replace view metrics.server_last_point as
 select
     latest.server_id,
-    latest.collected_at as last_metrics_at,
+    latest.last_metrics_at,
     latest.cpu_percent,
     latest.memory_percent,
     latest.memory_used_bytes,
     latest.disk_percent,
     latest.disk_used_bytes,
-    latest.load_1m
-from metrics.server_latest as latest;
+    latest.load_1m%s
+from (
+    select
+        stored.server_id,
+        stored.collected_at as last_metrics_at,
+        stored.cpu_percent,
+        stored.memory_percent,
+        stored.memory_used_bytes,
+        stored.disk_percent,
+        stored.disk_used_bytes,
+        stored.load_1m
+    from metrics.server_latest as stored
+) as latest
+$v$, interval_column);
 end
 $guard$;
