@@ -278,20 +278,31 @@ def _table(rows: list[dict]) -> list[str]:
 
 def _flatten(d: dict, prefix: str = "") -> dict:
     """Every figure of a nested result under one dotted key; rows of a table
-    (a list of dicts) are keyed by their first column: ``dashboard[24h].p95_ms``."""
+    (a list of dicts) are keyed by their first column, or their first two when
+    the first repeats: ``dashboard[24h/compressed].aggregate_p95_ms``."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
             out.update(_flatten(v, f"{prefix}{k}."))
         elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for i, row in enumerate(v):
-                first = next(iter(row), None)
-                label = row[first] if first is not None and isinstance(row[first], str | int) else i
-                rest = {c: x for c, x in row.items() if c != first or not isinstance(row[first], str | int)}
-                out.update(_flatten(rest, f"{prefix}{k}[{label}]."))
+            labels = [_row_label(row, 1) for row in v]
+            if len(set(labels)) < len(labels):  # the first column repeats: key by the first two
+                labels = [_row_label(row, 2) for row in v]
+            for i, (row, (label, used)) in enumerate(zip(v, labels, strict=True)):
+                rest = {c: x for c, x in row.items() if c not in used}
+                out.update(_flatten(rest, f"{prefix}{k}[{label if used else i}]."))
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _row_label(row: dict, columns: int) -> tuple[str, tuple[str, ...]]:
+    """The row's label from its first ``columns`` columns when they are text or
+    integers (``24h``, ``24h/compressed``) and the columns used; else ("", ())."""
+    keys = list(row)[:columns]
+    if not keys or not all(isinstance(row[c], str | int) and not isinstance(row[c], bool) for c in keys):
+        return "", ()
+    return "/".join(str(row[c]) for c in keys), tuple(keys)
 
 
 def markdown(report: dict) -> str:
