@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, TypeVar
 from urllib.parse import urlencode
 
 import psycopg
@@ -134,6 +134,22 @@ def create_app(settings: ApiSettings) -> FastAPI:
         if found is None:
             raise HTTPException(404, f"no {what} {object_id}")
 
+    def mart_rows(role: str, mart: str, what: str, object_id: int, columns: list[str],
+                  order_by: str | None = None) -> list[tuple]:
+        """A mart's rows of one server or organization (``what``: its key is ``<what>_id``), as the
+        token's role; 404 when that role cannot see the server or organization."""
+        query = sql.SQL("select {} from {} where {} = %s").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier("marts", mart),
+            sql.Identifier(f"{what}_id"))
+        if order_by:
+            query += sql.SQL(" order by {}").format(sql.Identifier(order_by))
+
+        def work(conn):
+            visible(conn, f"tenancy.{what}s", object_id, what)
+            return conn.execute(query, (object_id,)).fetchall()
+
+        return as_role(role, work)
+
     def refresh_of(conn: psycopg.Connection, aggregate: str | None) -> tuple[datetime | None, int | None]:
         """(last refresh, seconds until the next) of a continuous aggregate: Last-Modified and max-age."""
         if aggregate is None:
@@ -183,6 +199,27 @@ def create_app(settings: ApiSettings) -> FastAPI:
             return rows[:limit], rows[limit - 1][0]
         return rows, None
 
+    def series_response(request: Request, role: str, what: str, object_id: int,
+                        source: tuple[str, str, str | None], columns: list[str], start: datetime, end: datetime,
+                        after: datetime | None, limit: int, envelope: dict) -> Response:
+        """One page of a server's or organization's series (``what``: its key is ``<what>_id``) as the token's
+        role, dated by the refresh of the aggregate it comes from. ``source``: (relation, time column,
+        aggregate or None)."""
+        relation, time_column, aggregate = source
+        as_json = responses.media_type(request) == responses.JSON
+
+        def work(conn):
+            visible(conn, f"tenancy.{what}s", object_id, what)
+            rows, more = series_page(conn, relation, time_column, columns, f"{what}_id", object_id,
+                                     start, end, _utc(after), limit, as_json)
+            return rows, more, refresh_of(conn, aggregate)
+
+        rows, more, (refreshed, max_age) = as_role(role, work)
+        envelope = {f"{what}_id": object_id, **envelope, "start": start, "end": end, "next_after": more}
+        return responses.render(request, ["time", *columns], rows, envelope, refreshed_at=refreshed,
+                                max_age=max_age, links={"next": next_link(request, more)} if more else None,
+                                points_json=rows if as_json else None)
+
     # --------------------------------------------------------------- endpoints
 
     @app.get("/servers/{server_id}/metrics", tags=["servers"])
@@ -190,61 +227,35 @@ def create_app(settings: ApiSettings) -> FastAPI:
         request: Request, role: Role, server_id: Id,
         start: Annotated[datetime | None, Query(description="inclusive; default end - 24 h")] = None,
         end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
-        granularity: Annotated[Literal["raw", "1m", "5m", "1h", "1d"] | None, Query(
-            description="default from the span: up to 24 h 5m, up to 7 days 1h, longer 1d")] = None,
+        granularity: Annotated[series.ServerGranularity | None, Query(
+            description=series.DEFAULT_GRANULARITY_RULE)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_POINTS, description="points per page")] = DEFAULT_POINTS,
         after: Annotated[datetime | None, Query(description="keyset: the last time of the previous page")] = None,
     ) -> Response:
         """One server's metrics from the raw hypertable or an aggregate tier, oldest first, paged by time."""
-        as_json = responses.media_type(request) == responses.JSON
         start, end = window(start, end)
-        tier = granularity or series.default_granularity(end - start)
-        relation, time_column, aggregate = series.SERVER_TIERS[tier]
+        tier = str(granularity) if granularity else series.default_granularity(end - start)
         columns = series.RAW_COLUMNS if tier == "raw" else series.AGGREGATE_COLUMNS
-
-        def work(conn):
-            visible(conn, "tenancy.servers", server_id, "server")
-            rows, more = series_page(conn, relation, time_column, columns, "server_id", server_id,
-                                     start, end, _utc(after), limit, as_json)
-            return rows, more, refresh_of(conn, aggregate)
-
-        rows, more, (refreshed, max_age) = as_role(role, work)
-        envelope = {"server_id": server_id, "granularity": tier, "start": start, "end": end,
-                    "next_after": more}
-        return responses.render(request, ["time", *columns], rows, envelope, refreshed_at=refreshed,
-                                max_age=max_age, links={"next": next_link(request, more)} if more else None,
-                                points_json=rows if as_json else None)
+        return series_response(request, role, "server", server_id, series.SERVER_TIERS[tier], columns,
+                               start, end, after, limit, {"granularity": tier})
 
     @app.get("/organizations/{organization_id}/metrics", tags=["organizations"])
     def organization_metrics(
         request: Request, role: Role, organization_id: Id,
         start: Annotated[datetime | None, Query(description="inclusive; default end - 24 h")] = None,
         end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
-        granularity: Annotated[Literal["5m", "1h", "1d"] | None, Query(
-            description="default from the span: up to 24 h 5m, up to 7 days 1h, longer 1d")] = None,
+        granularity: Annotated[series.OrganizationGranularity | None, Query(
+            description=series.DEFAULT_GRANULARITY_RULE + " (for organizations the next tier with a mart)")] = None,
         include_children: Annotated[bool, Query(description="also every sub-organization's servers")] = False,
         limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = DEFAULT_POINTS,
         after: Annotated[datetime | None, Query()] = None,
     ) -> Response:
         """An organization's series (its servers, or its whole subtree) from the organization marts."""
-        as_json = responses.media_type(request) == responses.JSON
         start, end = window(start, end)
-        tier = granularity or series.default_granularity(end - start, organization=True)
-        relation, time_column, aggregate = series.ORGANIZATION_TIERS[(tier, include_children)]
-        columns = series.ORGANIZATION_COLUMNS
-
-        def work(conn):
-            visible(conn, "tenancy.organizations", organization_id, "organization")
-            rows, more = series_page(conn, relation, time_column, columns, "organization_id", organization_id,
-                                     start, end, _utc(after), limit, as_json)
-            return rows, more, refresh_of(conn, aggregate)
-
-        rows, more, (refreshed, max_age) = as_role(role, work)
-        envelope = {"organization_id": organization_id, "granularity": tier, "include_children": include_children,
-                    "start": start, "end": end, "next_after": more}
-        return responses.render(request, ["time", *columns], rows, envelope, refreshed_at=refreshed,
-                                max_age=max_age, links={"next": next_link(request, more)} if more else None,
-                                points_json=rows if as_json else None)
+        tier = str(granularity) if granularity else series.default_granularity(end - start, organization=True)
+        return series_response(request, role, "organization", organization_id,
+                               series.ORGANIZATION_TIERS[(tier, include_children)], series.ORGANIZATION_COLUMNS,
+                               start, end, after, limit, {"granularity": tier, "include_children": include_children})
 
     @app.get("/servers/{server_id}/anomalies", tags=["servers"])
     def server_anomalies(
@@ -304,28 +315,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
     def organization_quota(request: Request, role: Role, organization_id: Id) -> Response:
         """The organization's quotas (marts.org_quota_status): both the precise and the panel's meaning."""
         columns = series.QUOTA_COLUMNS
-
-        def work(conn):
-            visible(conn, "tenancy.organizations", organization_id, "organization")
-            return conn.execute(
-                sql.SQL("select {} from marts.org_quota_status where organization_id = %s order by quota_name")
-                .format(sql.SQL(", ").join(map(sql.Identifier, columns))), (organization_id,)).fetchall()
-
-        rows = as_role(role, work)
+        rows = mart_rows(role, "org_quota_status", "organization", organization_id, columns, order_by="quota_name")
         return responses.render(request, columns, rows, {"organization_id": organization_id}, key="quotas")
 
     @app.get("/servers/{server_id}/current", tags=["servers"])
     def server_current(request: Request, role: Role, server_id: Id) -> Response:
         """The server's latest sample and staleness (marts.server_current)."""
         columns = series.CURRENT_COLUMNS
-
-        def work(conn):
-            visible(conn, "tenancy.servers", server_id, "server")
-            return conn.execute(
-                sql.SQL("select {} from marts.server_current where server_id = %s")
-                .format(sql.SQL(", ").join(map(sql.Identifier, columns))), (server_id,)).fetchall()
-
-        rows = as_role(role, work)
+        rows = mart_rows(role, "server_current", "server", server_id, columns)
         if not rows:
             raise HTTPException(404, f"server {server_id} has reported no metrics")
         return responses.render(request, columns, rows, None, single=True)

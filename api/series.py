@@ -11,6 +11,7 @@ schema metrics.
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 
 from rmp import catalog
 
@@ -29,11 +30,22 @@ ORGANIZATION_TIERS: dict[tuple[str, bool], tuple[str, str, str]] = {
     for resolution, marts in _ORGANIZATION_MARTS.items() for children in (False, True)
 }
 
+# The granularity choices of the endpoints (and of their OpenAPI schema): the catalog's tiers.
+ServerGranularity = StrEnum("ServerGranularity", [(g, g) for g in SERVER_TIERS])
+OrganizationGranularity = StrEnum("OrganizationGranularity", [(g, g) for g in _ORGANIZATION_MARTS])
+DEFAULT_GRANULARITY_RULE = "default from the span: " + ", ".join(
+    f"{t.resolution} up to {catalog.span_text(t.serves_window_up_to)}" if t.serves_window_up_to
+    else f"{t.resolution} beyond" for t in catalog.TIERS)
+
+# Raw disk/network figures are byte deltas over the sample's interval_seconds; the
+# aggregates' *_bytes_per_sec are bytes over the seconds their samples cover.
 RAW_COLUMNS = ["cpu_percent", "load_1m", "memory_used_bytes", "memory_percent", "disk_used_bytes",
-               "disk_percent", "disk_read_bytes", "disk_write_bytes", "network_rx_bytes", "network_tx_bytes"]
-AGGREGATE_COLUMNS = ["sample_count", "cpu_avg_percent", "cpu_max_percent", "cpu_p95_percent",
+               "disk_percent", "disk_read_bytes", "disk_write_bytes", "network_rx_bytes", "network_tx_bytes",
+               "interval_seconds"]
+AGGREGATE_COLUMNS = ["sample_count", "sampled_seconds", "cpu_avg_percent", "cpu_max_percent", "cpu_p95_percent",
                      "memory_used_avg_bytes", "memory_avg_percent", "memory_max_percent",
                      "disk_used_avg_bytes", "disk_avg_percent", "disk_max_percent",
+                     "disk_read_avg_bytes_per_sec", "disk_write_avg_bytes_per_sec",
                      "network_rx_avg_bytes_per_sec", "network_tx_avg_bytes_per_sec"]
 ORGANIZATION_COLUMNS = ["count_servers_reporting", "sample_count", "cpu_avg_percent", "cpu_max_percent",
                         "memory_used_avg_bytes_total", "memory_used_max_bytes_total",

@@ -31,8 +31,9 @@ def bench(only: tuple[str, ...], params: tuple[str, ...], quick: bool, engine: s
     Each benchmark gets a fresh private engine (migrated) of each kind
     --engine names, or the server in DATABASE_URL (a database of its own
     when the login may create one; else benchmark data under the
-    organization slug `bench-*`, deleted afterwards). The default sizes fit
-    in about 15 minutes per engine on 2 cores.
+    organization slug `bench-*`, deleted afterwards). `scale` (10,000
+    servers x 24 h, a run of its own) runs only when named with --only, or
+    at its --quick size.
     """
     from bench.engine import engine_kinds
 

@@ -117,9 +117,8 @@ def _one_size(url: str, servers: int, days: int, subs: int, repeats: int, rng: r
         out["aggregate_refresh_seconds"] = round(time.perf_counter() - t, 2)
 
     task = progress.add_task(f"{servers} servers: dbt build", total=1)
-    env = {"DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
     t = time.perf_counter()
-    result = run_dbt(["build", "--quiet"], url, extra_env=env)
+    result = run_dbt(["build", "--quiet"], url, work_dir=work)
     out["dbt_build_seconds"] = round(time.perf_counter() - t, 2)
     progress.advance(task)
     if not result.success:

@@ -6,9 +6,12 @@ fleet plus one day 95 days old (for retention to drop), then for M minutes:
 
 - ``--writers`` processes each write one sample per server of their share of
   ``--servers`` every ``--interval`` seconds (COPY through ingest.loader);
-- the refresh policies run on their own schedules; the compression, retention
-  and organization-retention jobs are rescheduled every ``--job-every`` seconds
-  so they run during the soak, not once a day;
+- the policies run on their schedules: each whose own schedule is longer than
+  the soak (compression 12 h, retention 1 d, the 1-hour/1-day/site refreshes, the
+  organization retention) every ``--job-every`` seconds, the others (1- and
+  5-minute refreshes) on their own; per policy the results say how often it
+  ran (job statistics and the log of every run, which must agree) and whether
+  each run started when it was due;
 - ``rmp dbt build`` every ``--dbt-every`` minutes and ``rmp report`` (forecasts,
   anomalies, report) every ``--report-every`` minutes, as subprocesses;
 - a dashboard process runs the analysts' queries (sql/queries/) in a loop.
@@ -19,7 +22,8 @@ database size, data directory size. Reported: errors of every kind (must be
 0), rows written vs rows present (must be equal), per-process memory slope
 after the warm-up (MB/hour, linear fit), WAL and disk growth, job runs and
 failures. Results: ``bench/results/soak-<engine>-<M>min.json`` and ``.md``.
-Exit status 1 when errors > 0 or written != present.
+Exit status 1 when errors > 0, written != present, a policy's statistics and
+run log disagree, or a policy that was due never ran.
 """
 
 from __future__ import annotations
@@ -60,7 +64,11 @@ def _fleet(servers: int, days: int, start: datetime):
 
 def preload(url: str, servers: int, now: datetime) -> tuple[list[int], int, int]:
     """History for the soak fleet: two recent days (compressible) and one day 95 days
-    old (past the 90-day raw retention). Returns (server ids, recent rows, old rows)."""
+    old (past the 90-day raw retention), compressed as it would be in production (a
+    chunk is compressed a day or a week old, months before retention drops it). Left
+    uncompressed, the first compression run of the soak lists it and retention drops
+    it under that run: the run fails on a chunk that is gone (seen on the native
+    engine). Returns (server ids, recent rows, old rows)."""
     from ingest.fleet_writers import write_fleet
 
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -68,6 +76,13 @@ def preload(url: str, servers: int, now: datetime) -> tuple[list[int], int, int]
     old = _fleet(servers, 1, midnight - timedelta(days=95))
     n_recent = write_fleet(recent, url).server_metrics
     n_old = write_fleet(old, url).server_metrics
+    with psycopg.connect(url, autocommit=True) as conn:
+        for (chunk,) in conn.execute(
+                "select format('%%I.%%I', c.chunk_schema, c.chunk_name) from timescaledb_information.chunks c"
+                " join timescaledb_information.hypertables h using (hypertable_schema, hypertable_name)"
+                " where h.compression_enabled and not c.is_compressed and c.range_end < %s",
+                (midnight - timedelta(days=60),)).fetchall():
+            conn.execute("select compress_chunk(%s::regclass)", (chunk,))
     ids = sorted(recent.server_ids.values())
     return ids, n_recent, n_old
 
@@ -106,11 +121,13 @@ def _writer(url: str, ids: list[int], interval: float, start: float, until: floa
             "containers_running": rng.integers(0, 10, n), "containers_total": np.full(n, 10),
         }
         cols = [values[c].tolist() for c in SERVER_METRIC_COLUMNS]
-        rows = [(sid, ts, *vals) for sid, *vals in zip(ids, *cols, strict=True)]
+        # the seconds each sample covers: rates are counts over it (revision 0010)
+        rows = [(sid, ts, *vals, interval) for sid, *vals in zip(ids, *cols, strict=True)]
         try:
             if conn is None:
                 conn = psycopg.connect(url, autocommit=True, application_name=name)
-            inserted, _ = load_rows(conn, "server_metrics", ["server_id", "collected_at", *SERVER_METRIC_COLUMNS],
+            inserted, _ = load_rows(conn, "server_metrics",
+                                    ["server_id", "collected_at", *SERVER_METRIC_COLUMNS, "interval_seconds"],
                                     rows, batch_rows=len(rows) + 1)
             written += inserted
             lags.append(time.time() - tick)
@@ -165,25 +182,42 @@ def _pct(values: list[float], q: float) -> float | None:
 
 # ---------------------------------------------------------------- dbt and reports
 
-def _commands(url: str, dbt_every: float, report_every: float, start: float, until: float, workdir: Path,
-              runs: list[dict]) -> None:
-    """`rmp dbt build` and `rmp report` as an operator's cron would, each on its period."""
+def _command(kind: str, url: str, every: float, first: float, until: float, workdir: Path,
+             runs: list[dict], start: float) -> None:
+    """`rmp dbt build` or `rmp report` every ``every`` seconds, as an operator's cron
+    would (each kind on its own, so a long dbt build does not delay the report). A run
+    that would end after the soak by the last one's duration is not started (counted
+    in ``skipped``): the soak's length is the measured window, not a run's tail."""
     env = {**os.environ, "DATABASE_URL": url, "RMP_READ_DATABASE_URL": ""}
-    due = {"dbt": start + min(60.0, dbt_every / 2), "report": start + min(90.0, report_every * 0.6)}
-    every = {"dbt": dbt_every, "report": report_every}
-    args = {"dbt": ["dbt", "build"], "report": ["report", "--out", str(workdir / "reports"), "--days", "2"]}
-    while True:
-        kind = min(due, key=due.get)
-        if due[kind] >= until:
+    args = {"dbt": ["dbt", "build"], "report": ["report", "--out", str(workdir / "reports"), "--days", "2"]}[kind]
+    due, last = first, 0.0
+    while due < until:
+        time.sleep(max(0.0, due - time.time()))
+        if time.time() + last > until:
+            runs.append({"kind": kind, "at_s": round(time.time() - start, 1), "skipped": True,
+                         "why": f"would end after the soak (the last run took {last:.0f} s)"})
             return
-        time.sleep(max(0.0, due[kind] - time.time()))
         t = time.time()
-        done = subprocess.run([sys.executable, "-m", "rmp_app", *args[kind]], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "rmp_app", *args], capture_output=True, text=True,
                               env=env, timeout=3600)
+        last = time.time() - t
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] if done.returncode else []
-        runs.append({"kind": kind, "at_s": round(t - start, 1), "seconds": round(time.time() - t, 1),
+        runs.append({"kind": kind, "at_s": round(t - start, 1), "seconds": round(last, 1),
                      "exit": done.returncode, "error": tail[0] if tail else None})
-        due[kind] = max(due[kind] + every[kind], time.time())
+        due = max(due + every, time.time())
+
+
+def _commands(url: str, dbt_every: float, report_every: float, start: float, until: float, workdir: Path,
+              runs: list[dict]) -> list[threading.Thread]:
+    # the first run of each a quarter of its period into the soak (at most a minute)
+    threads = [threading.Thread(target=_command, args=("dbt", url, dbt_every, start + min(60.0, dbt_every / 4),
+                                                       until, workdir, runs, start), daemon=True),
+               threading.Thread(target=_command, args=("report", url, report_every,
+                                                       start + min(60.0, report_every / 4), until, workdir, runs,
+                                                       start), daemon=True)]
+    for t in threads:
+        t.start()
+    return threads
 
 
 # ---------------------------------------------------------------- sampling
@@ -312,13 +346,109 @@ def _job_stats(conn) -> dict[int, dict]:
             for r in rows}
 
 
-def _speed_up_jobs(conn, every_s: float) -> None:
-    """Compression, retention and the organization retention job every ``every_s`` seconds."""
-    for (job,) in conn.execute("select job_id from timescaledb_information.jobs where proc_name in"
-                               " ('policy_compression', 'policy_retention', 'apply_organization_retention')"
-                               " and job_id >= 1000").fetchall():
-        conn.execute("select alter_job(%s, schedule_interval => %s::interval, next_start => now())",
-                     (job, f"{every_s} seconds"))
+def _log_job_runs(conn, kind: str) -> None:
+    """The native scheduler logs failed runs only unless told to log every run (the
+    embedded engine's runner logs every run): each run's start is checked against when
+    it was due, and the log's count against the job statistics."""
+    if kind == "native":
+        conn.execute("alter system set timescaledb.enable_job_execution_logging = on")
+        conn.execute("select pg_reload_conf()")
+        time.sleep(1.0)     # the scheduler and the workers it starts have read it
+
+
+def _server_log_problems(datadir: Path, kind: str, limit: int = 30) -> list[str]:
+    """The server log's errors and warnings (what a failed job run logged: the policy's
+    own error says only how many chunks failed; the reason is a WARNING before it)."""
+    log = datadir.parent / ("postgres.log" if kind == "native" else "embedded.log")
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    marks = ("ERROR:", "WARNING:", "FATAL:", "PANIC:") if kind == "native" else (" failed", "error")
+    return [line.strip()[:300] for line in lines if any(m in line for m in marks)][:limit]
+
+
+def _reschedule_jobs(conn, soak_s: float, every_s: float) -> dict[int, dict]:
+    """Every policy whose own schedule is longer than the soak (it would never come due
+    in it: compression 12 h, retention 1 d, the 1-hour/1-day/site refreshes, the
+    organization retention) runs every ``every_s`` seconds instead; the others (the
+    1- and 5-minute refreshes in a 30-minute soak) keep their own schedule. Returns
+    the plan: each job's own and soak schedule and when it is first due."""
+    plan = {}
+    jobs = conn.execute(
+        "select job_id, proc_name, coalesce(hypertable_name, ''), extract(epoch from schedule_interval)"
+        " from timescaledb_information.jobs where job_id >= 1000 order by 1").fetchall()
+    moved = [job for job, _, _, own in jobs if float(own) > soak_s and float(own) > every_s]
+    for job, proc, relation, own in jobs:
+        rescheduled = job in moved
+        if rescheduled:
+            # spread over the interval, as jobs with their own schedules are in production,
+            # rather than all of them at the same second
+            conn.execute("select alter_job(%s, schedule_interval => %s::interval,"
+                         " next_start => now() + %s * interval '1 second')",
+                         (job, f"{every_s} seconds", every_s * moved.index(job) / len(moved)))
+        plan[job] = {"proc": proc, "relation": relation, "own_schedule_s": float(own),
+                     "soak_schedule_s": every_s if rescheduled else float(own), "rescheduled": rescheduled}
+    for job, nxt, fixed, initial in conn.execute(
+            "select j.job_id, extract(epoch from s.next_start), j.fixed_schedule, extract(epoch from j.initial_start)"
+            " from timescaledb_information.jobs j left join _timescaledb_internal.bgw_job_stat s"
+            " on s.job_id = j.job_id where j.job_id >= 1000").fetchall():
+        # no stats yet: due now (both schedulers run a job without stats at once)
+        plan[job].update(first_due=float(nxt) if nxt is not None else None, fixed=bool(fixed),
+                         initial_start=float(initial) if initial is not None else None)
+    return plan
+
+
+def _job_runs(conn, since: float) -> dict[int, list[tuple[float, float | None, bool | None]]]:
+    """Every logged run started since ``since`` (epoch s): (start, finish, succeeded) per job."""
+    runs: dict[int, list] = {}
+    for job, start, finish, ok in conn.execute(
+            "select job_id, extract(epoch from start_time), extract(epoch from finish_time), succeeded"
+            " from timescaledb_information.job_history where job_id >= 1000"
+            " and start_time >= to_timestamp(%s) order by job_id, start_time", (since,)):
+        # succeeded is null while a run is in progress
+        runs.setdefault(job, []).append((float(start), None if finish is None else float(finish), ok))
+    return runs
+
+
+def _tolerance(interval_s: float) -> float:
+    """A run is on schedule when it starts within a quarter of its interval (at least
+    10 s) of when it was due: a single-session engine runs due jobs one after another,
+    between clients' statements."""
+    return max(10.0, interval_s / 4)
+
+
+def schedule_kept(plan: dict, runs: list[tuple[float, float | None, bool]], t0: float, until: float) -> dict:
+    """When each run was due (the first: the job's next start when the soak began; then its
+    previous run's finish plus the interval, or the next slot of a fixed schedule; not
+    judged after a failed run), how late it started, and whether a run was overdue at the end. ``due_in_soak`` is False when the
+    job's first due time is after the end: it could not run, and the results say so."""
+    every = plan["soak_schedule_s"]
+    due = plan["first_due"] if plan["first_due"] is not None else t0
+    if due > until:
+        return {"due_in_soak": False, "first_due_after_end_s": round(due - until, 1), "max_late_s": None,
+                "overdue_at_end_s": None, "kept": None}
+    late = []
+    for start, finish, ok in runs:
+        if due is not None:
+            late.append(start - due)
+        if ok is False:
+            # after a failure the scheduler retries on its own back-off (retry period,
+            # doubling, capped at five intervals): the next run's start is not judged
+            due = None
+            continue
+        end = finish if finish is not None and finish > 0 else start
+        if plan["fixed"] and plan["initial_start"] is not None:
+            base = plan["initial_start"]
+            due = base + every * (int((end - base) // every) + 1)
+        else:
+            due = end + every
+    overdue = max(0.0, until - due) if due is not None else 0.0
+    tol = _tolerance(every)
+    return {"due_in_soak": True, "first_due_after_end_s": None,
+            "max_late_s": round(max(late), 1) if late else None,
+            "overdue_at_end_s": round(overdue, 1) if overdue > tol else 0.0,
+            "kept": bool(late) and max(late) <= tol and overdue <= tol}
 
 
 # ---------------------------------------------------------------- run
@@ -326,14 +456,19 @@ def _speed_up_jobs(conn, every_s: float) -> None:
 def run(*, kind: str, minutes: float, writers: int, servers: int, interval: float, dbt_every: float,
         report_every: float, job_every: float, sample_every: float, warmup_minutes: float,
         workdir: Path, say=print) -> dict:
+    t_begin = time.time()
     with bench_engine(workdir, kind) as engine:
         url = engine.url
+        t_engine = time.time()
         now = datetime.now(UTC)
         say(f"soak on {describe(kind)}: preloading history for {servers} servers")
         ids, recent_rows, old_rows = preload(url, servers, now)
+        t_preload = time.time()
         with psycopg.connect(url, autocommit=True) as conn:
-            _speed_up_jobs(conn, job_every)
+            _log_job_runs(conn, kind)
+            t0 = time.time()
             jobs_before = _job_stats(conn)
+            plan = _reschedule_jobs(conn, minutes * 60, job_every)
             chunks_before = conn.execute(
                 "select count(*), count(*) filter (where is_compressed) from timescaledb_information.chunks"
                 " where hypertable_name = 'server_metrics'").fetchone()
@@ -354,10 +489,8 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
             p.start()
         named = {os.getpid(): "soak driver", dash.pid: "soak-dashboards",
                  **{p.pid: f"soak-writer-{i}" for i, p in enumerate(procs)}}
-        command_runs: list[dict] = []
-        commands = threading.Thread(target=_commands, args=(url, dbt_every * 60, report_every * 60, start, until,
-                                                             workdir, command_runs), daemon=True)
-        commands.start()
+        all_command_runs: list[dict] = []
+        commands = _commands(url, dbt_every * 60, report_every * 60, start, until, workdir, all_command_runs)
         sampler = Sampler(url, kind, server, datadir, named)
         say(f"soaking for {minutes:g} min: {writers} writers x {len(shares[0])} servers, a sample every {interval:g} s, "
             f"dbt every {dbt_every:g} min, report every {report_every:g} min, jobs every {job_every:g} s")
@@ -372,15 +505,19 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
             next_sample += sample_every
             elapsed = time.time() - start
             if int(elapsed) % 60 < sample_every:
-                say(f"  {elapsed / 60:4.1f} min: {len(command_runs)} dbt/report runs, "
-                    f"{sum(1 for r in command_runs if r['exit'])} failed")
+                done = [r for r in list(all_command_runs) if not r.get("skipped")]
+                say(f"  {elapsed / 60:4.1f} min: {len(done)} dbt/report runs, {sum(1 for r in done if r['exit'])} failed")
         writer_results = [results.get(timeout=600) for _ in procs]
         for p in procs:
             p.join(timeout=60)
         stop_dash.set()
         dashboards = dash_out.get(timeout=120)
         dash.join(timeout=60)
-        commands.join(timeout=3600)
+        for t in commands:
+            t.join(timeout=3600)
+        command_runs = sorted((r for r in all_command_runs if not r.get("skipped")), key=lambda r: r["at_s"])
+        skipped = [r for r in all_command_runs if r.get("skipped")]
+        ended = time.time()
         sampler.sample(time.time() - start)
 
         with psycopg.connect(url, autocommit=True) as conn:
@@ -390,21 +527,33 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
             history_present = conn.execute(
                 "select count(*) from metrics.server_metrics where server_id = any(%s) and collected_at < %s",
                 (ids, datetime.fromtimestamp(start, UTC))).fetchone()[0]
-            jobs_after = _job_stats(conn)
+            with conn.transaction():        # one snapshot: the statistics and the run log agree
+                conn.execute("set transaction isolation level repeatable read")
+                jobs_after = _job_stats(conn)
+                job_runs = _job_runs(conn, t0)
+                t_end = time.time()
             job_errors = conn.execute(
                 "select job_id, err_message from timescaledb_information.job_errors where finish_time >= %s"
                 " and job_id >= 1000", (datetime.fromtimestamp(start, UTC),)).fetchall()
             chunks_after = conn.execute(
                 "select count(*), count(*) filter (where is_compressed) from timescaledb_information.chunks"
                 " where hypertable_name = 'server_metrics'").fetchone()
+        log_problems = _server_log_problems(datadir, kind)
+        t_checked = time.time()
+    t_stopped = time.time()
 
     written = sum(w["written"] for w in writer_results)
     jobs = []
     for job_id, after in jobs_after.items():
         before = jobs_before.get(job_id, {"runs": 0, "failures": 0})
+        logged = [r for r in job_runs.get(job_id, []) if r[0] <= t_end]
         jobs.append({"job_id": job_id, "proc": after["proc"], "relation": after["relation"],
                      "runs": after["runs"] - before["runs"], "failures": after["failures"] - before["failures"],
-                     "last_status": after["last_status"]})
+                     "runs_logged": len(logged), "failures_logged": sum(1 for r in logged if r[2] is False),
+                     "last_status": after["last_status"],
+                     "own_schedule_s": plan[job_id]["own_schedule_s"],
+                     "soak_schedule_s": plan[job_id]["soak_schedule_s"], "rescheduled": plan[job_id]["rescheduled"],
+                     **schedule_kept(plan[job_id], logged, t0, t_end)})
     errors = {
         "writers": sum(w["errors"] for w in writer_results),
         "dashboards": dashboards["errors"],
@@ -425,6 +574,7 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
                    "report_every_min": report_every, "job_every_s": job_every, "sample_every_s": sample_every,
                    "warmup_min": warmup_minutes},
         "errors": errors,
+        "server_log_problems": log_problems,
         "error_messages": [m for w in writer_results for m in w["messages"]] + dashboards["messages"] + sampler_errors[:5]
         + [f"{r['kind']}: {r['error']}" for r in command_runs if r["exit"]]
         + [f"job {j}: {m}" for j, m in job_errors][:20],
@@ -435,7 +585,15 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
                    "lag_p95_s": _pct(lags, 95), "lag_max_s": round(max(lags), 2) if lags else None},
         "dashboards": dashboards,
         "commands": command_runs,
+        "commands_skipped": skipped,
+        # wall time of each part of the run: the soak itself is ``minutes``; the rest is set-up and checks
+        "phases_s": {"engine_start_and_migrations": round(t_engine - t_begin, 1),
+                     "preload": round(t_preload - t_engine, 1), "soak": round(until - start, 1),
+                     "until_every_process_ended": round(ended - until, 1),
+                     "final_checks": round(t_checked - ended, 1), "engine_stop": round(t_stopped - t_checked, 1),
+                     "total": round(t_stopped - t_begin, 1)},
         "jobs": jobs,
+        "jobs_window_s": round(t_end - t0, 1),
         "chunks": {"before": {"total": chunks_before[0], "compressed": chunks_before[1]},
                    "after": {"total": chunks_after[0], "compressed": chunks_after[1]}},
         "growth": {
@@ -464,6 +622,12 @@ def problems(result: dict) -> list[str]:
         out.append(f"{result['errors']['total']} errors: {result['errors']}")
     if not result["rows"]["equal"]:
         out.append(f"rows written {result['rows']['written']} != present {result['rows']['present']}")
+    for j in result["jobs"]:
+        if (j["runs"], j["failures"]) != (j["runs_logged"], j["failures_logged"]):
+            out.append(f"job {j['job_id']}: statistics say {j['runs']} runs, {j['failures']} failures; "
+                       f"its run log {j['runs_logged']}, {j['failures_logged']}")
+        if j["due_in_soak"] and not j["runs"]:
+            out.append(f"job {j['job_id']} ({j['proc']} {j['relation']}) was due and never ran")
     return out
 
 
@@ -474,7 +638,8 @@ def markdown(r: dict) -> str:
         "",
         f"Started {r['started_at']}; {r['params']['servers']} servers shared by {r['params']['writers']} writer "
         f"processes, one sample per server every {r['params']['interval_s']:g} s; dbt build every {r['params']['dbt_every_min']:g} min; rmp report every "
-        f"{r['params']['report_every_min']:g} min; compression/retention jobs every {r['params']['job_every_s']:g} s; "
+        f"{r['params']['report_every_min']:g} min; every policy whose own schedule is longer than the soak runs "
+        f"every {r['params']['job_every_s']:g} s, the others on their own schedule (table below); "
         f"memory slopes after a {r['params']['warmup_min']:.3g}-minute warm-up.",
         "",
         f"- errors: **{r['errors']['total']}** ({', '.join(f'{k} {v}' for k, v in r['errors'].items() if k != 'total')})",
@@ -490,6 +655,9 @@ def markdown(r: dict) -> str:
         f"{_seconds([c for c in r['commands'] if c['kind'] == 'dbt'])}; rmp report: "
         f"{sum(1 for c in r['commands'] if c['kind'] == 'report')} runs, "
         f"{_seconds([c for c in r['commands'] if c['kind'] == 'report'])}",
+        f"- not started because they would have ended after the soak: "
+        f"{', '.join(c['kind'] + ' at ' + format(c['at_s'], 'g') + ' s' for c in r['commands_skipped']) or 'none'}",
+        "- wall time (s): " + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in r["phases_s"].items()),
         f"- WAL generated {g['wal_generated_mb']} MB ({g['wal_mb_per_hour']} MB/h); pg_wal {g['pg_wal_mb_first']} -> "
         f"{g['pg_wal_mb_last']} MB (max {g['pg_wal_mb_max']}); database {g['database_mb_first']} -> "
         f"{g['database_mb_last']} MB; data directory {g['datadir_mb_first']} -> {g['datadir_mb_last']} MB",
@@ -500,9 +668,18 @@ def markdown(r: dict) -> str:
         f"{FLAT_FRACTION_PER_HOUR:.0%} of its mean per hour; RSS of PostgreSQL processes also counts the "
         "shared buffers they touch)",
         "",
-        "| job | runs | failures | last status |",
-        "|---|---|---|---|",
-        *[f"| {j['job_id']} {j['proc']} {j['relation']} | {j['runs']} | {j['failures']} | {j['last_status']} |"
+        f"Policies (measured from their rescheduling, {r['jobs_window_s'] / 60:.1f} min; a run is on schedule "
+        "when it starts within a quarter of its interval, at least 10 s, of when it was due; runs counted "
+        "twice: the job statistics and the log of every run):",
+        "",
+        "| job | own schedule | soak schedule | runs (statistics / log) | failures | latest start after due | "
+        "overdue at end | on schedule |",
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {j['job_id']} {j['proc']} {j['relation']} | {_interval(j['own_schedule_s'])} | "
+          f"{_interval(j['soak_schedule_s'])}{' (rescheduled)' if j['rescheduled'] else ''} | "
+          f"{j['runs']} / {j['runs_logged']} | {j['failures']} | "
+          + (f"{j['max_late_s']} s | {j['overdue_at_end_s']} s | {'yes' if j['kept'] else 'NO'} |" if j["due_in_soak"]
+             else f"- | - | not due in the soak (first due {j['first_due_after_end_s'] / 60:.0f} min after its end) |")
           for j in r["jobs"]],
         "",
         "| process | samples | RSS MB after warm-up -> last (max) | RssAnon MB after warm-up -> last | RSS slope MB/h | RssAnon slope MB/h | flat |",
@@ -514,7 +691,17 @@ def markdown(r: dict) -> str:
     ]
     if r["error_messages"]:
         lines += ["", "Errors:", *[f"- {m}" for m in r["error_messages"]]]
+    if r["server_log_problems"]:
+        lines += ["", "Server log, errors and warnings (first 30):", "", "```",
+                  *r["server_log_problems"], "```"]
     return "\n".join(lines) + "\n"
+
+
+def _interval(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def _seconds(runs: list[dict]) -> str:
@@ -531,7 +718,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dbt-every", type=float, default=5.0, help="minutes between dbt builds")
     p.add_argument("--report-every", type=float, default=5.0, help="minutes between reports")
     p.add_argument("--job-every", type=float, default=60.0,
-                   help="seconds between compression/retention job runs during the soak")
+                   help="seconds between runs of every policy whose own schedule is longer than the soak")
     p.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory/disk samples")
     p.add_argument("--warmup-minutes", type=float, help="excluded from the memory slope (default: a third, <= 5)")
     p.add_argument("--workdir", type=Path, help="engine data (default: a temporary directory)")

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from ingest.errors import IngestFileError
 from ingest.targets import TARGETS
 from rmp.catalog import COLLECTION_INTERVAL_SECONDS, SAMPLE_INTERVAL_BOUNDS
 
-err = Console(stderr=True)
-
-
-def _rate_column() -> TextColumn:
-    return TextColumn("{task.fields[rate]}")
+if TYPE_CHECKING:     # rich is imported only when a progress bar is shown (--quiet runs skip ~50 ms)
+    from rich.progress import Progress
 
 
 @click.command()
@@ -96,10 +88,36 @@ def ingest(files: tuple[Path, ...], table: str | None, fmt: str | None, assume_u
         sys.exit(1)
 
 
-def _progress(quiet: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                    TextColumn("{task.fields[rows]:,} rows"), _rate_column(),
-                    TimeElapsedColumn(), console=err, disable=quiet, transient=False)
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator[Progress | None]:
+    """A progress bar on stderr, or None with --quiet."""
+    if quiet:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[rows]:,} rows"), TextColumn("{task.fields[rate]}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=False) as progress:
+        yield progress
+
+
+def _file_callbacks(progress: Progress, path: Path) -> dict:
+    """load_file's on_start/on_batch, drawing one file's bar."""
+    task = progress.add_task(path.name, total=None, rows=0, rate="")
+    state = {"rows": 0}
+
+    def on_start(source, target):
+        progress.update(task, total=source.total, description=f"{path.name} -> {target.qualified}")
+
+    def on_batch(b):
+        state["rows"] += b.rows
+        elapsed = progress.tasks[0].elapsed or 1e-9
+        progress.update(task, completed=b.position, rows=state["rows"],
+                        rate=f"{state['rows'] / elapsed:,.0f} rows/s")
+
+    return {"on_start": on_start, "on_batch": on_batch}
 
 
 def _ingest_serial(files, url: str, options: dict, quiet: bool):
@@ -113,21 +131,9 @@ def _ingest_serial(files, url: str, options: dict, quiet: bool):
     for path in files:
         started = time.perf_counter()
         with _progress(quiet) as progress:
-            task = progress.add_task(path.name, total=None, rows=0, rate="")
-            state = {"rows": 0}
-
-            def on_start(source, target, task=task, progress=progress, path=path):
-                progress.update(task, total=source.total,
-                                description=f"{path.name} -> {target.qualified}")
-
-            def on_batch(b, task=task, progress=progress, state=state):
-                state["rows"] += b.rows
-                elapsed = progress.tasks[0].elapsed or 1e-9
-                progress.update(task, completed=b.position, rows=state["rows"],
-                                rate=f"{state['rows'] / elapsed:,.0f} rows/s")
-
+            callbacks = {} if progress is None else _file_callbacks(progress, path)
             try:
-                r = load_file(path, url, on_start=on_start, on_batch=on_batch, **options)
+                r = load_file(path, url, **callbacks, **options)
             except IngestFileError as exc:
                 yield path, None, str(exc), 0.0
                 continue
@@ -146,12 +152,15 @@ def _ingest_parallel(files, url: str, jobs: int, options: dict, quiet: bool):
     units = plan(files, jobs, options.get("fmt"))
     started = time.perf_counter()
     with _progress(quiet) as progress:
-        task = progress.add_task(f"{len(files)} file(s), {len(units)} unit(s), {jobs} workers",
-                                 total=sum(u.total for u in units) or None, rows=0, rate="")
+        task = None if progress is None else progress.add_task(
+            f"{len(files)} file(s), {len(units)} unit(s), {jobs} workers",
+            total=sum(u.total for u in units) or None, rows=0, rate="")
         done_rows: dict[int, int] = {}
         done_bytes: dict[int, int] = {}
 
         def on_progress(index: int, rows: int, position: int) -> None:
+            if progress is None:
+                return
             done_rows[index], done_bytes[index] = rows, position
             total_rows = sum(done_rows.values())
             elapsed = progress.tasks[0].elapsed or 1e-9
@@ -210,8 +219,11 @@ def generate(seed: int, organizations: int, sub_organizations: int, servers: int
                              sub_organizations=sub_organizations, sites_per_server=sites_per_server,
                              anomalies_per_server=anomalies_per_server)
     total = fleet.server_metric_rows + len(fleet.sites) * days * 86400 // fleet.site_interval_seconds
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err) as progress:
+                  TimeElapsedColumn(), console=Console(stderr=True)) as progress:
         task = progress.add_task("metrics", total=total)
 
         def on_rows(n: int) -> None:

@@ -15,6 +15,7 @@ leave as columns (``payload.Columns``) for the binary COPY encoder.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import mmap
@@ -26,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from ingest import arrownp
 from ingest.coltypes import col_type
 from ingest.copybinary import PG_EPOCH_US, Field, jsonb
 from ingest.formats import Record
@@ -153,19 +155,29 @@ class FastCsvValidator:
         r = rv.resolver
         self.known_ids = np.fromiter(r.ids, dtype=np.int64) if r.ids else np.empty(0, np.int64)
         self.known_metric_ids = np.fromiter(r.metric_ids, dtype=np.int64) if r.metric_ids else np.empty(0, np.int64)
-        # names -> id (ambiguous names map to -1 and are left to RowValidator for the message)
-        self.name_keys = pa.array(list(r.by_name), pa.string())
-        self.name_ids = np.array([-1 if v is None else v for v in r.by_name.values()], dtype=np.int64)
-        self.org_keys = pa.array([f"{o}\x1f{n}" for o, n in r.by_org_name], pa.string())
-        self.org_ids = np.array(list(r.by_org_name.values()), dtype=np.int64)
-        self.metric_keys = pa.array(list(r.metric_by_name), pa.string())
-        self.metric_name_ids = np.array(list(r.metric_by_name.values()), dtype=np.int64)
+
+    @functools.cached_property
+    def _names(self) -> dict[str, tuple[pa.Array, np.ndarray]]:
+        """Look-up sets of files that name their servers/sites/metrics instead of giving ids
+        (built on first use: files of ids never pay for them). Ambiguous names map to -1
+        and are left to RowValidator for the message."""
+        r = self.rv.resolver
+        return {
+            "name": (pa.array(list(r.by_name), pa.string()),
+                     np.array([-1 if v is None else v for v in r.by_name.values()], dtype=np.int64)),
+            "org": (pa.array([f"{o}\x1f{n}" for o, n in r.by_org_name], pa.string()),
+                    np.array(list(r.by_org_name.values()), dtype=np.int64)),
+            "metric": (pa.array(list(r.metric_by_name), pa.string()),
+                       np.array(list(r.metric_by_name.values()), dtype=np.int64)),
+        }
 
     # ------------------------------------------------------------ chunk
     def validate(self, chunk: Chunk) -> tuple[list[Columns | Rows], list[Rejection]]:
         buf = np.frombuffer(chunk.data, dtype=np.uint8)
-        commas = np.concatenate(([0], np.cumsum(buf == COMMA)))
-        found = commas[chunk.ends] - commas[chunk.starts] + 1
+        # commas per line from the sorted comma positions (a running count over every byte
+        # would build an 8-byte integer per byte of the chunk)
+        commas = np.flatnonzero(buf == COMMA)
+        found = np.searchsorted(commas, chunk.ends) - np.searchsorted(commas, chunk.starts) + 1
         ok = found == self.ncols
         rejected: list[Rejection] = []
         lines = np.arange(chunk.first_line, chunk.first_line + len(chunk.starts))
@@ -230,12 +242,14 @@ class FastCsvValidator:
             fields.append(self._metric_type(table, bad))
         for name, parse, check, required in self.rv._data:
             col = table.column(name)
-            nulls = col.is_null().to_numpy(zero_copy_only=False)
+            t = col_type(self.cols[name].type)
+            if t.kind in ("int", "float", "ts", "bool"):
+                values, nulls = arrownp.values(col)
+            else:
+                nulls = arrownp.null_mask(col)
             if required:
                 bad |= nulls
-            t = col_type(self.cols[name].type)
             if t.kind in ("int", "float"):
-                values = col.fill_null(0).to_numpy()
                 if t.kind == "float":
                     bad |= ~np.isfinite(values)
                 if t.lo is not None:
@@ -246,11 +260,10 @@ class FastCsvValidator:
                         bad |= values > 100
                 fields.append(Field(t.wire, values, nulls if nulls.any() else None))
             elif t.kind == "ts":
-                us = col.cast(pa.int64()).fill_null(0).to_numpy() - PG_EPOCH_US
+                us = values - PG_EPOCH_US
                 fields.append(Field(t.wire, us, nulls if nulls.any() else None))
             elif t.kind == "bool":
-                values = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
-                fields.append(Field(t.wire, values, nulls if nulls.any() else None))
+                fields.append(Field(t.wire, values.astype(np.uint8), nulls if nulls.any() else None))
             else:   # jsonb / text: checked value by value
                 texts = col.to_pylist()
                 encoded: list[bytes] = [b""] * n
@@ -296,43 +309,41 @@ class FastCsvValidator:
         """Ids of ``keys`` in ``value_set`` (-1: unknown or ambiguous)."""
         import pyarrow.compute as pc
 
-        idx = pc.index_in(keys, value_set=value_set).fill_null(-1).to_numpy(zero_copy_only=False)
+        idx, missing = arrownp.values(pc.index_in(keys, value_set=value_set), fill=-1)
         out = np.full(len(idx), -1, dtype=np.int64)
-        hit = idx >= 0
+        hit = ~missing
         out[hit] = ids[idx[hit]]
         return out
 
     def _entity(self, table: pa.Table, bad: np.ndarray) -> Field:
-        import pyarrow.compute as pc
-
         id_col = f"{self.kind}_id"
         if id_col in self.fields:
-            col = table.column(id_col)
-            ids = col.fill_null(-1).to_numpy()
-            bad |= col.is_null().to_numpy(zero_copy_only=False) | ~np.isin(ids, self.known_ids)
+            ids, nulls = arrownp.values(table.column(id_col), fill=-1)
+            bad |= nulls | ~np.isin(ids, self.known_ids)
         else:
             names = table.column(self.kind) if self.kind in self.fields else pa.nulls(table.num_rows, pa.string())
             if "organization" in self.fields:
+                import pyarrow.compute as pc  # 0.1 s of imports: only files that name their servers pay it
+
                 keys = pc.binary_join_element_wise(table.column("organization").cast(pa.string()), names, "\x1f")
-                ids = self._lookup(keys, self.org_keys, self.org_ids)
+                ids = self._lookup(keys, *self._names["org"])
                 # no organization given on a row: look the name up alone
-                no_org = table.column("organization").is_null().to_numpy(zero_copy_only=False)
+                no_org = arrownp.null_mask(table.column("organization"))
                 if no_org.any():
-                    alone = self._lookup(names, self.name_keys, self.name_ids)
+                    alone = self._lookup(names, *self._names["name"])
                     ids = np.where(no_org, alone, ids)
             else:
-                ids = self._lookup(names, self.name_keys, self.name_ids)
+                ids = self._lookup(names, *self._names["name"])
             bad |= ids < 0
         return Field(">i8", ids)
 
     def _metric_type(self, table: pa.Table, bad: np.ndarray) -> Field:
         if "metric_type_id" in self.fields:
-            col = table.column("metric_type_id")
-            ids = col.fill_null(-1).to_numpy()
-            bad |= col.is_null().to_numpy(zero_copy_only=False) | ~np.isin(ids, self.known_metric_ids)
+            ids, nulls = arrownp.values(table.column("metric_type_id"), fill=-1)
+            bad |= nulls | ~np.isin(ids, self.known_metric_ids)
         else:
             names = table.column("metric_type") if "metric_type" in self.fields \
                 else pa.nulls(table.num_rows, pa.string())
-            ids = self._lookup(names, self.metric_keys, self.metric_name_ids)
+            ids = self._lookup(names, *self._names["metric"])
             bad |= ids < 0
         return Field(">i8", ids)

@@ -132,8 +132,9 @@ class _LineTap:
         return raw.rstrip("\r\n")
 
 
-class CsvSource(Source):
-    format = "csv"
+class _TextSource(Source):
+    """A line-oriented text file (CSV, NDJSON; gzip by suffix): progress in bytes read."""
+
     unit = "bytes"
 
     def __init__(self, path: Path):
@@ -141,6 +142,20 @@ class CsvSource(Source):
         self.total = _total_bytes(path)
         self.fh = _open_text(path)
         self.tap = _LineTap(self.fh, path)
+
+    @property
+    def position(self) -> int:
+        return self.tap.consumed
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class CsvSource(_TextSource):
+    format = "csv"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
         self.reader = csv.reader(self.tap, strict=False)
         try:
             header = next(self.reader, None)
@@ -159,10 +174,6 @@ class CsvSource(Source):
         if dupes:
             self.close()
             raise IngestFileError(path, f"line 1: duplicate column(s) {', '.join(dupes)}")
-
-    @property
-    def position(self) -> int:
-        return self.tap.consumed
 
     def row_batches(self, batch_rows: int) -> Iterator[RowBatch]:
         """Rows in batches of ``batch_rows`` lines. Lines without a quote are split on
@@ -234,22 +245,15 @@ class CsvSource(Source):
             else:
                 yield Record(start, dict(zip(columns, row, strict=True)), raw)
 
-    def close(self) -> None:
-        self.fh.close()
 
-
-class NdjsonSource(Source):
+class NdjsonSource(_TextSource):
     """One JSON object per line. The first object's keys play the header's part
     (target detection); later objects may omit or add known fields."""
 
     format = "ndjson"
-    unit = "bytes"
 
     def __init__(self, path: Path):
-        self.path = path
-        self.total = _total_bytes(path)
-        self.fh = _open_text(path)
-        self.tap = _LineTap(self.fh, path)
+        super().__init__(path)
         self._first: list[Record] = []
         self.columns = []
         for text in self.tap:
@@ -278,18 +282,11 @@ class NdjsonSource(Source):
             return Record(line, None, raw, ("-", f"expected a JSON object, found {type(obj).__name__}"))
         return Record(line, obj, raw)
 
-    @property
-    def position(self) -> int:
-        return self.tap.consumed
-
     def records(self) -> Iterator[Record]:
         yield from self._first
         self._first = []
         for text in self.tap:
             yield self._parse(self.tap.line, text)
-
-    def close(self) -> None:
-        self.fh.close()
 
 
 class ParquetSource(Source):

@@ -294,12 +294,15 @@ def _server_series(fleet: Fleet, s: Server) -> pd.DataFrame:
     disk_used = np.minimum(disk_pct / 100 * s.disk_total_bytes, s.disk_total_bytes).astype(np.int64)
     disk_pct = (disk_used / s.disk_total_bytes * 100).round(2)
 
+    # Byte volumes are drawn per sample of the catalog's collection interval and
+    # scaled to this fleet's interval (a 60 s sample moves twice as much).
     busy = 0.2 + load_shape
     interval = fleet.interval_seconds
-    read = (rng.lognormal(13.5, 0.6, n) * busy * interval / 30).astype(np.int64)
-    write = (rng.lognormal(13.0, 0.6, n) * busy * interval / 30).astype(np.int64)
-    rx = (rng.lognormal(15.0, 0.5, n) * busy * interval / 30).astype(np.int64)
-    tx = (rng.lognormal(15.6 if s.role == "web" else 14.5, 0.5, n) * busy * interval / 30).astype(np.int64)
+    read = (rng.lognormal(13.5, 0.6, n) * busy * interval / COLLECTION_INTERVAL_SECONDS).astype(np.int64)
+    write = (rng.lognormal(13.0, 0.6, n) * busy * interval / COLLECTION_INTERVAL_SECONDS).astype(np.int64)
+    rx = (rng.lognormal(15.0, 0.5, n) * busy * interval / COLLECTION_INTERVAL_SECONDS).astype(np.int64)
+    tx = (rng.lognormal(15.6 if s.role == "web" else 14.5, 0.5, n) * busy * interval
+          / COLLECTION_INTERVAL_SECONDS).astype(np.int64)
 
     load1 = np.maximum(cpu / 100 * s.cpu_cores * (1 + rng.normal(0, 0.08, n)), 0)
     load5 = _ema(load1, interval / 300)

@@ -29,6 +29,7 @@ from ingest.errors import IngestFileError
 from ingest.fastcsv import fast_eligible, split_ranges
 from ingest.loader import ByteRange, LoadResult, load_file
 from ingest.quarantine import QuarantineFile
+from rmp import db
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,7 @@ class Unit:
 
 def serialized(url: str) -> bool:
     """True on the embedded engine (PGlite: one session for every client)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        version = conn.execute("select version()").fetchone()[0]
-    return "emscripten" in version.lower() or "wasm" in version.lower()
+    return db.is_embedded(url)
 
 
 def plan(paths: Iterable[Path], jobs: int, fmt: str | None) -> list[Unit]:

@@ -24,7 +24,7 @@ from ingest.coltypes import ColType, col_type, out_of_range
 from ingest.errors import IngestFileError
 from ingest.formats import Record, raw_text
 from ingest.targets import GENERATED, Column, Target
-from rmp.catalog import SAMPLE_INTERVAL_BOUNDS, SampleInterval
+from rmp import catalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,36 +281,23 @@ def _type_parser(col: Column, assume_utc: bool) -> Callable[[Any], Any]:
     return parse_text
 
 
-def _bounds(name: str) -> tuple[float, float | None] | None:
-    """Range rule by column meaning: percent 0-100; sizes, counts and durations >= 0; a
-    sample's interval_seconds within the catalog's bounds (rmp/catalog.py SAMPLE_INTERVALS)."""
-    if name == SampleInterval.name:
-        return SAMPLE_INTERVAL_BOUNDS
-    if name.endswith("_percent"):
-        return (0, 100)
-    if name.endswith(("_bytes", "_mb", "_ms", "_cores")) or name.startswith(("load_", "containers_")) \
-            or name in ("requests", "active_requests"):
-        return (0, None)
-    return None
-
-
-def _range_check(name: str) -> Callable[[Any], None] | None:
-    bounds = _bounds(name)
+def _range_check(bounds: catalog.Bounds | None) -> Callable[[Any], None] | None:
+    """The column's range rule, from the catalog's bounds (the CHECK constraints say the same)."""
     if bounds is None:
         return None
     lo, hi = bounds
-    if name.endswith("_percent"):
-        def check(v):
-            if not lo <= v <= hi:
-                raise BadValue(f"percent out of range 0-100: {v}")
+    if bounds == catalog.PERCENT:
+        reason = "percent out of range 0-100"
     elif hi is None:
-        def check(v):
-            if v < lo:
-                raise BadValue(f"must be >= {lo:g}: {v}")
+        reason = f"must be >= {lo:g}"
+    elif lo is None:
+        reason = f"must be <= {hi:g}"
     else:
-        def check(v):
-            if not lo <= v <= hi:
-                raise BadValue(f"out of range {lo:g}-{hi:g}: {v}")
+        reason = f"out of range {lo:g}-{hi:g}"
+
+    def check(v):
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise BadValue(f"{reason}: {v}")
     return check
 
 
@@ -340,7 +327,8 @@ class RowValidator:
         # A missing value in a NOT NULL column with a default stages as NULL and
         # takes the default on insert (see loader.BatchWriter); without a default it is rejected.
         self.data_columns = data_cols
-        self._data = [(c.name, _type_parser(c, assume_utc), _range_check(c.name),
+        self.bounds = catalog.value_bounds(target.table)
+        self._data = [(c.name, _type_parser(c, assume_utc), _range_check(self.bounds.get(c.name)),
                        c.not_null and not c.has_default) for c in data_cols]
 
     def row(self, record: Record) -> tuple | Rejection:
@@ -475,8 +463,9 @@ class ColumnValidator:
                 if ctype.lo is not None:     # what the catalog type holds (int2/int4, float4)
                     bad |= (values < ctype.lo) | (values > ctype.hi)
                 if check is not None:
-                    lo, hi = _bounds(name)
-                    bad |= values < lo
+                    lo, hi = self.rv.bounds[name]
+                    if lo is not None:
+                        bad |= values < lo
                     if hi is not None:
                         bad |= values > hi
                 obj = values.astype(object)

@@ -40,25 +40,26 @@ UNBOUNDED: Bounds = (None, None)
 
 @dataclass(frozen=True)
 class MetricColumn:
-    """One column of metrics.server_metrics after (server_id, collected_at)."""
+    """One metric column of a raw hypertable (after its key columns): server_metrics by default."""
 
     name: str
-    sql_type: str  # double precision | bigint | integer
-    bounds: Bounds
+    sql_type: str  # double precision | bigint | integer | boolean
+    bounds: Bounds  # what `rmp ingest` accepts and the CHECK constraint allows
+    table: str = "server_metrics"
 
     @property
     def check_name(self) -> str:
         """The CHECK constraint's name: a bad row's error names the column."""
         suffix = "range" if self.bounds == PERCENT else "nonnegative"
-        return f"server_metrics_{self.name}_{suffix}"
+        return f"{self.table}_{self.name}_{suffix}"
 
 
-def _percent(name: str) -> MetricColumn:
-    return MetricColumn(name, "double precision", PERCENT)
+def _percent(name: str, table: str = "server_metrics") -> MetricColumn:
+    return MetricColumn(name, "double precision", PERCENT, table)
 
 
-def _count(name: str, sql_type: str = "bigint") -> MetricColumn:
-    return MetricColumn(name, sql_type, NON_NEGATIVE)
+def _count(name: str, sql_type: str = "bigint", table: str = "server_metrics") -> MetricColumn:
+    return MetricColumn(name, sql_type, NON_NEGATIVE, table)
 
 
 # In table order. Disk and network byte columns are deltas since the previous sample.
@@ -121,9 +122,27 @@ SAMPLE_INTERVALS: dict[str, SampleInterval] = {
 SAMPLE_INTERVAL_BOUNDS: Bounds = SAMPLE_INTERVALS["server_metrics"].bounds
 
 
-# The metric columns of metrics.site_usage (after site_id, collected_at).
-SITE_USAGE_COLUMNS = ["memory_used_mb", "cpu_percent", "disk_used_mb", "bandwidth_mb", "requests",
-                      "active_requests", "response_time_ms", "is_up"]
+# The metric columns of metrics.site_usage (after site_id, collected_at), in table order.
+SITE_USAGE: tuple[MetricColumn, ...] = (
+    _count("memory_used_mb", "double precision", "site_usage"),
+    _percent("cpu_percent", "site_usage"),
+    _count("disk_used_mb", "double precision", "site_usage"),
+    _count("bandwidth_mb", "double precision", "site_usage"),
+    _count("requests", "bigint", "site_usage"),
+    _count("active_requests", "integer", "site_usage"),
+    _count("response_time_ms", "double precision", "site_usage"),
+    MetricColumn("is_up", "boolean", UNBOUNDED, "site_usage"),
+)
+SITE_USAGE_COLUMNS = [c.name for c in SITE_USAGE]
+
+
+def value_bounds(table: str) -> dict[str, Bounds]:
+    """The bounded metric columns of a raw hypertable: name -> (lower, upper); {} for other tables."""
+    columns = {"server_metrics": SERVER_METRICS, "site_usage": SITE_USAGE}.get(table, ())
+    bounds = {c.name: c.bounds for c in columns if c.bounds != UNBOUNDED}
+    if table in SAMPLE_INTERVALS:
+        bounds[SampleInterval.name] = SAMPLE_INTERVALS[table].bounds
+    return bounds
 
 
 # ---------------------------------------------------------------- hypertables and aggregates
@@ -218,6 +237,11 @@ def tier_for_window(span: timedelta) -> Aggregate:
         if t.serves_window_up_to is None or span <= t.serves_window_up_to:
             return t
     raise AssertionError("the last tier serves any window")
+
+
+def span_text(span: timedelta) -> str:
+    """A dashboard window for people: '7 d', '12 h'."""
+    return f"{span.days} d" if span.days and not span.seconds else f"{span.total_seconds() / 3600:g} h"
 
 
 def policies() -> dict:

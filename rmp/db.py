@@ -108,6 +108,19 @@ def transaction(url: str | None = None) -> Iterator[psycopg.Connection]:
         yield conn
 
 
+def is_embedded(target: str | psycopg.Connection) -> bool:
+    """True when the server is the embedded engine: PGlite, PostgreSQL built for
+    WebAssembly (its ``version()`` names emscripten/wasm), one backend for every
+    client. Asked of the server, never guessed from the URL: a real server has
+    a ``template1`` database too."""
+    if isinstance(target, psycopg.Connection):
+        version = target.execute("select version()").fetchone()[0]
+    else:
+        with connect(target, autocommit=True) as conn:
+            version = conn.execute("select version()").fetchone()[0]
+    return any(mark in version.lower() for mark in ("emscripten", "wasm"))
+
+
 def sqlalchemy_url(url: str) -> str:
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
@@ -130,6 +143,8 @@ def engine(url: str | None = None) -> sa.Engine:
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
     try:
+        import sqlalchemy as sa
+
         return sa.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - a message helper must not fail
         return "<database>"

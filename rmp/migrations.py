@@ -76,12 +76,33 @@ def current(url: str | None = None) -> str | None:
         return MigrationContext.configure(conn, opts={"version_table_schema": "public"}).get_current_revision()
 
 
+def _steps(before: str | None, revision: str, *, up: bool) -> list[str]:
+    """The revisions to stop at on the way from ``before`` to ``revision``, one by one, so that
+    every revision runs with the policy jobs paused, the jobs an earlier revision of the same run
+    created too (a refresh of a just-recreated aggregate deadlocked with the next revision's DDL).
+    [revision] itself when it is not a plain id on the chain ('-1', '+2', an unknown name: alembic
+    resolves it, or says why not)."""
+    chain = revisions()
+    if revision == "head":
+        revision = chain[-1]
+    if revision not in (*chain, "base") or (before is not None and before not in chain):
+        return [revision]
+    here = chain.index(before) if before else -1
+    there = chain.index(revision) if revision != "base" else -1
+    if up and there > here:
+        return chain[here + 1:there + 1]
+    if not up and there < here:
+        return chain[there:here][::-1] if revision != "base" else [*chain[:here][::-1], "base"]
+    return [revision]
+
+
 def upgrade(url: str | None = None, revision: str = "head") -> str | None:
     """Upgrade to ``revision`` and return the revision reached."""
     target = url or db.database_url()
     before = current(target)
-    with policy_jobs_paused(target):
-        _run(command.upgrade, target, revision)
+    for step in _steps(before, revision, up=True):
+        with policy_jobs_paused(target):
+            _run(command.upgrade, target, step)
     now = current(target)
     if now == head():
         # Policies follow the catalog once the schema is at head (a tier a revision
@@ -98,8 +119,9 @@ def upgrade(url: str | None = None, revision: str = "head") -> str | None:
 
 def downgrade(url: str | None = None, revision: str = "-1") -> str | None:
     target = url or db.database_url()
-    with policy_jobs_paused(target):
-        _run(command.downgrade, target, revision)
+    for step in _steps(current(target), revision, up=False):
+        with policy_jobs_paused(target):
+            _run(command.downgrade, target, step)
     return current(target)
 
 
@@ -240,11 +262,14 @@ def rebuild_aggregates(conn: sa.Connection, *, interval_column: bool) -> list[st
         # a row kept from before 0010: every sample was taken to cover the default interval
         return {"sampled_seconds": f"o.sample_count * {catalog.SAMPLE_INTERVALS[table].default}"}
 
+    # The revision runs with today's catalog: a tier a later revision adds does not exist
+    # yet at this one (metrics.configure_policies skips it the same way).
     specs = [
         RebuildSpec(catalog.SCHEMA, t.name, f"{catalog.SCHEMA}.{t.source}", "collected_at", "server_id",
                     t.bucket_width, lambda view, source, t=t: render_tier(
                         t, interval_column=interval_column, view=view, source=source), carry(t.source))
         for t in catalog.TIERS
+        if conn.execute(sa.text("select to_regclass(:name) is not null"), {"name": t.qualified}).scalar()
     ]
     a = catalog.SITE_USAGE_DAILY
     specs.append(RebuildSpec(catalog.SCHEMA, a.name, f"{catalog.SCHEMA}.{a.source}", "collected_at", "site_id",

@@ -36,13 +36,28 @@ def _engine() -> str:
     return value
 
 
+def _in_checkout(name: str, env: str, fallback: Path) -> Path:
+    """``$env``, else ``name`` in the checkout when this user may write there,
+    else ``fallback`` (a tree this user cannot write: an installed package,
+    another user's checkout)."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    path = ROOT / name
+    return path if os.access(path if path.exists() else ROOT, os.W_OK) else fallback
+
+
+def _home() -> Path:
+    return _in_checkout(".rmp", "RMP_HOME", Path.home() / ".rmp")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = field(default_factory=lambda: os.environ.get("DATABASE_URL") or None)
     # a hot standby of the primary for analysts' reads; None: read from the primary
     read_database_url: str | None = field(
         default_factory=lambda: os.environ.get("RMP_READ_DATABASE_URL") or None)
-    home: Path = field(default_factory=lambda: Path(os.environ.get("RMP_HOME", ROOT / ".rmp")))
+    # RMP_HOME; default .rmp/ in the checkout, ~/.rmp when this user cannot write there
+    home: Path = field(default_factory=_home)
     host: str = field(default_factory=lambda: os.environ.get("RMP_HOST", "127.0.0.1"))
     # The embedded engine authenticates by trust: a non-loopback RMP_HOST is
     # refused unless this says the user accepts that anyone reaching it is any role.
@@ -56,13 +71,14 @@ class Settings:
     )
     port: int = field(default_factory=lambda: int(os.environ.get("RMP_PORT", "55432")))
     user: str = field(default_factory=lambda: os.environ.get("RMP_USER", "postgres"))
-    # PGlite's only database is template1; dbt needs the name to match.
+    # The embedded engine's database: PGlite has only template1.
     database: str = field(default_factory=lambda: os.environ.get("RMP_DATABASE", "template1"))
     engine: str = field(default_factory=_engine)
     # The native engine: its own port and database (a real server has many).
     native_port: int = field(default_factory=lambda: int(os.environ.get("RMP_NATIVE_PORT", "55433")))
     native_database: str = field(default_factory=lambda: os.environ.get("RMP_NATIVE_DATABASE", "rmp"))
-    reports_dir: Path = field(default_factory=lambda: Path(os.environ.get("RMP_REPORTS_DIR", ROOT / "reports")))
+    # RMP_REPORTS_DIR; default reports/ in the checkout, RMP_HOME/reports when this user cannot write there
+    reports_dir: Path = field(default_factory=lambda: _in_checkout("reports", "RMP_REPORTS_DIR", _home() / "reports"))
 
     # None: ``home/pgdata``.
     data_dir: Path | None = field(

@@ -171,7 +171,9 @@ def start_engine(kind: str, workdir: Path, database: str | None = None, *, durab
         elif kind == "docker":
             from testcontainers.postgres import PostgresContainer
 
-            pg = stack.enter_context(PostgresContainer(TIMESCALE_IMAGE, driver=None))
+            # jit off as docker-compose.yml runs it (rmp/native.py says why)
+            pg = stack.enter_context(PostgresContainer(TIMESCALE_IMAGE, driver=None)
+                                     .with_command(["postgres", "-c", "jit=off"]))
             engine.admin_url = pg.get_connection_url()
             engine.url = recreate_database(engine.admin_url, dbname)
         else:

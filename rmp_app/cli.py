@@ -19,6 +19,7 @@ COMMANDS = {
     "db": "rmp_app.commands.db:db",
     "migrate": "rmp_app.commands.migrate:migrate",
     "doctor": "rmp_app.commands.doctor:doctor",
+    "catalog": "rmp_app.commands.catalog:catalog",
     "dbt": "rmp_app.commands.dbt:dbt",
     "bench": "bench.cli:bench",
     "ingest": "ingest.cli:ingest",

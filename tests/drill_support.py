@@ -69,8 +69,10 @@ def file_checksums(*paths: Path) -> Checksums:
     return out
 
 
-def db_checksums(conn: psycopg.Connection) -> Checksums:
-    """The same per-server figures computed by the server over metrics.server_metrics."""
+def db_checksums(conn: psycopg.Connection, since: datetime | None = None,
+                 until: datetime | None = None) -> Checksums:
+    """The same per-server figures computed by the server over metrics.server_metrics
+    (rows collected in [since, until) when given: a drill's own window of a shared database)."""
     cells = [sql.SQL("int8send((extract(epoch from m.collected_at) * 1000000)::bigint)")]
     for col, code in CHECKED.items():
         cells.append(sql.SQL("case when m.{c} is null then '\\x00'::bytea else '\\x01'::bytea || {f}(m.{c}) end")
@@ -79,12 +81,15 @@ def db_checksums(conn: psycopg.Connection) -> Checksums:
         select o.slug, s.name, count(*), md5(string_agg({row}, ''::bytea order by m.collected_at))
         from metrics.server_metrics m join tenancy.servers s on s.id = m.server_id
         join tenancy.organizations o on o.id = s.organization_id
+        where m.collected_at >= coalesce(%(since)s::timestamptz, '-infinity') and m.collected_at < coalesce(%(until)s::timestamptz, 'infinity')
         group by 1, 2""").format(row=sql.SQL(" || ").join(cells))
-    return {(org, srv): (n, digest) for org, srv, n, digest in conn.execute(query)}
+    return {(org, srv): (n, digest)
+            for org, srv, n, digest in conn.execute(query, {"since": since, "until": until})}
 
 
-def row_count(conn: psycopg.Connection) -> int:
-    return conn.execute("select count(*) from metrics.server_metrics").fetchone()[0]
+def row_count(conn: psycopg.Connection, since: datetime | None = None, until: datetime | None = None) -> int:
+    return conn.execute("select count(*) from metrics.server_metrics where collected_at >= coalesce(%s::timestamptz, '-infinity')"
+                        " and collected_at < coalesce(%s::timestamptz, 'infinity')", (since, until)).fetchone()[0]
 
 
 def refresh_all(conn: psycopg.Connection) -> None:
@@ -111,6 +116,11 @@ def aggregate_mismatches(conn: psycopg.Connection, since: datetime, until: datet
                         .format(sql.SQL(definition.strip().rstrip(";"))), (since, until))
         bad = len(stored.keys() ^ fresh.keys())
         bad += sum(1 for k in stored.keys() & fresh.keys() if not _same(stored[k], fresh[k]))
+        if bad:     # shown with the failing assertion (pytest prints captured output)
+            diff = sorted(k for k in stored.keys() & fresh.keys() if not _same(stored[k], fresh[k]))
+            print(f"{view}: {len(fresh.keys() - stored.keys())} buckets missing, first "
+                  f"{sorted(fresh.keys() - stored.keys())[:3]}, last {sorted(fresh.keys() - stored.keys())[-3:]}; "
+                  f"{len(stored.keys() - fresh.keys())} extra; {len(diff)} differ, first {diff[:3]}")
         out[view] = bad
         out[f"{view}:buckets"] = len(fresh)
     return out

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench import dataset, queries
-from bench.runner import markdown, parse_params
+from bench.runner import BENCHMARKS, OPT_IN, markdown, parse_params, selected
 from rmp.errors import UserError
 
 # Two days ending at yesterday 00:00 UTC, like the benchmark: inside every
@@ -191,3 +191,10 @@ def test_markdown_puts_each_engines_figures_side_by_side():
     assert "| metric | native | embedded |" in text
     assert "| rows | 5,760 | 5,760 |" in text
     assert "| dashboard[24h].p95_ms | 2.50 | 12.50 |" in text
+
+
+def test_default_run_leaves_the_opt_in_benchmarks_to_their_own_run():
+    assert "scale" in OPT_IN
+    assert selected(None, quick=False) == [n for n in BENCHMARKS if n != "scale"]
+    assert selected(["scale"], quick=False) == ["scale"]
+    assert selected(None, quick=True) == list(BENCHMARKS)

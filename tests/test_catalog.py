@@ -16,7 +16,9 @@ def test_server_metrics_columns_types_and_checks_are_the_catalogs(db):
         " order by a.attnum").fetchall()
     assert columns[:2] == [("server_id", "bigint"), ("collected_at", "timestamp with time zone")]
     interval = catalog.SAMPLE_INTERVALS["server_metrics"]
-    assert columns[2:] == [(c.name, c.sql_type) for c in catalog.SERVER_METRICS] + [(interval.name, interval.sql_type)]
+    # in any order: a column a later revision adds stands after interval_seconds (0010)
+    assert sorted(columns[2:]) == sorted([(c.name, c.sql_type) for c in catalog.SERVER_METRICS]
+                                         + [(interval.name, interval.sql_type)])
     checks = {r[0] for r in db.execute(
         "select conname from pg_constraint where conrelid = 'metrics.server_metrics'::regclass and contype = 'c'")}
     assert checks == {c.check_name for c in catalog.SERVER_METRICS} | {interval.check_name}
@@ -27,6 +29,13 @@ def test_server_metrics_columns_types_and_checks_are_the_catalogs(db):
         " where a.attrelid = 'metrics.server_metrics'::regclass and a.attname = 'interval_seconds'"
     ).fetchone() == (True, "30")
     assert interval.bounds == (0.05, 86_400.0)
+    site_interval = catalog.SAMPLE_INTERVALS["site_usage"]
+    site_checks = {r[0] for r in db.execute(
+        "select conname from pg_constraint where conrelid = 'metrics.site_usage'::regclass and contype = 'c'")}
+    assert site_checks == {c.check_name for c in catalog.SITE_USAGE if c.bounds != catalog.UNBOUNDED} | {
+        site_interval.check_name}
+    assert list(catalog.value_bounds("site_usage")) == [
+        *(c.name for c in catalog.SITE_USAGE if c.name != "is_up"), site_interval.name]
     assert catalog.metric_column("cpu_percent").check_name == "server_metrics_cpu_percent_range"
     assert catalog.metric_column("disk_read_bytes").check_name == "server_metrics_disk_read_bytes_nonnegative"
 
@@ -89,3 +98,28 @@ def test_policies_follow_the_catalog(db):
         " where proc_name = 'policy_retention' and hypertable_schema = 'metrics'").fetchall())
     assert {name for name in retention} == {
         *catalog.RAW_HYPERTABLES, *(a.name for a in catalog.AGGREGATES if a.retention)}
+
+
+def test_schema_doc_tables_are_rendered_from_the_catalog():
+    """docs/schema.md lists the catalog's columns and tiers: after a catalog change, `rmp catalog docs`."""
+    from rmp_app import schema_doc
+
+    text = schema_doc.SCHEMA_DOC.read_text()
+    assert schema_doc.render(text) == text, "docs/schema.md differs from rmp/catalog.py: run `rmp catalog docs`"
+    for column in catalog.SERVER_METRICS:
+        assert f"| `{column.name}` | {column.sql_type} |" in text
+    for aggregate in catalog.AGGREGATES:
+        assert f"| `{aggregate.qualified}` |" in text
+
+
+def test_rmp_catalog_checks_the_docs_and_shows_the_catalog():
+    from click.testing import CliRunner
+
+    from rmp_app.cli import cli
+
+    checked = CliRunner().invoke(cli, ["catalog", "docs", "--check"])
+    assert (checked.exit_code, checked.output.strip().endswith("docs/schema.md is up to date")) == (0, True)
+    shown = CliRunner().invoke(cli, ["catalog", "show"])
+    assert shown.exit_code == 0
+    assert "| `cpu_percent` | double precision | 0–100 |" in shown.output
+    assert "| `metrics.server_metrics_1h` | 1h | server_metrics | 1 hour | 1 year |" in shown.output

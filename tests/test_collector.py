@@ -38,7 +38,7 @@ def test_collector_writes_plausible_rows(db, migrated_url):
 
 def test_outage_keeps_samples_in_the_buffer_then_flushes(db, migrated_url):
     server_id = register_host(db, "local", "flaky")
-    down = f"postgresql://postgres@127.0.0.1:{free_port()}/template1"   # nothing listens there
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/rmp"   # nothing listens there
     c = Collector(down, server_id, interval=0.05, buffer_size=4)
     for _ in range(6):
         c.collect_once()

@@ -17,9 +17,8 @@ from transform.dbt_runner import run_dbt
 def test_build_on_generated_fleet_reports_its_designed_quotas(db, migrated_url, tmp_path):
     fleet = generate_fleet(seed=7, organizations=2, servers=4, days=1, sites_per_server=1)
     write_fleet(fleet, migrated_url)
-    env = {"DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs")}
 
-    result = run_dbt(["build"], migrated_url, extra_env=env)
+    result = run_dbt(["build"], migrated_url, work_dir=tmp_path)
 
     assert result.success, result.failures()
     with psycopg.connect(migrated_url) as conn:

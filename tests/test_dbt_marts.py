@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -160,10 +159,11 @@ def load_fixture(conn: psycopg.Connection) -> None:
                 rx, tx = NETWORK[sid]
                 copy.write_row((sid, t, cpu, cpu / 10, cores, mem_total, mem, 100 * mem / mem_total,
                                 disk_total, disk, 100 * disk / disk_total, rx, tx))
+        # sites sampled every 30 s here (interval_seconds 30; the site default is 300 s)
         conn.cursor().executemany(
             "insert into metrics.site_usage (site_id, collected_at, memory_used_mb, cpu_percent, "
-            "disk_used_mb, bandwidth_mb, requests, active_requests, response_time_ms, is_up) "
-            "values (%s, %s, %s, %s, 1, %s, %s, 0, %s, %s)",
+            "disk_used_mb, bandwidth_mb, requests, active_requests, response_time_ms, is_up, interval_seconds) "
+            "values (%s, %s, %s, %s, 1, %s, %s, 0, %s, %s, 30)",
             [(s, at(10) + timedelta(seconds=off), m, c, b, r, rt, up)
              for s, off, m, c, b, r, rt, up in SITE_SAMPLES],
         )
@@ -206,15 +206,14 @@ def load_analytics_fixture(conn: psycopg.Connection) -> None:
 
 @pytest.fixture(scope="module")
 def built(migrated_url, tmp_path_factory):
-    """The fixture loaded and `dbt build` run once; yields (url, build result, dbt env)."""
-    work = tmp_path_factory.mktemp("dbt")
-    env = {"DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
+    """The fixture loaded and `dbt build` run once; yields (url, build result, dbt work dir)."""
+    work_dir = tmp_path_factory.mktemp("dbt")
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         load_fixture(conn)
     try:
         vars_ = json.dumps({"as_of": AS_OF.isoformat()})
-        result = run_dbt(["build", "--vars", vars_], migrated_url, extra_env=env)
-        yield migrated_url, result, env
+        result = run_dbt(["build", "--vars", vars_], migrated_url, work_dir=work_dir)
+        yield migrated_url, result, work_dir
     finally:
         with psycopg.connect(migrated_url, autocommit=True) as conn:
             empty_data_tables(conn)
@@ -386,11 +385,11 @@ def test_server_capacity_score_and_ordering(built):
 def test_capacity_window_is_each_servers_latest_hours(built):
     """A 1 h window keeps only each server's last hour before as_of; a lookback
     that ends before the data leaves no score."""
-    url, _, env = built
+    url, _, work_dir = built
 
     def capacity(vars_: dict) -> dict:
         result = run_dbt(["run", "--select", "server_capacity", "--vars", json.dumps(vars_)],
-                         url, extra_env=env)
+                         url, work_dir=work_dir)
         assert result.success, result.failures()
         return {r["server_id"]: (r["latest_hour_start_at"], r["count_recent_hours"],
                                  r["recent_sample_count"],
@@ -411,7 +410,7 @@ def test_capacity_window_is_each_servers_latest_hours(built):
         assert set(late.values()) == {(None, 0, 0, None)}
     finally:
         restored = run_dbt(["run", "--select", "server_capacity", "--vars",
-                            json.dumps({"as_of": AS_OF.isoformat()})], url, extra_env=env)
+                            json.dumps({"as_of": AS_OF.isoformat()})], url, work_dir=work_dir)
         assert restored.success
 
 
@@ -482,9 +481,9 @@ def test_org_metrics_hourly_weighted_cpu_and_totals(built):
 
 
 def test_source_freshness_flags_two_day_old_metrics(built):
-    url, _, env = built
+    url, _, work_dir = built
     result = run_dbt(["source", "freshness", "--select", "source:metrics.server_metrics",
-                      "source:metrics.site_usage"], url, extra_env=env)
+                      "source:metrics.site_usage"], url, work_dir=work_dir)
     assert result.exit_code == 1
     sources = {k: v for k, v in result.statuses().items() if k.startswith("source.")}  # not the on-run-end hook
     assert sources == {
@@ -494,10 +493,10 @@ def test_source_freshness_flags_two_day_old_metrics(built):
 
 
 def test_docs_generate_catalogs_the_marts(built):
-    url, _, env = built
-    result = run_dbt(["docs", "generate"], url, extra_env=env)
+    url, _, work_dir = built
+    result = run_dbt(["docs", "generate"], url, work_dir=work_dir)
     assert result.success
-    catalog = json.loads((Path(env["DBT_TARGET_PATH"]) / "catalog.json").read_text())
+    catalog = json.loads((work_dir / "target" / "catalog.json").read_text())
     quota = catalog["nodes"]["model.rmp.org_quota_status"]
     assert quota["metadata"]["schema"] == "marts"
     assert list(quota["columns"]) == [

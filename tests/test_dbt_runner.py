@@ -10,12 +10,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from rmp import testing
+from rmp.db import is_embedded
+from rmp.embedded import free_port
 from rmp.settings import DBT_DIR
 from transform.dbt_runner import DbtUrlError, dbt_args, profile_env
 
 
-def test_embedded_url_selects_embedded_target():
-    assert profile_env("postgresql://postgres@127.0.0.1:55432/template1") == {
+def test_url_and_target_become_the_profile_variables():
+    assert profile_env("postgresql://postgres@127.0.0.1:55432/template1", target="embedded") == {
         "RMP_DBT_TARGET": "embedded",
         "RMP_DBT_HOST": "127.0.0.1",
         "RMP_DBT_PORT": "55432",
@@ -26,7 +29,7 @@ def test_embedded_url_selects_embedded_target():
 
 
 def test_server_url_keeps_credentials_database_and_sslmode():
-    env = profile_env("postgresql://analyst:s%40cret@db.example.com/metrics?sslmode=require")
+    env = profile_env("postgresql://analyst:s%40cret@db.example.com/metrics?sslmode=require", target="server")
     assert env == {
         "RMP_DBT_TARGET": "server",
         "RMP_DBT_HOST": "db.example.com",
@@ -36,7 +39,24 @@ def test_server_url_keeps_credentials_database_and_sslmode():
         "RMP_DBT_DBNAME": "metrics",
         "RMP_DBT_SSLMODE": "require",
     }
-    assert profile_env("postgresql://u@h:6000/template1", target="server")["RMP_DBT_TARGET"] == "server"
+
+
+def test_target_is_asked_of_the_server_not_guessed_from_the_database_name(engine, engine_url):
+    embedded = engine.kind == "embedded"
+    assert is_embedded(engine_url) is embedded
+    env = profile_env(engine_url)
+    assert env["RMP_DBT_TARGET"] == ("embedded" if embedded else "server")
+    assert env["RMP_DBT_DBNAME"] == conninfo_to_dict(engine_url)["dbname"]
+    if engine.admin_url is not None:
+        # a real server has a template1 database too: it is still the server target
+        template1 = testing.with_database(engine.admin_url, "template1")
+        assert is_embedded(template1) is False
+        assert profile_env(template1)["RMP_DBT_TARGET"] == "server"
+
+
+def test_unreachable_server_gets_the_server_target_and_dbt_reports_the_failure():
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/rmp"
+    assert profile_env(down)["RMP_DBT_TARGET"] == "server"
 
 
 @pytest.mark.parametrize("url", ["postgresql:///metrics", "postgresql://u@%2Frun%2Fpostgresql/metrics"])

@@ -1,4 +1,5 @@
-"""Drill 4: backup and restore, both ways, on private native clusters.
+"""Drill 4: backup and restore, both ways, on private native clusters; and the
+embedded engine's data directory copied while it is stopped.
 
 Physical: WAL archiving on, ``pg_basebackup``, two loads, the primary
 destroyed, the base backup restored with ``recovery_target_time`` between the
@@ -19,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from drill_cluster import basebackup, give_to_postgres, pg_ctl_start
 from drill_steps import rmp, wait_until
 from drill_support import (
     aggregate_mismatches,
@@ -30,11 +30,10 @@ from drill_support import (
 )
 
 from rmp import migrations
-from rmp.embedded import free_port
+from rmp.embedded import EmbeddedServer, free_port
 from rmp.native import NativeServer
+from rmp.standby import basebackup, give_to_postgres, pg_ctl_start
 from rmp.testing import native_cluster, scratch_dir
-
-pytestmark = pytest.mark.native_only
 
 
 def _since(days: int) -> datetime:
@@ -76,6 +75,7 @@ def _assert_restored(url: str, *paths, since: datetime, days: int) -> None:
     assert [v for k, v in mismatches.items() if ":" not in k] == [0, 0, 0, 0]
 
 
+@pytest.mark.native_only
 def test_point_in_time_recovery_between_two_loads_restores_the_first_only(tmp_path):
     archive = scratch_dir("wal-archive-")
     give_to_postgres(archive)
@@ -123,6 +123,7 @@ def _dump_tool(server: NativeServer, tool: str, *args: str) -> subprocess.Comple
     return subprocess.run([str(server.pg_bin / tool), *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.native_only
 def test_logical_dump_restores_into_a_new_cluster_with_pre_and_post_restore(tmp_path):
     since = _since(4)
     with native_cluster(fsync=True) as source:
@@ -166,3 +167,29 @@ def test_logical_dump_restores_into_a_new_cluster_with_pre_and_post_restore(tmp_
             assert conn.execute("select count(*) from pg_roles where rolname like 'rmp\\_%'").fetchone()[0] >= 3
         _assert_restored(url, path, since=since, days=3)
         _jobs_run_again(url, restored_at)
+
+
+@pytest.mark.embedded_only
+def test_embedded_data_directory_copied_while_stopped_restores_everything(tmp_path):
+    """The embedded engine has no WAL archive and no pg_basebackup: its backup is its
+    data directory, copied while the engine is stopped (`rmp db stop`)."""
+    since = _since(3)
+    source = EmbeddedServer(tmp_path / "source")
+    with source:
+        migrations.upgrade(source.url)
+        path = make_fleet(source.url, tmp_path / "files", servers=2, days=2, start=since)
+        assert rmp(source.url, "ingest", str(path), "-q").returncode == 0
+        with psycopg.connect(source.url, autocommit=True) as conn:
+            chunk = conn.execute("select format('%I.%I', chunk_schema, chunk_name) from timescaledb_information.chunks"
+                                 " where hypertable_name = 'server_metrics' order by range_start limit 1").fetchone()[0]
+            conn.execute("select compress_chunk(%s)", (chunk,))
+    shutil.copytree(source.settings.pgdata, tmp_path / "restored" / "pgdata")    # stopped: a plain copy
+    shutil.rmtree(tmp_path / "source")                                          # the original is gone
+
+    with EmbeddedServer(tmp_path / "restored") as restored:
+        with psycopg.connect(restored.url, autocommit=True) as conn:
+            assert conn.execute("select count(*) from timescaledb_information.chunks"
+                                " where hypertable_name = 'server_metrics' and is_compressed").fetchone()[0] == 1
+            restored_at = conn.execute("select now()").fetchone()[0]
+        _assert_restored(restored.url, path, since=since, days=2)
+        _jobs_run_again(restored.url, restored_at)

@@ -46,8 +46,7 @@ def marts(migrated_url, tmp_path_factory):
     from transform.dbt_runner import run_dbt
 
     work = tmp_path_factory.mktemp("dbt")
-    env = {"DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
-    built = run_dbt(["run", "--select", "+org_metrics_hourly", "+org_resource_usage"], migrated_url, extra_env=env)
+    built = run_dbt(["run", "--select", "+org_metrics_hourly", "+org_resource_usage"], migrated_url, work_dir=work)
     assert built.success, built.statuses()
 
 

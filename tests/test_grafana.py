@@ -29,6 +29,7 @@ import yaml
 
 from bench import dataset, queries
 from rmp import catalog
+from rmp.db import is_embedded
 from rmp.settings import ROOT
 from transform.dbt_runner import run_dbt
 
@@ -147,8 +148,7 @@ def fleet_url(migrated_url, tmp_path_factory):
             [a[0], END - timedelta(hours=3), END - timedelta(hours=2), b[0], END - timedelta(hours=1)],
         )
     work = tmp_path_factory.mktemp("dbt")
-    env = {"DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
-    built = run_dbt(["run", "--select", "+org_quota_status"], migrated_url, extra_env=env)
+    built = run_dbt(["run", "--select", "+org_quota_status"], migrated_url, work_dir=work)
     assert built.success, built.statuses()
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         orgs = dict(conn.execute("select slug, id::text from tenancy.organizations").fetchall())
@@ -293,7 +293,7 @@ def test_grafana_login_is_a_read_only_analyst(fleet_url):
             with pytest.raises(refused):
                 conn.execute(statement)
             conn.rollback()
-        embedded = "emscripten" in conn.execute("select version()").fetchone()[0].lower()
+        embedded = is_embedded(conn)
         conn.rollback()
         if not embedded:
             # the embedded engine does not apply ALTER ROLE ... SET at login (docs/security.md)

@@ -9,14 +9,12 @@ import threading
 import psycopg
 import pytest
 
+from rmp.db import is_embedded
+
 
 def _orgs(conn: psycopg.Connection, *slugs: str) -> list[int]:
     return [conn.execute("insert into tenancy.organizations (name, slug) values (%s, %s) returning id",
                          (slug, slug)).fetchone()[0] for slug in slugs]
-
-
-def _is_embedded(conn: psycopg.Connection) -> bool:
-    return "emscripten" in conn.execute("select version()").fetchone()[0].lower()
 
 
 def _concurrent_swap(url: str, a: int, b: int, isolation: str) -> BaseException | None:
@@ -62,7 +60,7 @@ def test_two_concurrent_parent_updates_cannot_make_a_cycle(db, migrated_url):
 
 
 def test_concurrent_parent_update_under_repeatable_read_fails_to_serialize(db, migrated_url):
-    if _is_embedded(db):
+    if is_embedded(db):
         pytest.skip("the embedded engine runs one client transaction at a time: no snapshot can predate T1's commit")
     a, b = _orgs(db, "rr-a", "rr-b")
     error = _concurrent_swap(migrated_url, a, b, "repeatable read")

@@ -20,7 +20,6 @@ COLUMNS = ("limit_value", "used_value", "remaining_value", "remaining_clamped", 
 @pytest.fixture(scope="module")
 def quotas(migrated_url, tmp_path_factory):
     work = tmp_path_factory.mktemp("dbt-quota")
-    env = {"DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         empty_data_tables(conn)
         ids = {}
@@ -34,7 +33,7 @@ def quotas(migrated_url, tmp_path_factory):
             if limit is not None:
                 conn.execute("insert into tenancy.licences (organization_id, max_servers) values (%s, %s)",
                              (ids[slug], limit))
-    result = run_dbt(["run", "--select", "+org_quota_status"], migrated_url, extra_env=env)
+    result = run_dbt(["run", "--select", "+org_quota_status"], migrated_url, work_dir=work)
     assert result.exit_code == 0, result.exception
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         rows = conn.execute(

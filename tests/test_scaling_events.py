@@ -116,8 +116,7 @@ def test_summary_mart_counts_durations_costs_and_load(db, tenancy_rows, migrated
     path = tmp_path / "events.csv"
     path.write_text(HEADER + "\n".join(EVENTS) + "\n")
     assert load_file(path, migrated_url).loaded == 6
-    env = {"DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs")}
-    result = run_dbt(["run", "--select", "+scaling_event_summary"], migrated_url, extra_env=env)
+    result = run_dbt(["run", "--select", "+scaling_event_summary"], migrated_url, work_dir=tmp_path)
     assert result.exit_code == 0, result.exception
     ids = tenancy_rows
     got = db.execute(

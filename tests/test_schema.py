@@ -6,6 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
+
+from rmp import catalog
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -25,28 +28,23 @@ def _server(db, org: int, name: str = "web-1") -> int:
     ).fetchone()[0]
 
 
-def test_cpu_percent_over_100_is_rejected_naming_the_column(db):
+@pytest.mark.parametrize("column", [c for c in (*catalog.SERVER_METRICS, *catalog.SITE_USAGE)
+                                    if c.bounds != catalog.UNBOUNDED], ids=lambda c: f"{c.table}.{c.name}")
+def test_a_value_outside_the_catalog_bounds_is_rejected_naming_the_column(db, column):
+    """cpu_percent 150, network_rx_bytes -1, ...: each bounded column's CHECK, named for the column."""
+    lower, upper = column.bounds
+    bad = upper + 50 if upper is not None else lower - 1
     server = _server(db, _org(db, "acme"))
-    with pytest.raises(psycopg.errors.CheckViolation, match="server_metrics_cpu_percent_range"):
-        db.execute(
-            "insert into metrics.server_metrics (server_id, collected_at, cpu_percent) values (%s, %s, 150)",
-            (server, T0),
-        )
-    assert db.execute("select count(*) from metrics.server_metrics").fetchone()[0] == 0
-
-
-def test_negative_bytes_are_rejected_naming_the_column(db):
-    server = _server(db, _org(db, "acme"))
-    with pytest.raises(psycopg.errors.CheckViolation, match="server_metrics_network_rx_bytes_nonnegative"):
-        db.execute(
-            "insert into metrics.server_metrics (server_id, collected_at, network_rx_bytes) values (%s, %s, -1)",
-            (server, T0),
-        )
-    with pytest.raises(psycopg.errors.CheckViolation, match="server_metrics_memory_used_bytes_nonnegative"):
-        db.execute(
-            "insert into metrics.server_metrics (server_id, collected_at, memory_used_bytes) values (%s, %s, -5)",
-            (server, T0),
-        )
+    owner_column, owner = "server_id", server
+    if column.table == "site_usage":
+        owner_column, owner = "site_id", db.execute(
+            "insert into tenancy.sites (organization_id, server_id, name) select organization_id, id, 'shop'"
+            " from tenancy.servers where id = %s returning id", (server,)).fetchone()[0]
+    table = sql.Identifier("metrics", column.table)
+    with pytest.raises(psycopg.errors.CheckViolation, match=column.check_name):
+        db.execute(sql.SQL("insert into {} ({}, collected_at, {}) values (%s, %s, %s)").format(
+            table, sql.Identifier(owner_column), sql.Identifier(column.name)), (owner, T0, bad))
+    assert db.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()[0] == 0
 
 
 def test_resent_sample_is_deduplicated_on_server_and_time(db):

@@ -16,8 +16,9 @@ import pytest
 from conftest import empty_data_tables
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from tenant_fixture import create_roles, drop_roles, organizations_with_servers, refresh_aggregates
 
-from rmp import tenancy
+from rmp import catalog, tenancy
 from transform.dbt_runner import run_dbt
 
 T0 = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
@@ -40,18 +41,11 @@ def as_login(url: str, login: str, **kw) -> psycopg.Connection:
 
 
 def _load(conn: psycopg.Connection) -> dict[str, int]:
-    ids: dict[str, int] = {}
+    ids = organizations_with_servers(conn)
     q = conn.execute
-    ids["A"] = q("insert into tenancy.organizations (name, slug) values ('Org A', 'org-a') returning id").fetchone()[0]
-    ids["A1"] = q("insert into tenancy.organizations (name, slug, parent_id) values ('Org A1', 'org-a1', %s) "
-                  "returning id", (ids["A"],)).fetchone()[0]
-    ids["B"] = q("insert into tenancy.organizations (name, slug) values ('Org B', 'org-b') returning id").fetchone()[0]
     cpu_type = q("select id from metrics.metric_types where name = 'cpu_percent'").fetchone()[0]
     for key, base in (("A", 10), ("A1", 20), ("B", 30)):
-        org = ids[key]
-        sid = q("insert into tenancy.servers (organization_id, name, cpu_cores, memory_total_bytes, disk_total_bytes)"
-                " values (%s, %s, 4, 8000, 100000) returning id", (org, f"web-{key.lower()}")).fetchone()[0]
-        ids[f"server_{key}"] = sid
+        org, sid = ids[key], ids[f"server_{key}"]
         ids[f"site_{key}"] = q("insert into tenancy.sites (organization_id, server_id, name) values (%s, %s, %s) "
                                "returning id", (org, sid, f"site-{key.lower()}")).fetchone()[0]
         q("insert into tenancy.licences (organization_id, max_servers) values (%s, 5)", (org,))
@@ -71,30 +65,18 @@ def _load(conn: psycopg.Connection) -> dict[str, int]:
         q("insert into analytics.anomalies (server_id, metric, detector, started_at) values (%s, 'cpu', 'z', %s)",
           (sid, T0))
     q("insert into analytics.report_runs (kind, status) values ('daily', 'ok')")
-    for view in ("server_metrics_1m", "server_metrics_5m", "server_metrics_1h", "server_metrics_1d",
-                 "site_usage_daily"):
-        q(sql.SQL("call refresh_continuous_aggregate({}, null, null)").format(sql.Literal(f"metrics.{view}")))
+    refresh_aggregates(conn, (a.name for a in catalog.AGGREGATES))
     return ids
-
-
-def _drop_logins(conn: psycopg.Connection) -> None:
-    for login in LOGINS:
-        if conn.execute("select 1 from pg_roles where rolname = %s", (login,)).fetchone():
-            conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(login)))
-            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(login)))
 
 
 @pytest.fixture(scope="module")
 def fleet(migrated_url, tmp_path_factory):
     """(url, ids): the fixture loaded, marts built, logins created and granted."""
     work = tmp_path_factory.mktemp("dbt-security")
-    env = {"DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         empty_data_tables(conn)
-        _drop_logins(conn)
+        create_roles(conn, LOGINS, login=True)
         ids = _load(conn)
-        for login in LOGINS:
-            conn.execute(sql.SQL("create role {} login").format(sql.Identifier(login)))
         tenancy.grant(conn, "org-a", "sec_alice")
         tenancy.grant(conn, "org-a1", "sec_sub")
         conn.execute("grant rmp_analyst to sec_none")
@@ -104,14 +86,14 @@ def fleet(migrated_url, tmp_path_factory):
         # switches to a tenant role per request
         conn.execute("alter role sec_auth noinherit")
         conn.execute("grant sec_alice, sec_sub to sec_auth")
-    result = run_dbt(["run", "--vars", json.dumps({"as_of": AS_OF.isoformat()})], migrated_url, extra_env=env)
+    result = run_dbt(["run", "--vars", json.dumps({"as_of": AS_OF.isoformat()})], migrated_url, work_dir=work)
     assert result.exit_code == 0, result.exception
     try:
         yield migrated_url, ids
     finally:
         with psycopg.connect(migrated_url, autocommit=True) as conn:
             empty_data_tables(conn)
-            _drop_logins(conn)
+            drop_roles(conn, LOGINS)
 
 
 def _values(conn: psycopg.Connection, query: str | sql.Composed, params=()) -> list:

@@ -25,7 +25,6 @@ AS_OF = T0 + timedelta(hours=1)
 @pytest.fixture(scope="module")
 def snapshots(migrated_url, tmp_path_factory):
     work = tmp_path_factory.mktemp("dbt-snapshots")
-    env = {"DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         empty_data_tables(conn)
         org = conn.execute("insert into tenancy.organizations (name, slug) values ('snap', 'snap') "
@@ -41,7 +40,7 @@ def snapshots(migrated_url, tmp_path_factory):
                      "select %s, id, t, v from metrics.metric_types, (values (%s::timestamptz, 12.0), (%s, 17.0)) x(t, v) "
                      "where name = 'connection_count'", (web1, T0, T0 + timedelta(seconds=60)))
     result = run_dbt(["run", "--select", "+server_snapshots", "--vars", json.dumps({"as_of": AS_OF.isoformat()})],
-                     migrated_url, extra_env=env)
+                     migrated_url, work_dir=work)
     assert result.exit_code == 0, result.exception
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         rows = conn.execute("select server_id, collected_at, cpu_percent, connection_count, snapshot_status "

@@ -2,11 +2,10 @@
 
 The connection comes from ``rmp.db`` (``DATABASE_URL`` or the embedded
 server) and reaches ``dbt/profiles.yml`` as the ``RMP_DBT_*`` environment
-variables it reads, so nobody exports them by hand; the catalog's collection
-interval reaches the models as ``RMP_DBT_COLLECTION_INTERVAL_SECONDS`` (the
-``collection_interval_seconds()`` macro). The embedded engine gets
-the ``embedded`` target: one thread (one shared backend session) and
-database ``template1``.
+variables it reads, so nobody exports them by hand. The target is chosen by asking
+the server what it is (``rmp.db.is_embedded``): the embedded engine gets the
+``embedded`` target, one thread (one shared backend session); every other
+server the ``server`` target, several threads.
 """
 
 from __future__ import annotations
@@ -15,15 +14,15 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from rmp import db
-from rmp.catalog import COLLECTION_INTERVAL_SECONDS
-from rmp.errors import UserError
-from rmp.settings import DBT_DIR
+from rmp.errors import EngineError, UserError
+from rmp.settings import DBT_DIR, get_settings
 
 # Exit codes of the dbt CLI: 0 success, 1 a model/test failed, 2 dbt could not run.
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -70,13 +69,19 @@ class DbtResult:
         }
 
 
-def is_embedded(url: str) -> bool:
-    """True when the URL points at the embedded engine (its only database is template1)."""
-    return conninfo_to_dict(url).get("dbname") == "template1"
+def target_for(url: str) -> str:
+    """``embedded`` when the server behind the URL is the embedded engine, else
+    ``server``. A server that cannot be reached gets ``server``: dbt then
+    reports the connection failure itself."""
+    try:
+        return "embedded" if db.is_embedded(url) else "server"
+    except EngineError:
+        return "server"
 
 
 def profile_env(url: str, *, target: str | None = None) -> dict[str, str]:
-    """The RMP_DBT_* variables dbt/profiles.yml reads, for this URL."""
+    """The RMP_DBT_* variables dbt/profiles.yml reads, for this URL
+    (``target`` None: ask the server which engine it is)."""
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
@@ -84,7 +89,7 @@ def profile_env(url: str, *, target: str | None = None) -> dict[str, str]:
     if not params.get("host") or "/" in str(params.get("host")):
         raise DbtUrlError(f"database URL {db.redact(url)} must name a TCP host for dbt")
     env = {
-        "RMP_DBT_TARGET": target or ("embedded" if is_embedded(url) else "server"),
+        "RMP_DBT_TARGET": target or target_for(url),
         "RMP_DBT_HOST": str(params["host"]),
         "RMP_DBT_PORT": str(params.get("port") or 5432),
         "RMP_DBT_USER": str(params.get("user") or "postgres"),
@@ -108,6 +113,18 @@ def dbt_args(args: Sequence[str]) -> list[str]:
     return out
 
 
+def _writable_paths(given: Mapping[str, str]) -> dict[str, str]:
+    """dbt writes its logs and target/ (manifest, partial parse, docs) into the
+    project directory; when this user cannot write there (an installed tree, a
+    checkout owned by someone else) they go under RMP_HOME/dbt instead.
+    DBT_LOG_PATH / DBT_TARGET_PATH set by the caller always win."""
+    if os.access(DBT_DIR, os.W_OK):
+        return {}
+    home = get_settings().home / "dbt"
+    return {var: str(home / sub) for var, sub in (("DBT_LOG_PATH", "logs"), ("DBT_TARGET_PATH", "target"))
+            if var not in given and var not in os.environ}
+
+
 @contextmanager
 def _environ(values: Mapping[str, str]) -> Iterator[None]:
     # dbt reads env_var() from os.environ of this process.
@@ -129,13 +146,19 @@ def run_dbt(
     *,
     target: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    work_dir: Path | None = None,
 ) -> DbtResult:
-    """Run dbt in this process with the project's settings; never raises for a failed model."""
+    """Run dbt in this process with the project's settings; never raises for a failed model.
+
+    work_dir: where dbt writes its target/ and logs/ (default: dbt/), so that
+    concurrent runs (test workers, a benchmark beside a build) do not share them.
+    """
     from dbt.cli.main import dbtRunner
 
     env = {
         **profile_env(url or db.database_url(), target=target),
-        "RMP_DBT_COLLECTION_INTERVAL_SECONDS": str(COLLECTION_INTERVAL_SECONDS),
+        **_writable_paths(extra_env or {}),
+        **({"DBT_TARGET_PATH": str(work_dir / "target"), "DBT_LOG_PATH": str(work_dir / "logs")} if work_dir else {}),
         **(extra_env or {}),
     }
     full = dbt_args(args)

@@ -4,9 +4,12 @@
       time_column       its bucket column (bucket_start_at, hour_start_at, day_start_at)
       include_children  false: the organization's own servers;
                         true: its servers and those of all its sub-organizations
-    cpu is averaged over every sample (weighted by sample_count, not a mean
-    of means) with its peak; memory, disk and network are the sum over
-    servers of each server's figure for the bucket. is_complete: every server
+    cpu is averaged over the time the servers' samples cover (each server's
+    bucket mean weighted by its sampled_seconds, not a mean of means, and a
+    server sampled every 10 s counts no more than one sampled every 60 s)
+    with its peak; memory, disk and network are the sum over servers of each
+    server's figure for the bucket (network: bytes per second over the
+    seconds each sample covers, true at any collection interval). is_complete: every server
     the organization runs (not decommissioned) reported in the bucket; a
     partial bucket's totals would look like a drop. A filter on
     organization_id and the time column reaches the aggregate (both are
@@ -27,26 +30,7 @@ organizations as (
     select * from {{ ref('stg_organizations') }}
 ),
 
--- every (ancestor, descendant) pair, an organization being its own at
--- distance 0; 64 levels at most, as the hierarchy trigger allows
-subtree_pairs as (
-    select
-        organization_id as ancestor_id,
-        organization_id as descendant_id,
-        0 as distance
-    from organizations
-
-    union all
-
-    select
-        subtree_pairs.ancestor_id,
-        organizations.organization_id as descendant_id,
-        subtree_pairs.distance + 1 as distance
-    from subtree_pairs
-    inner join organizations
-        on organizations.parent_organization_id = subtree_pairs.descendant_id
-    where subtree_pairs.distance < 64
-),
+{{ org_subtree_pairs() }},
 
 server_owners as (
     select
@@ -82,8 +66,8 @@ organization_buckets as (
         bucket_metrics.{{ time_column }},
         count(*) as count_servers_reporting,
         sum(bucket_metrics.sample_count) as sample_count,
-        sum(bucket_metrics.cpu_avg_percent * bucket_metrics.sample_count)
-            / nullif(sum(bucket_metrics.sample_count), 0) as cpu_avg_percent,
+        sum(bucket_metrics.cpu_avg_percent * bucket_metrics.sampled_seconds)
+            / nullif(sum(bucket_metrics.sampled_seconds), 0) as cpu_avg_percent,
         max(bucket_metrics.cpu_max_percent) as cpu_max_percent,
         sum(bucket_metrics.memory_used_avg_bytes) as memory_used_avg_bytes_total,
         sum(bucket_metrics.memory_used_max_bytes) as memory_used_max_bytes_total,

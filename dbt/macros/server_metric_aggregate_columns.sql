@@ -10,6 +10,9 @@
     {%- do columns.extend(['disk_avg_percent', 'disk_max_percent']) -%}
     {%- for s in stats %}{% do columns.append('network_rx_' ~ s ~ '_bytes_per_sec') %}{% endfor -%}
     {%- for s in stats %}{% do columns.append('network_tx_' ~ s ~ '_bytes_per_sec') %}{% endfor -%}
+    {#- from revision 0010: the seconds the bucket's samples cover, and disk byte rates -#}
+    {%- do columns.extend(['sampled_seconds', 'disk_read_avg_bytes_per_sec', 'disk_read_max_bytes_per_sec',
+                           'disk_write_avg_bytes_per_sec', 'disk_write_max_bytes_per_sec']) -%}
     {%- for c in columns %}
         {{ c }}{{ ',' if not loop.last }}
     {%- endfor %}

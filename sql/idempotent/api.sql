@@ -6,7 +6,10 @@
 --   * tenant.aggregate_refreshes(): when each continuous aggregate was last
 --     refreshed and is next due — the API's Last-Modified and
 --     Cache-Control: max-age. Security definer: tenant roles cannot read the
---     job tables.
+--     job tables. Only finite times: TimescaleDB keeps next_start at
+--     -infinity while the job runs (and its "not yet" times at -infinity),
+--     which no client date type holds — the API answered 500 whenever a
+--     request met a running refresh. Null = unknown (no-cache).
 -- Until revision 0006 created tenancy.api_tokens this file does nothing.
 
 do $guard$
@@ -29,7 +32,10 @@ returns table (aggregate_name name, refreshed_at timestamptz, next_refresh_at ti
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $f$
-    select j.hypertable_name::name, s.last_successful_finish, s.next_start, j.schedule_interval
+    select j.hypertable_name::name,
+           case when isfinite(s.last_successful_finish) then s.last_successful_finish end,
+           case when isfinite(s.next_start) then s.next_start end,
+           j.schedule_interval
     from timescaledb_information.jobs j
     left join timescaledb_information.job_stats s on s.job_id = j.job_id
     where j.proc_name = 'policy_refresh_continuous_aggregate' and j.hypertable_schema = 'metrics'

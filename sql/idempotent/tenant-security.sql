@@ -19,7 +19,8 @@
 
 do $guard$
 declare
-    tier_view text;
+    scoped record;
+    tenant_view record;
 begin
 if to_regclass('tenancy.tenant_grants') is null or to_regclass('metrics.site_usage_daily') is null then
     return;
@@ -178,105 +179,66 @@ create or replace trigger tenant_grants_audit
     for each row execute function tenancy.audit_change();
 
 -- ------------------------------------------------- row-level security
--- One policy per table, for every command; the table owner (the migrating
--- role) bypasses it, so jobs and migrations see everything.
+-- One policy per table, for every command: admins (tenancy.sees_all()) see
+-- every row, anyone else the rows of the table's predicate (none: admins
+-- only). The table owner (the migrating role) bypasses it, so jobs and
+-- migrations see everything.
 
-alter table tenancy.organizations enable row level security;
-drop policy if exists tenant_scope on tenancy.organizations;
-create policy tenant_scope on tenancy.organizations
-    using ((select tenancy.sees_all()) or id in (select tenancy.organization_ids_visible_to(current_user)));
-
-alter table tenancy.users enable row level security;
-drop policy if exists tenant_scope on tenancy.users;
-create policy tenant_scope on tenancy.users
-    using ((select tenancy.sees_all()) or id in (
-        select m.user_id from tenancy.memberships m
-        where m.organization_id in (select tenancy.organization_ids_visible_to(current_user))));
-
-alter table tenancy.memberships enable row level security;
-drop policy if exists tenant_scope on tenancy.memberships;
-create policy tenant_scope on tenancy.memberships
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
-
-alter table tenancy.servers enable row level security;
-drop policy if exists tenant_scope on tenancy.servers;
-create policy tenant_scope on tenancy.servers
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
-
-alter table tenancy.sites enable row level security;
-drop policy if exists tenant_scope on tenancy.sites;
-create policy tenant_scope on tenancy.sites
-    using ((select tenancy.sees_all()) or id in (select tenancy.site_ids_visible_to(current_user)));
-
-alter table tenancy.applications enable row level security;
-drop policy if exists tenant_scope on tenancy.applications;
-create policy tenant_scope on tenancy.applications
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
-
-alter table tenancy.databases enable row level security;
-drop policy if exists tenant_scope on tenancy.databases;
-create policy tenant_scope on tenancy.databases
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
-
-alter table tenancy.deployments enable row level security;
-drop policy if exists tenant_scope on tenancy.deployments;
-create policy tenant_scope on tenancy.deployments
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
-
-alter table tenancy.licences enable row level security;
-drop policy if exists tenant_scope on tenancy.licences;
-create policy tenant_scope on tenancy.licences
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
-
-alter table tenancy.organization_settings enable row level security;
-drop policy if exists tenant_scope on tenancy.organization_settings;
-create policy tenant_scope on tenancy.organization_settings
-    using ((select tenancy.sees_all()) or organization_id in (select tenancy.organization_ids_visible_to(current_user)));
-
--- A role sees its own grants (what `rmp tenant list` shows it); admins all.
-alter table tenancy.tenant_grants enable row level security;
-drop policy if exists tenant_scope on tenancy.tenant_grants;
-create policy tenant_scope on tenancy.tenant_grants
-    using ((select tenancy.sees_all()) or login = current_user);
-
-alter table tenancy.audit_log enable row level security;
-drop policy if exists tenant_scope on tenancy.audit_log;
-create policy tenant_scope on tenancy.audit_log
-    using ((select tenancy.sees_all()));
-
-alter table analytics.forecasts enable row level security;
-drop policy if exists tenant_scope on analytics.forecasts;
-create policy tenant_scope on analytics.forecasts
-    using ((select tenancy.sees_all())
-           or (entity_type = 'server' and entity_id in (select tenancy.server_ids_visible_to(current_user)))
-           or (entity_type = 'organization' and entity_id in (select tenancy.organization_ids_visible_to(current_user))));
-
-alter table analytics.anomalies enable row level security;
-drop policy if exists tenant_scope on analytics.anomalies;
-create policy tenant_scope on analytics.anomalies
-    using ((select tenancy.sees_all()) or server_id in (select tenancy.server_ids_visible_to(current_user)));
-
--- Report runs belong to no organization (a run covers the fleet): admins only.
-alter table analytics.report_runs enable row level security;
-drop policy if exists tenant_scope on analytics.report_runs;
-create policy tenant_scope on analytics.report_runs
-    using ((select tenancy.sees_all()));
+for scoped in
+    select t.table_name, t.visible_rows from (values
+        ('tenancy.organizations', 'id in (select tenancy.organization_ids_visible_to(current_user))'),
+        ('tenancy.users', 'id in (select m.user_id from tenancy.memberships m where m.organization_id in '
+                          '(select tenancy.organization_ids_visible_to(current_user)))'),
+        ('tenancy.memberships', 'organization_id in (select tenancy.organization_ids_visible_to(current_user))'),
+        ('tenancy.servers', 'organization_id in (select tenancy.organization_ids_visible_to(current_user))'),
+        ('tenancy.sites', 'id in (select tenancy.site_ids_visible_to(current_user))'),
+        ('tenancy.applications', 'organization_id in (select tenancy.organization_ids_visible_to(current_user))'),
+        ('tenancy.databases', 'organization_id in (select tenancy.organization_ids_visible_to(current_user))'),
+        ('tenancy.deployments', 'organization_id in (select tenancy.organization_ids_visible_to(current_user))'),
+        ('tenancy.licences', 'organization_id in (select tenancy.organization_ids_visible_to(current_user))'),
+        ('tenancy.organization_settings',
+         'organization_id in (select tenancy.organization_ids_visible_to(current_user))'),
+        -- a role sees its own grants (what `rmp tenant list` shows it)
+        ('tenancy.tenant_grants', 'login = current_user'),
+        ('tenancy.audit_log', null),
+        ('analytics.forecasts',
+         '(entity_type = ''server'' and entity_id in (select tenancy.server_ids_visible_to(current_user)))'
+         ' or (entity_type = ''organization'''
+         ' and entity_id in (select tenancy.organization_ids_visible_to(current_user)))'),
+        ('analytics.anomalies', 'server_id in (select tenancy.server_ids_visible_to(current_user))'),
+        -- a report run belongs to no organization (it covers the fleet)
+        ('analytics.report_runs', null)
+    ) as t (table_name, visible_rows)
+loop
+    execute format('alter table %s enable row level security', scoped.table_name);
+    execute format('drop policy if exists tenant_scope on %s', scoped.table_name);
+    execute format('create policy tenant_scope on %s using (%s)', scoped.table_name,
+                   concat_ws(' or ', '(select tenancy.sees_all())', scoped.visible_rows));
+end loop;
 
 -- ------------------------------------------------------- tenant views
 -- Owned by the migrating role, so they read schema metrics with its rights;
 -- security_barrier keeps a caller's functions from seeing filtered rows.
+-- One view per metric relation, filtered by the column that says whose row
+-- it is; every tier of metrics.server_metrics (the catalog's
+-- metrics.aggregate_tiers) gets one without an edit here.
 
-create or replace view tenant.server_metrics with (security_barrier) as
-select m.* from metrics.server_metrics m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
-
-create or replace view tenant.metric_samples with (security_barrier) as
-select m.* from metrics.metric_samples m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
-
-create or replace view tenant.site_usage with (security_barrier) as
-select m.* from metrics.site_usage m
-where (select tenancy.sees_all()) or m.site_id in (select tenancy.site_ids_visible_to(current_user));
+for tenant_view in
+    select v.relation, v.owner_column from (values
+        ('server_metrics', 'server_id'), ('metric_samples', 'server_id'), ('server_last_point', 'server_id'),
+        ('site_usage', 'site_id'), ('site_usage_daily', 'site_id')
+    ) as v (relation, owner_column)
+    union all
+    select t.view_name, 'server_id' from metrics.aggregate_tiers t
+    where to_regclass(format('metrics.%I', t.view_name)) is not null
+loop
+    execute format($v$
+        create or replace view tenant.%1$I with (security_barrier) as
+        select m.* from metrics.%1$I m
+        where (select tenancy.sees_all()) or m.%2$I in (select tenancy.%3$I(current_user))
+    $v$, tenant_view.relation, tenant_view.owner_column,
+         case tenant_view.owner_column when 'site_id' then 'site_ids_visible_to' else 'server_ids_visible_to' end);
+end loop;
 
 -- Scaling events carry organization_id from revision 0008 on (organization-
 -- level events have no server); before it, by server. (The revision's new
@@ -295,26 +257,6 @@ end if;
 
 create or replace view tenant.metric_types as
 select * from metrics.metric_types;
-
--- One view per tier of metrics.server_metrics (the catalog's metrics.aggregate_tiers),
--- so a new tier gets its tenant view without an edit here.
-for tier_view in
-    select t.view_name from metrics.aggregate_tiers t where to_regclass(format('metrics.%I', t.view_name)) is not null
-loop
-    execute format($v$
-        create or replace view tenant.%1$I with (security_barrier) as
-        select m.* from metrics.%1$I m
-        where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user))
-    $v$, tier_view);
-end loop;
-
-create or replace view tenant.site_usage_daily with (security_barrier) as
-select m.* from metrics.site_usage_daily m
-where (select tenancy.sees_all()) or m.site_id in (select tenancy.site_ids_visible_to(current_user));
-
-create or replace view tenant.server_last_point with (security_barrier) as
-select m.* from metrics.server_last_point m
-where (select tenancy.sees_all()) or m.server_id in (select tenancy.server_ids_visible_to(current_user));
 
 -- ------------------------------------------------------------ privileges
 

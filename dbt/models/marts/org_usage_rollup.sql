@@ -8,27 +8,7 @@ usage as (
     select * from {{ ref('org_resource_usage') }}
 ),
 
--- every (ancestor, descendant) pair at any depth; an organization is its own
--- ancestor at distance 0. The depth bound stops a corrupt parent cycle from
--- looping forever (the schema forbids cycles).
-subtree_pairs as (
-    select
-        organization_id as ancestor_id,
-        organization_id as descendant_id,
-        0 as distance
-    from organizations
-
-    union all
-
-    select
-        subtree_pairs.ancestor_id,
-        organizations.organization_id as descendant_id,
-        subtree_pairs.distance + 1 as distance
-    from subtree_pairs
-    inner join organizations
-        on organizations.parent_organization_id = subtree_pairs.descendant_id
-    where subtree_pairs.distance < 64
-),
+{{ org_subtree_pairs() }},
 
 subtree_totals as (
     select

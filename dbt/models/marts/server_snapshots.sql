@@ -3,15 +3,13 @@
     connection count from the narrow samples (metric connection_count at the
     same instant), and a status derived from thresholds set in one place,
     dbt_project.yml:
-      down      the server's latest sample, and older than
-                collection_interval_seconds * stale_after_intervals
-                before as_of (the server stopped reporting)
+      down      the server's latest sample, and the server is stale in
+                server_current (the server stopped reporting)
       degraded  cpu >= snapshot_degraded_cpu_percent, memory >=
                 snapshot_degraded_memory_percent or disk >=
                 snapshot_degraded_disk_percent
       ok        otherwise
     Filter on server_id and collected_at: both reach the raw hypertable. -#}
-{%- set stale_after_seconds = collection_interval_seconds() * var('stale_after_intervals') -%}
 
 with
 
@@ -27,8 +25,8 @@ metric_samples as (
     select * from {{ ref('stg_metric_samples') }}
 ),
 
-server_last_points as (
-    select * from {{ ref('stg_server_last_point') }}
+server_states as (
+    select * from {{ ref('server_current') }}
 ),
 
 connection_counts as (
@@ -51,15 +49,16 @@ joined as (
         server_metrics.disk_percent::double precision as disk_percent,
         server_metrics.load_1m::double precision as load_1m,
         connection_counts.connection_count::double precision as connection_count,
-        server_metrics.collected_at = server_last_points.last_metrics_at as is_latest
+        server_metrics.collected_at = server_states.last_metrics_at as is_latest,
+        server_states.is_stale
     from server_metrics
     inner join servers
         on servers.server_id = server_metrics.server_id
     left join connection_counts
         on connection_counts.server_id = server_metrics.server_id
         and connection_counts.collected_at = server_metrics.collected_at
-    left join server_last_points
-        on server_last_points.server_id = server_metrics.server_id
+    left join server_states
+        on server_states.server_id = server_metrics.server_id
 ),
 
 with_status as (
@@ -74,8 +73,7 @@ with_status as (
         load_1m,
         connection_count,
         case
-            when is_latest and extract(epoch from {{ as_of() }} - collected_at) > {{ stale_after_seconds }}
-                then 'down'
+            when is_latest and is_stale then 'down'
             when cpu_percent >= {{ var('snapshot_degraded_cpu_percent') }}
                 or memory_percent >= {{ var('snapshot_degraded_memory_percent') }}
                 or disk_percent >= {{ var('snapshot_degraded_disk_percent') }}

@@ -13,7 +13,8 @@ renamed as (
         memory_used_bytes,
         disk_percent,
         disk_used_bytes,
-        load_1m
+        load_1m,
+        interval_seconds
     from source
 )
 

@@ -1,10 +1,12 @@
-"""Clusters made from another cluster: a streaming standby (``pg_basebackup -R``)
-and a point-in-time restore of a base backup plus a WAL archive.
+"""Clusters made from another native cluster: a streaming hot standby
+(``pg_basebackup -R``) and a base backup to restore with a WAL archive.
 
-Built on rmp.native.NativeServer (initdb/pg_ctl of the installed PostgreSQL 15 +
-TimescaleDB); its ``start()`` creates a database, which a standby refuses, so
-these are started with ``pg_ctl`` directly and handed back as NativeServer
-objects (status, stop, kill, destroy, url all work on them).
+For the reliability drills (tests/test_drill_replica.py, test_drill_backup.py)
+and the replica-lag benchmark (bench/replica_lag.py), what docs/scaling.md and
+docs/backups.md tell an operator to do. Built on rmp.native.NativeServer;
+its ``start()`` creates a database, which a standby refuses, so these are
+started with ``pg_ctl`` directly and handed back as NativeServer objects
+(status, stop, kill, destroy, url all work on them).
 """
 
 from __future__ import annotations
@@ -61,3 +63,22 @@ def start_standby(primary: NativeServer, **conf: str) -> NativeServer:
     basebackup(primary, standby.pgdata, "-R")
     pg_ctl_start(standby, {"hot_standby": "on", **conf})
     return standby
+
+
+def replay_lag(primary_conn) -> dict | None:
+    """How far the standby is behind, as the primary sees it (``pg_stat_replication``):
+    bytes of WAL written on the primary and not yet replayed on the standby (and not
+    yet flushed there), and PostgreSQL's own replay/flush/write lag in seconds (the
+    time a recent commit took to be replayed; null while the standby is idle and
+    caught up). None when no standby is connected."""
+    row = primary_conn.execute(
+        "select pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn),"
+        " extract(epoch from replay_lag), extract(epoch from flush_lag), extract(epoch from write_lag), state"
+        " from pg_stat_replication order by pid limit 1").fetchone()
+    if row is None:
+        return None
+    behind, unflushed, replay, flush, write, state = row
+    return {"bytes_behind": int(behind), "bytes_not_flushed": int(unflushed),
+            "replay_lag_s": None if replay is None else float(replay),
+            "flush_lag_s": None if flush is None else float(flush),
+            "write_lag_s": None if write is None else float(write), "state": state}
