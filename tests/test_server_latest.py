@@ -176,14 +176,3 @@ def test_organization_cpu_hourly_sees_compressed_chunks(db):
                (hour + timedelta(hours=1),))
     assert _cpu_hourly(db)[(org, hour)] == (3 * 8.5, 3)
     assert _cpu_hourly(db) == _cpu_truth(db)
-
-
-def test_deleting_an_organization_takes_its_servers_and_sums_along(db):
-    org, other = organization(db, "Gone"), organization(db, "Stays")
-    a, a2, b = server(db, org, "a"), server(db, org, "a2"), server(db, other, "b")
-    now = db.execute("select now()").fetchone()[0]
-    hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-    load(db, sparse_rows(a, [hour], cpu=10.0) + sparse_rows(a2, [hour], cpu=20.0) + sparse_rows(b, [hour], cpu=30.0))
-    db.execute("delete from tenancy.organizations where id = %s", (org,))
-    assert _cpu_hourly(db) == {(other, hour): (30.0, 1)} == _cpu_truth(db)
-    assert set(_last_points(db)) == {b}

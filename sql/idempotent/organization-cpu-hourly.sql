@@ -74,37 +74,32 @@ end
 $f$;
 
 -- a server's samples of the last two days move from one organization to another
--- (to_organization null: the server is being deleted). The old organization's rows are
--- only updated, never inserted, and not at all when it is the organization being
--- deleted (its servers cascade from it): its rows go with it.
+-- (to_organization null: the server is being deleted)
 create or replace function metrics.organization_cpu_move_server(
     moved_server_id bigint, from_organization bigint, to_organization bigint
 ) returns void
 language sql security definer set search_path = pg_catalog, pg_temp as $f$
-    with moved as (
+    with sums as (
         select
             public.time_bucket(interval '1 hour', server_metrics.collected_at) as hour,
-            coalesce(sum(server_metrics.cpu_percent::numeric), 0) as s,
-            count(server_metrics.cpu_percent) as n
+            coalesce(sum(server_metrics.cpu_percent::numeric), 0) as cpu_percent_sum,
+            count(server_metrics.cpu_percent) as cpu_sample_count
         from metrics.server_metrics as server_metrics
         where server_metrics.server_id = moved_server_id
           and server_metrics.collected_at >= now() - interval '2 days'
         group by 1
     ),
-    taken_out as (
-        update metrics.organization_cpu_hourly as hourly set
-            cpu_percent_sum = hourly.cpu_percent_sum - moved.s,
-            cpu_sample_count = hourly.cpu_sample_count - moved.n
-        from moved
-        where hourly.organization_id = from_organization and hourly.hour = moved.hour
-          and exists (select from tenancy.organizations as o where o.id = from_organization)
+    changes as (
+        select from_organization as organization_id, hour, -cpu_percent_sum as s, -cpu_sample_count as n
+        from sums
+        union all
+        select to_organization, hour, cpu_percent_sum, cpu_sample_count
+        from sums
+        where to_organization is not null
     )
     insert into metrics.organization_cpu_hourly as hourly
         (organization_id, hour, cpu_percent_sum, cpu_sample_count)
-    select to_organization, moved.hour, moved.s, moved.n
-    from moved
-    where to_organization is not null
-    order by 1, 2
+    select organization_id, hour, s, n from changes order by 1, 2
     on conflict (organization_id, hour) do update set
         cpu_percent_sum = hourly.cpu_percent_sum + excluded.cpu_percent_sum,
         cpu_sample_count = hourly.cpu_sample_count + excluded.cpu_sample_count
