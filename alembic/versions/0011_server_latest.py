@@ -26,8 +26,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # the view back on the raw rows first: what reads it (tenant view, dbt's views) stays
-    # (with the same columns: interval_seconds from 0010 on, sql/idempotent/server-last-point.sql)
-    op.execute("select metrics.create_server_last_point_view_on_raw()")
+    op.execute("create or replace view metrics.server_last_point as "
+               "select * from metrics.server_last_point_from_raw()")
     for trigger in ("server_latest_insert", "server_latest_change", "server_latest_truncate"):
         op.execute(f"drop trigger if exists {trigger} on metrics.server_metrics")
     op.execute("drop function if exists metrics.server_latest_after_insert()")

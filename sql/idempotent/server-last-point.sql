@@ -57,37 +57,23 @@ language sql stable as $$
     ) as last_point
 $$;
 
--- The view over the raw rows (before 0011, and 0011's downgrade on its way back),
--- with the latest sample's interval_seconds from revision 0010 on.
-create or replace function metrics.create_server_last_point_view_on_raw() returns void
-language plpgsql as $f$
-begin
-    execute format($v$
-    create or replace view metrics.server_last_point as
-    select latest.*%s
-    from metrics.server_last_point_from_raw() as latest
-    $v$, metrics.server_last_point_interval_column());
-end
-$f$;
-
--- ', (latest sample's interval_seconds) as interval_seconds' once the column exists, else ''.
-create or replace function metrics.server_last_point_interval_column() returns text
-language sql stable as $f$
-    select case when exists (
+do $guard$
+declare
+    -- the sample interval of the latest sample (revision 0010 on), appended as the last column
+    interval_column text := case when exists (
         select from pg_attribute
         where attrelid = 'metrics.server_metrics'::regclass and attname = 'interval_seconds' and not attisdropped)
     then $c$,
     (select raw.interval_seconds from metrics.server_metrics as raw
      where raw.server_id = latest.server_id and raw.collected_at = latest.last_metrics_at) as interval_seconds$c$
-    else '' end
-$f$;
-
-do $guard$
-declare
-    interval_column text := metrics.server_last_point_interval_column();
+    else '' end;
 begin
 if to_regclass('metrics.server_latest') is null then
-    perform metrics.create_server_last_point_view_on_raw();
+    execute format($v$
+    create or replace view metrics.server_last_point as
+    select latest.*%s
+    from metrics.server_last_point_from_raw() as latest
+    $v$, interval_column);
     return;
 end if;
 
