@@ -1,6 +1,5 @@
-"""metrics.server_latest (what metrics.server_last_point reads) and metrics.organization_cpu_hourly
-(what the organization totals read) stay equal to the raw rows: the latest sample of each server,
-and CPU sums per organization and hour, whatever writes them: COPY, the loader, INSERT, DELETE, UPDATE,
+"""metrics.server_latest (what metrics.server_last_point reads) stays equal to the raw rows'
+latest sample of each server, whatever writes them: COPY, the loader, INSERT, DELETE, UPDATE,
 TRUNCATE, duplicates skipped by ON CONFLICT, compressed chunks."""
 
 from __future__ import annotations
@@ -102,77 +101,3 @@ def test_writes_into_compressed_chunks_are_seen(db):
                (a, t0 + timedelta(hours=40)))
     assert _last_points(db)[a][0] == t0 + timedelta(hours=39)
     assert _last_points(db) == _truth(db)
-
-
-# ---------------------------------------------------------------- organization_cpu_hourly
-
-def _cpu_hourly(db) -> dict[tuple, tuple]:
-    return {(r[0], r[1]): (r[2], r[3]) for r in db.execute(
-        "select organization_id, hour, cpu_percent_sum, cpu_sample_count from metrics.organization_cpu_hourly"
-        " where cpu_sample_count <> 0 or cpu_percent_sum <> 0").fetchall()}
-
-
-def _cpu_truth(db) -> dict[tuple, tuple]:
-    return {(r[0], r[1]): (r[2], r[3]) for r in db.execute(
-        "select s.organization_id, time_bucket(interval '1 hour', m.collected_at),"
-        "       coalesce(sum(m.cpu_percent::numeric), 0), count(m.cpu_percent)"
-        " from metrics.server_metrics m join tenancy.servers s on s.id = m.server_id"
-        " where m.collected_at >= now() - interval '2 days' group by 1, 2").fetchall()}
-
-
-def test_organization_cpu_hourly_follows_every_write(db):
-    org_a, org_b = organization(db, "CpuA"), organization(db, "CpuB")
-    a, b = server(db, org_a, "a"), server(db, org_a, "b")
-    c = server(db, org_b, "c")
-    now = db.execute("select now()").fetchone()[0]
-    hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
-    step = timedelta(minutes=5)
-    # COPY: 3 hours of a and c, and rows 5 days old that the window never holds
-    load(db, sparse_rows(a, [hour + k * step for k in range(36)], cpu=10.25)
-         + sparse_rows(c, [hour + k * step for k in range(36)], cpu=40.5)
-         + sparse_rows(c, [hour - timedelta(days=5)], cpu=99.0))
-    got = _cpu_hourly(db)
-    assert got[(org_a, hour)] == (12 * 10.25, 12) and got[(org_b, hour)] == (12 * 40.5, 12)
-    assert len(got) == 6
-    # the loader, b in org_a; a duplicate skipped adds nothing
-    load_rows(db, "server_metrics", COLUMNS, [(b, hour + k * step, 20.0, 1, 1.0, 1, 1.0, 0, 0, 1.0)
-                                              for k in range(6)])
-    load_rows(db, "server_metrics", COLUMNS, [(b, hour, 77.0, 1, 1.0, 1, 1.0, 0, 0, 1.0)])
-    assert _cpu_hourly(db)[(org_a, hour)] == (12 * 10.25 + 6 * 20.0, 18)
-    # a row without cpu counts nowhere
-    db.execute("insert into metrics.server_metrics (server_id, collected_at) values (%s, %s)",
-               (b, hour + 7 * step))
-    assert _cpu_hourly(db)[(org_a, hour)] == (12 * 10.25 + 6 * 20.0, 18)
-    # delete and update
-    db.execute("delete from metrics.server_metrics where server_id = %s and collected_at < %s", (a, hour + 2 * step))
-    db.execute("update metrics.server_metrics set cpu_percent = 50.75 where server_id = %s and collected_at = %s",
-               (c, hour + step))
-    db.execute("update metrics.server_metrics set collected_at = collected_at + interval '1 hour'"
-               " where server_id = %s and collected_at = %s", (b, hour))
-    assert _cpu_hourly(db)[(org_a, hour)] == (10 * 10.25 + 5 * 20.0, 15)
-    assert _cpu_hourly(db)[(org_b, hour)] == (11 * 40.5 + 50.75, 12)
-    assert _cpu_hourly(db) == _cpu_truth(db)
-    # b moves to org_b with its samples; c is deleted with its samples
-    db.execute("update tenancy.servers set organization_id = %s where id = %s", (org_b, b))
-    assert _cpu_hourly(db) == _cpu_truth(db)
-    assert _cpu_hourly(db)[(org_b, hour)] == (11 * 40.5 + 50.75 + 5 * 20.0, 17)
-    db.execute("delete from tenancy.servers where id = %s", (c,))
-    assert _cpu_hourly(db) == _cpu_truth(db)
-    assert _cpu_hourly(db)[(org_b, hour)] == (5 * 20.0, 5)
-    db.execute("truncate metrics.server_metrics")
-    assert _cpu_hourly(db) == {}
-
-
-def test_organization_cpu_hourly_sees_compressed_chunks(db):
-    org = organization(db, "CpuZ")
-    a = server(db, org, "a")
-    now = db.execute("select now()").fetchone()[0]
-    hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)
-    load(db, sparse_rows(a, [hour + k * timedelta(minutes=10) for k in range(30)], cpu=8.5))
-    db.execute("select compress_chunk(c, if_not_compressed => true) from show_chunks('metrics.server_metrics') c")
-    db.execute("delete from metrics.server_metrics where server_id = %s and collected_at < %s",
-               (a, hour + timedelta(minutes=30)))
-    db.execute("update metrics.server_metrics set cpu_percent = 9.5 where collected_at = %s",
-               (hour + timedelta(hours=1),))
-    assert _cpu_hourly(db)[(org, hour)] == (3 * 8.5, 3)
-    assert _cpu_hourly(db) == _cpu_truth(db)
