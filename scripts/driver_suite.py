@@ -9,6 +9,9 @@ fail on embedded, and the engine restarts seen during each run are written to
 --out (JSON) and printed.
 
     python scripts/driver_suite.py [--out bench/results/driver-suite.json]
+
+A Markdown summary is written beside the JSON (same name, .md); --summary-only
+rewrites it from an existing JSON without running anything.
 """
 
 from __future__ import annotations
@@ -93,6 +96,24 @@ def count(res: dict[str, str]) -> dict[str, int]:
     return out
 
 
+def write_summary(results: dict, md_path: Path) -> None:
+    """The counts per engine and the tests that pass only on native, as Markdown."""
+    lines = [f"# {results['driver']} {results['version']} test suite on both engines", "",
+             f"Command: `{results.get('command', 'python scripts/driver_suite.py')}`, "
+             f"{results['per_test_timeout_s']} s per test.", "",
+             "| engine | passed | failed | errors | skipped | seconds | engine restarts |",
+             "|---|---|---|---|---|---|---|"]
+    for kind, r in results["engines"].items():
+        lines.append(f"| {kind} | {r['passed']} | {r['failed']} | {r['error']} | {r['skipped']} | {r['seconds']} "
+                     f"| {r['engine_restarts']} |")
+    lines += ["", f"Pass on native, fail on embedded: **{results['pass_on_native_fail_on_embedded']}**", ""]
+    lines += [f"- `{t}`" for t in results["regressions"]]
+    lines += ["", "Fail on both (the driver's own version skew):", ""]
+    lines += [f"- `{t}`" for t in results["fail_on_both"]]
+    lines += ["", "Why each remaining one fails: embedded/README.md, section \"A driver's own test suite on both engines\".", ""]
+    md_path.write_text("\n".join(lines))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "driver-suite.json"),
@@ -102,11 +123,17 @@ def main() -> int:
                         help="embedded --idle-in-transaction-timeout for the run (default 10 s)")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "rmp-driver-suite"),
                         help="where the driver's source distribution is kept")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="only rewrite the Markdown summary from the existing --out JSON")
     args = parser.parse_args()
+    if args.summary_only:
+        write_summary(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".md"))
+        return 0
 
     version, src = fetch_suite(Path(args.cache))
     print(f"{DRIVER} {version} test suite from its source distribution: {src}", flush=True)
-    results: dict = {"driver": DRIVER, "version": version, "per_test_timeout_s": args.timeout, "engines": {}}
+    results: dict = {"driver": DRIVER, "version": version, "per_test_timeout_s": args.timeout,
+                     "command": " ".join(["python", "scripts/driver_suite.py", *sys.argv[1:]]), "engines": {}}
     per_engine: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="rmp-driver-suite-") as tmp:
         work = Path(tmp)
@@ -146,6 +173,7 @@ def main() -> int:
                                      if v in ("failed", "error") and embedded.get(t) in ("failed", "error"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_summary(results, Path(args.out).with_suffix(".md"))
     print(f"pass on native, fail on embedded: {len(regressions)}; results in {args.out}")
     for t in regressions:
         print(f"  {t}")

@@ -3,7 +3,8 @@
 The native engine (PostgreSQL + TimescaleDB) is the reference: every test here
 runs on both (the ``engine`` fixtures of conftest.py) and asserts what the real server does — reported settings after
 SET/RESET, RESET ALL / DISCARD ALL values, encodings, notifications between two
-connections, cancel of a queued query, termination, backend pids, prepared
+connections, cancel of a queued and of a running query, statement_timeout,
+termination, backend pids, prepared
 statements across clients and the error codes of issue 18. The last test sends
 each input that used to crash the embedded engine and checks that it did not
 restart and that other clients kept their connections.
@@ -142,6 +143,52 @@ def test_cancel_of_a_query_that_waits(engine_url):
         assert outcome == ["57014"]
         a.rollback()
         assert b.execute("select count(*) from conf_wait").fetchone() == (0,)
+
+
+def _run_catching(conn, sql, outcome):
+    try:
+        conn.execute(sql)
+        outcome.append("completed")
+    except errors.QueryCanceled as exc:
+        outcome.append((exc.sqlstate, str(exc).strip()))
+
+
+def test_cancel_of_a_running_statement(engine_url):
+    """A statement that runs (here: waits in pg_sleep) is cancelled with 57014 and its
+    transaction aborted; the connection and everyone else go on."""
+    with connect(engine_url) as setup:
+        setup.execute("drop table if exists conf_running")
+    with connect(engine_url, autocommit=False) as a, connect(engine_url) as bystander:
+        a.execute("create table conf_running (x int)")
+        outcome: list = []
+        t = threading.Thread(target=_run_catching, args=(a, "select pg_sleep(60)", outcome))
+        t.start()
+        time.sleep(1.0)  # let the statement start
+        a.cancel_safe()
+        t.join(60)
+        assert outcome == [("57014", "canceling statement due to user request")]
+        with pytest.raises(errors.InFailedSqlTransaction):
+            a.execute("select 1")
+        a.rollback()
+        assert a.execute("select to_regclass('conf_running')").fetchone() == (None,)
+        a.rollback()  # (a transaction left open would hold the embedded engine's one session)
+        assert bystander.execute("select 'bystander'").fetchone() == ("bystander",)
+
+
+def test_statement_timeout_fails_a_running_statement(engine_url):
+    with connect(engine_url) as c:
+        c.execute("set statement_timeout = '300ms'")
+        outcome: list = []
+        _run_catching(c, "select pg_sleep(60)", outcome)
+        assert outcome == [("57014", "canceling statement due to statement timeout")]
+        assert c.execute("select pg_sleep(0.01), 'short statements run'").fetchone() == ("", "short statements run")
+        c.execute("reset statement_timeout")
+        assert c.execute("select pg_sleep(0.6), 'no timeout'").fetchone() == ("", "no timeout")
+    # from the startup packet, in milliseconds
+    with connect(engine_url, options="-c statement_timeout=300") as c:
+        outcome = []
+        _run_catching(c, "select pg_sleep(60)", outcome)
+        assert outcome == [("57014", "canceling statement due to statement timeout")]
 
 
 def test_cancel_when_nothing_runs_is_harmless(engine_url):
