@@ -7,9 +7,10 @@
 // (pg_sleep, pg_sleep_for, ...) PGlite's wait loop reads the clock,
 // performance.now(), over and over; that is where this module looks, every
 // POLL_MS, whether the statement should stop:
-//   * its client's CancelRequest arrived (the acceptor child process accepts
-//     that connection while this thread is busy and appends pid + secret to
-//     the cancel file read here: acceptor.mjs);
+//   * its client's CancelRequest arrived (read from a cancel file; nothing
+//     writes it yet: this thread cannot accept the cancel's connection while
+//     the engine runs, and the child-process acceptor tried for that was
+//     taken out, see README.md);
 //   * its client's statement_timeout passed (counted from the start of the
 //     client's turn: a simple Query, or the extended-protocol messages sent
 //     together).

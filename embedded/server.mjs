@@ -21,7 +21,6 @@
 //     statistics are written to TimescaleDB's own catalog.
 // See README.md beside this file for what is refused and why.
 
-import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -102,7 +101,7 @@ let pumping = false;
 let shuttingDown = false;
 const JOBS = { id: 0, vpid: 0, user: 'postgres', isSuper: true, gucs: new Map(), closed: false, channels: new Set(), listenPending: [] };
 let engineDataDir = '/tmp/pglite/base'; // the data directory as PGlite sees it
-// CancelRequests accepted by the acceptor process while a statement runs (interrupt.mjs)
+// CancelRequests for the running statement would be read from this file (interrupt.mjs); nothing writes it yet
 const CANCEL_FILE = path.join(os.tmpdir(), `rmp-embedded-cancel-${process.pid}`);
 fs.writeFileSync(CANCEL_FILE, '');
 const interrupter = new I.Interrupter(CANCEL_FILE);
@@ -1186,7 +1185,6 @@ function shutdown(signal) {
   shuttingDown = true;
   log(`${signal}: shutting down`);
   server.close();
-  if (acceptor) acceptor.kill();
   // Clients mid-transaction are cut off and rolled back; idle ones just closed.
   for (const c of clients) c.pending.length = 0;
   if (!pumping) finishShutdown();
@@ -1195,13 +1193,13 @@ function shutdown(signal) {
 
 // ------------------------------------------------------------------- main --
 
-// CancelRequests the acceptor wrote to the cancel file, for statements that
+// CancelRequests in the cancel file, for statements that
 // are not running (any for a running one was taken by the engine's wait loop).
 function drainCancels() {
   for (const rec of interrupter.takeCancels()) processCancel(rec.pid, rec.secret);
 }
 
-// A connection, accepted here or by the acceptor (with the bytes it read).
+// A connection (with any bytes already read from it).
 function serveConnection(socket, head = null) {
   if (shuttingDown) { socket.destroy(); return; }
   socket.setNoDelay(true);
@@ -1214,29 +1212,6 @@ function serveConnection(socket, head = null) {
   if (socket.isPaused()) socket.resume();
 }
 
-// The acceptor shares the listening socket and takes the connections this
-// thread cannot while a statement runs (acceptor.mjs).
-// Resolves once it accepts (the server is announced ready only then).
-let acceptor = null;
-function startAcceptor() {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => { log('acceptor process did not start: running statements cannot be cancelled'); resolve(); }, 20000);
-    acceptor = fork(new URL('./acceptor.mjs', import.meta.url).pathname, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    acceptor.on('message', (m, socket) => {
-      if (m && m.type === 'connection' && socket) serveConnection(socket, Buffer.from(m.head, 'base64'));
-      else if (m && m.type === 'cancel') drainCancels();
-      else if (m && m.type === 'ready') { clearTimeout(timer); resolve(); }
-    });
-    acceptor.on('exit', (code, signal) => {
-      if (!shuttingDown) log(`acceptor process ended (${signal || code}): running statements can no longer be cancelled`);
-      acceptor = null;
-      clearTimeout(timer);
-      resolve();
-    });
-    acceptor.send({ type: 'listen', cancelFile: CANCEL_FILE }, server);
-  });
-}
-
 await openEngine();
 server = net.createServer((socket) => serveConnection(socket));
 server.on('error', (err) => {
@@ -1245,7 +1220,6 @@ server.on('error', (err) => {
 });
 server.listen(Number(opts.port), opts.host, async () => {
   const port = server.address().port;
-  await startAcceptor();
   if (opts['pid-file']) fs.writeFileSync(opts['pid-file'], `${process.pid}\n${port}\n`);
   log(`embedded TimescaleDB ${serverVersion} ready on ${opts.host}:${port} (data ${opts['data-dir']})`);
 });

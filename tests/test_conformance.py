@@ -153,28 +153,6 @@ def _run_catching(conn, sql, outcome):
         outcome.append((exc.sqlstate, str(exc).strip()))
 
 
-def test_cancel_of_a_running_statement(engine_url):
-    """A statement that runs (here: waits in pg_sleep) is cancelled with 57014 and its
-    transaction aborted; the connection and everyone else go on."""
-    with connect(engine_url) as setup:
-        setup.execute("drop table if exists conf_running")
-    with connect(engine_url, autocommit=False) as a, connect(engine_url) as bystander:
-        a.execute("create table conf_running (x int)")
-        outcome: list = []
-        t = threading.Thread(target=_run_catching, args=(a, "select pg_sleep(60)", outcome))
-        t.start()
-        time.sleep(1.0)  # let the statement start
-        a.cancel_safe()
-        t.join(60)
-        assert outcome == [("57014", "canceling statement due to user request")]
-        with pytest.raises(errors.InFailedSqlTransaction):
-            a.execute("select 1")
-        a.rollback()
-        assert a.execute("select to_regclass('conf_running')").fetchone() == (None,)
-        a.rollback()  # (a transaction left open would hold the embedded engine's one session)
-        assert bystander.execute("select 'bystander'").fetchone() == ("bystander",)
-
-
 def test_statement_timeout_fails_a_running_statement(engine_url):
     with connect(engine_url) as c:
         c.execute("set statement_timeout = '300ms'")
