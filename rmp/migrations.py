@@ -110,10 +110,19 @@ def upgrade(url: str | None = None, revision: str = "head") -> str | None:
         # earlier revision of this run created may be running. Revisions apply the
         # idempotent SQL themselves; with nothing to migrate, re-apply it so an
         # edited view takes effect.
-        with policy_jobs_paused(target), db.engine(target).begin() as conn:
-            if now == before:
-                apply_idempotent(conn)
-            configure_policies(conn)
+        for attempt in range(3):
+            try:
+                with policy_jobs_paused(target), db.engine(target).begin() as conn:
+                    if now == before:
+                        apply_idempotent(conn)
+                    configure_policies(conn)
+                break
+            except sa.exc.DBAPIError as exc:
+                # a job the scheduler started as it was paused takes its own lock, then
+                # ours: PostgreSQL rolls this transaction back; the job ends, we redo it
+                if attempt == 2 or not isinstance(exc.orig, psycopg.errors.DeadlockDetected):
+                    raise
+                log.warning("policy (re)configuration chosen as deadlock victim; retrying")
     return now
 
 
@@ -153,11 +162,16 @@ def policy_jobs_paused(url: str, timeout: float = 120) -> Iterator[None]:
 
 
 def _wait_until_idle(conn: psycopg.Connection, job_ids: list[int], timeout: float) -> None:
+    # job_stats says 'Running' only once a launched worker has registered its run; a worker
+    # the scheduler launched just before alter_job() is already a backend named "... [id]".
     deadline = time.monotonic() + timeout
     while job_ids and time.monotonic() < deadline:
         running = conn.execute(
-            "select count(*) from timescaledb_information.job_stats"
-            " where job_id = any(%s) and job_status = 'Running'", (job_ids,)).fetchone()[0]
+            "select (select count(*) from timescaledb_information.job_stats"
+            "        where job_id = any(%s) and job_status = 'Running')"
+            "     + (select count(*) from pg_stat_activity, unnest(%s::int[]) as j(id)"
+            "        where pid <> pg_backend_pid() and application_name like '%%[' || j.id || ']')",
+            (job_ids, job_ids)).fetchone()[0]
         if running == 0:
             return
         time.sleep(0.2)

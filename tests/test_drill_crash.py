@@ -239,8 +239,9 @@ def test_embedded_engine_killed_while_its_job_runner_runs_compression_and_refres
         url = server.url
         migrations.upgrade(url)
         since = _days_ago(4)
-        # enough rows that the two jobs take seconds, not milliseconds: the probe must see them
-        path = make_fleet(url, tmp_path / "files", servers=3, days=3, start=since)
+        # enough rows that the two jobs take seconds, not milliseconds, even on an idle
+        # machine: the probe must see them (3 servers were caught under load, not in CI)
+        path = make_fleet(url, tmp_path / "files", servers=6, days=3, start=since)
         assert rmp(url, "ingest", str(path), "-q").returncode == 0
         with psycopg.connect(url, autocommit=True) as conn:
             compress = _job(conn, "policy_compression", "server_metrics")
@@ -274,7 +275,7 @@ def test_embedded_engine_killed_while_its_job_runner_runs_compression_and_refres
             assert conn.execute(
                 "select count(*) from timescaledb_information.chunks where hypertable_name = 'server_metrics'"
                 " and not is_compressed and range_end < now() - interval '1 day'").fetchone()[0] == 0
-        _assert_complete(url, path, since=since, until=since + timedelta(days=3))
+        _assert_complete(url, path, since=since, until=since + timedelta(days=3), servers=6)
         doctor = rmp(url, "doctor", "-q")
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     finally:
