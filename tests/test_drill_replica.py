@@ -16,6 +16,7 @@ test loads its own days of the same small fleet and checks only those days.
 from __future__ import annotations
 
 import filecmp
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from drill_support import db_checksums, file_checksums, make_fleet, refresh_all,
 
 from bench.replica_lag import LagSampler, summary
 from rmp import db, migrations
-from rmp.standby import start_standby
+from rmp.standby import replay_lag, start_standby
 from rmp.testing import native_cluster
 
 pytestmark = pytest.mark.native_only
@@ -105,6 +106,22 @@ def test_report_and_export_read_from_the_standby_equal_the_primarys(pair, tmp_pa
     assert len(exported[0].stdout.splitlines()) > 1
 
 
+def _make_chunks(conn: psycopg.Connection, since: datetime, days: int) -> None:
+    """Create the raw hypertable's (1-day) chunks for these days before the load.
+
+    TimescaleDB finds a statement's chunks in its catalog with a snapshot of its
+    own (timescale/timescaledb#5456): a query racing the commit of a transaction
+    that created a chunk can see that transaction's rows in the older chunks but
+    not yet in the new one. Measured here on 2.23.1, primary and standby alike
+    (docs/scaling.md). The batches below only fill existing chunks, so whole
+    batches is exactly what a reader must see."""
+    for day in range(days):
+        start = since + timedelta(days=day)
+        slices = {"collected_at": [int(t.timestamp() * 1_000_000) for t in (start, start + timedelta(days=1))]}
+        conn.execute("select _timescaledb_functions.create_chunk('metrics.server_metrics', %s::jsonb)",
+                     (json.dumps(slices),))
+
+
 def test_standby_sees_committed_batches_only_while_the_primary_ingests_and_its_lag_is_measured(pair, tmp_path):
     primary, standby = pair
     # days of its own, before the report drill's: the checks below read only these
@@ -113,6 +130,8 @@ def test_standby_sees_committed_batches_only_while_the_primary_ingests_and_its_l
     path = make_fleet(primary.url, tmp_path, servers=3, days=2, start=since)
     total = 3 * 2 * 2880
     seen: list[int] = []
+    with psycopg.connect(primary.url, autocommit=True) as conn:
+        _make_chunks(conn, since, 2)
     with LagSampler(primary.url, every=0.05) as lag:
         proc = start_ingest(primary.url, path, BATCH)
         with psycopg.connect(primary.url, autocommit=True) as p, \
@@ -127,15 +146,25 @@ def test_standby_sees_committed_batches_only_while_the_primary_ingests_and_its_l
             assert s.execute("select pg_is_in_recovery()").fetchone()[0]
         code, _, err = finish(proc, timeout=120)
     assert code == 0, err
-    assert all(n % BATCH == 0 for n in seen) and seen == sorted(seen)   # whole batches, never backwards
+    assert all(n % BATCH == 0 for n in seen) and seen == sorted(seen), seen   # whole batches, never backwards
     db.caught_up_read_url(primary.url, standby.url)
     with psycopg.connect(standby.url, autocommit=True) as s:
         assert row_count(s, since, until) == total
         assert db_checksums(s, since, until) == file_checksums(path)
-    # the lag, sampled from the primary's pg_stat_replication through the whole load:
-    # the standby was streaming all along and was seen behind (WAL written, not yet
-    # replayed) while batches were written; the figures are the benchmark's (docs/scaling.md)
+    # the lag, sampled from the primary's pg_stat_replication through the whole load
+    # (the benchmark's figures, docs/scaling.md): the standby was streaming all along
     found = summary(lag.samples)
     assert found["samples"] > 0 and found["states"] == ["streaming"], found
-    assert found["samples_behind"] > 0 and found["kb_behind_max"] > 0, found
-    assert found["kb_behind_p50"] <= found["kb_behind_p95"] <= found["kb_behind_max"]
+    assert all(s["bytes_behind"] >= 0 for s in lag.samples)
+    # and the measure sees a standby that is behind: with its replay paused, WAL the
+    # primary writes is counted as not replayed until replay resumes. (Whether a sample
+    # during the load caught it behind depends on timing; this does not.)
+    with psycopg.connect(primary.url, autocommit=True) as p, psycopg.connect(standby.url, autocommit=True) as s:
+        s.execute("select pg_wal_replay_pause()")
+        try:
+            p.execute("select pg_logical_emit_message(true, 'rmp-drill', 'lag probe')")
+            paused = replay_lag(p)
+            assert paused["state"] == "streaming" and paused["bytes_behind"] > 0, paused
+        finally:
+            s.execute("select pg_wal_replay_resume()")
+        db.caught_up_read_url(primary.url, standby.url)
