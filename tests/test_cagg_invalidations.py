@@ -4,7 +4,8 @@ whether `rmp ingest` or a plain COPY (what `psql \\copy` sends) wrote them.
 TimescaleDB 2.23 stops logging COPY's invalidations once a trigger with a transition table is on
 the hypertable (those that keep metrics.server_latest and metrics.organization_cpu_hourly);
 sql/idempotent/cagg-copy-invalidations.sql logs them instead. The second test pins that engine
-behaviour, so the workaround can go when an upgrade fixes it."""
+behaviour (on the native engine; the embedded one logs them), so the workaround can go when an
+upgrade fixes it."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def _hour_of(db, server_id, at) -> tuple:
                       (server_id, at)).fetchone()
 
 
-def test_copy_under_a_transition_table_trigger_logs_no_invalidation_without_the_workaround(db, migrated_url):
+def test_copy_under_a_transition_table_trigger_logs_no_invalidation_without_the_workaround(db, migrated_url, engine):
     lo, hi = day_start(4), day_start(0)
     with policy_jobs_paused(migrated_url):
         a, _ = _fleet_with_history(db)
@@ -105,5 +106,10 @@ def test_copy_under_a_transition_table_trigger_logs_no_invalidation_without_the_
             for name in ("cagg-copy-invalidations.sql", "server-last-point.sql", "organization-cpu-hourly.sql"):
                 db.execute((SQL_DIR / "idempotent" / name).read_text())
         _refresh_all(db, lo, hi)
-        assert _hour_of(db, a, lost) == (12, 20.0)      # the late row never reached the aggregate
+        if engine.kind == "embedded":
+            # PGlite's build logs this COPY (observed; cause not investigated): the workaround
+            # only logs the range a second time there
+            assert _hour_of(db, a, lost) == (13, 88.0)
+        else:
+            assert _hour_of(db, a, lost) == (12, 20.0)      # the late row never reached the aggregate
         assert _hour_of(db, a, kept) == (13, 77.0)

@@ -49,8 +49,9 @@ begin
         where aggregates.hypertable_schema = tg_table_schema and aggregates.hypertable_name = tg_table_name
         order by 1
     loop
+        -- half-open, as the procedure expects: it aligns [lower, upper - 1 µs] to the buckets
         call _timescaledb_functions.add_materialization_invalidations(
-            aggregate, tstzrange(lowest, greatest, '[]'));
+            aggregate, tstzrange(lowest, greatest + interval '1 microsecond'));
     end loop;
     return null;
 end
