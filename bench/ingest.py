@@ -255,10 +255,10 @@ if __name__ == "__main__":
 
     from bench.engine import bench_engine
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="rows in the CSV file (default 200,000)")
     parser.add_argument("--slow-rows", type=int, default=20_000, help="rows for executemany INSERT and to_sql")
-    parser.add_argument("--servers", type=int, default=20)
+    parser.add_argument("--servers", type=int, default=20, help="servers the rows belong to (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="turns of psql \\copy / loader API / CLI; best counts")
     parser.add_argument("--engine", choices=["native", "embedded"], help="a private engine of this kind")
     args = parser.parse_args()

@@ -711,7 +711,7 @@ def _seconds(runs: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=30.0, help="length of the soak")
-    p.add_argument("--engine", choices=("embedded", "native"), default="embedded")
+    p.add_argument("--engine", choices=("embedded", "native"), default="embedded", help="a private engine of this kind")
     p.add_argument("--writers", type=int, default=3, help="writer processes")
     p.add_argument("--servers", type=int, default=30, help="servers written to, shared among the writers")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between two samples of a server")
