@@ -22,7 +22,6 @@ writes bench/results/ingest.json.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import resource
 import shutil
@@ -33,9 +32,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.results import RESULTS_DIR, write_json
 from rmp import db
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"rows": 20_000, "slow_rows": 5_000}
 ORG_SLUG = "bench-ingest"
 
@@ -243,10 +242,9 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 2
         f"(target >= {result['targets']['vs_psql_copy']}); --jobs 2 speed-up {result['speedup_jobs2_vs_jobs1']}x; "
         f"vs executemany INSERT: {result['ratio_rmp_ingest_vs_executemany']}x (target >= 3); "
         f"vs pandas to_sql: {result['ratio_rmp_ingest_vs_pandas_to_sql']}x")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out_dir, "ingest.json", result)
     # one file per engine too, so the native and the embedded runs are both kept
-    (out_dir / f"ingest-{engine_kind}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out_dir, f"ingest-{engine_kind}.json", result)
     return result
 
 
