@@ -148,7 +148,8 @@ def report(out_dir, days, top, refresh) -> None:
 
 @click.command(context_settings=HELP)
 @click.argument("name", type=click.Choice(list(EXPORTS)))
-@click.option("--format", "-f", "fmt", default="csv", show_default=True, type=click.Choice(FORMATS))
+@click.option("--format", "-f", "fmt", default="csv", show_default=True, type=click.Choice(FORMATS),
+              help="Output format.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout).")
 @click.option("--since", type=click.DateTime(), help="Rows at or after this time (UTC).")
 @click.option("--until", type=click.DateTime(), help="Rows at or before this time (UTC).")

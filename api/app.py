@@ -38,6 +38,11 @@ STATEMENT_TIMEOUT = "30s"
 T = TypeVar("T")
 
 Id = Annotated[int, Path(ge=1, le=MAX_ID, description="numeric id")]
+# The window and paging parameters every series endpoint takes.
+Start = Annotated[datetime | None, Query(description="inclusive; default end - 24 h")]
+End = Annotated[datetime | None, Query(description="exclusive; default now")]
+Limit = Annotated[int, Query(ge=1, le=MAX_POINTS, description="rows (points, anomalies) per page")]
+After = Annotated[datetime | None, Query(description="keyset: the last time of the previous page")]
 
 
 @dataclass(frozen=True)
@@ -225,12 +230,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
     @app.get("/servers/{server_id}/metrics", tags=["servers"])
     def server_metrics(
         request: Request, role: Role, server_id: Id,
-        start: Annotated[datetime | None, Query(description="inclusive; default end - 24 h")] = None,
-        end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+        start: Start = None,
+        end: End = None,
         granularity: Annotated[series.ServerGranularity | None, Query(
             description=series.DEFAULT_GRANULARITY_RULE)] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_POINTS, description="points per page")] = DEFAULT_POINTS,
-        after: Annotated[datetime | None, Query(description="keyset: the last time of the previous page")] = None,
+        limit: Limit = DEFAULT_POINTS,
+        after: After = None,
     ) -> Response:
         """One server's metrics from the raw hypertable or an aggregate tier, oldest first, paged by time."""
         start, end = window(start, end)
@@ -242,13 +247,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
     @app.get("/organizations/{organization_id}/metrics", tags=["organizations"])
     def organization_metrics(
         request: Request, role: Role, organization_id: Id,
-        start: Annotated[datetime | None, Query(description="inclusive; default end - 24 h")] = None,
-        end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+        start: Start = None,
+        end: End = None,
         granularity: Annotated[series.OrganizationGranularity | None, Query(
             description=series.DEFAULT_GRANULARITY_RULE + " (for organizations the next tier with a mart)")] = None,
         include_children: Annotated[bool, Query(description="also every sub-organization's servers")] = False,
-        limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = DEFAULT_POINTS,
-        after: Annotated[datetime | None, Query()] = None,
+        limit: Limit = DEFAULT_POINTS,
+        after: After = None,
     ) -> Response:
         """An organization's series (its servers, or its whole subtree) from the organization marts."""
         start, end = window(start, end)
@@ -261,7 +266,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     def server_anomalies(
         request: Request, role: Role, server_id: Id,
         since: Annotated[datetime | None, Query(description="started at or after; default 7 days ago")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = DEFAULT_POINTS,
+        limit: Limit = DEFAULT_POINTS,
     ) -> Response:
         """Anomalies the analytics package stored for one server, newest first."""
         since = _utc(since) or datetime.now(UTC) - timedelta(days=7)

@@ -50,6 +50,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from bench.results import RESULTS_DIR, write_json
 from rmp import db
 from rmp.catalog import tier
 
@@ -65,7 +66,6 @@ def _shared_data() -> Path:
 
 SHARED_DATA = _shared_data()
 DEFAULT_DATA = [SHARED_DATA / "nab", SHARED_DATA / "nab-calibration"]
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ORG = "bench-nab"
 RESOLUTIONS = ("5m", "1h")  # tiers of rmp.catalog
 QUICK: dict = {"resolutions": ["1h"], "generated": {"servers": 6}, "speed_series": 20}
@@ -437,9 +437,7 @@ def run(url: str | None = None, data: str | Path | list = DEFAULT_DATA, console=
         for det, seconds in speed(speed_series).items():
             report["summary"][f"speed_seconds_{speed_series}x14d_5m_{det}"] = seconds
     report["per_file"] = per_file_table(report)
-    out = Path(out_dir) / "anomaly_eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    write_json(out_dir, "anomaly_eval.json", report, indent=1)
     (Path(out_dir) / "anomaly_eval.md").write_text(markdown(report))
     return report
 

@@ -14,15 +14,14 @@ and ``.md``. docs/scaling.md explains what it means for readers of the fleet.
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 from pathlib import Path
 
 import psycopg
 
 from bench.engine import describe
+from bench.results import RESULTS_DIR, write_json
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROWS = 100      # per transaction, half in an existing chunk and half in a new one
 
 SETUP = (
@@ -99,8 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args.transactions)
     text = markdown(result)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "chunk-visibility.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, "chunk-visibility.json", result)
     (args.out / "chunk-visibility.md").write_text(text)
 
 

@@ -24,16 +24,15 @@ raw retention). These figures tell whether that is worth it.
 from __future__ import annotations
 
 import io
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from bench.results import RESULTS_DIR, write_json
 from rmp import db
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"servers": 4, "days": 1}
 SCHEMA = "bench_compression"
 DERIVED = ("memory_available_bytes", "disk_available_bytes", "memory_percent", "disk_percent")
@@ -160,8 +159,7 @@ def run(url: str, *, servers: int = 40, days: int = 2, console=None, out_dir: Pa
                     "vs today's table uncompressed)")
         finally:
             conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(SCHEMA)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compression_columns.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out_dir, "compression_columns.json", result)
     return result
 
 

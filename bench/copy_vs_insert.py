@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from bench.results import RESULTS_DIR, write_json
 from rmp import db
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"rows": 100_000}
 SCHEMA = "bench_copy"
 
@@ -89,8 +89,7 @@ def run(url: str, rows: int = 1_000_000, batch: int = 20_000, console=None,
         f"COPY binary {result['copy_binary_rows_per_s']:,} rows/s | INSERT unnest "
         f"{result['insert_unnest_rows_per_s']:,} rows/s | ratio {result['copy_vs_insert_ratio']}x"
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "copy_vs_insert.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out_dir, "copy_vs_insert.json", result)
     return result
 
 

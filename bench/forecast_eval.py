@@ -42,11 +42,10 @@ from analytics.forecast import (
     predict_seasonal_naive,
     regularize,
 )
-from bench.anomaly_eval import SHARED_DATA, EvalInputError, metric_for
+from bench.anomaly_eval import DEFAULT_DATA, EvalInputError, metric_for  # the same NAB files
+from bench.results import RESULTS_DIR, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = [SHARED_DATA / "nab", SHARED_DATA / "nab-calibration"]
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK: dict = {"origins": 2, "generated_servers": 2}
 SEASON = 24
 HISTORY_DAYS = 28  # analytics.pipeline.run_forecasts' default history
@@ -195,9 +194,7 @@ def run(data: str | Path | list = DEFAULT_DATA, origins: int = 7, horizon: int =
     summary["seconds"] = round(time.perf_counter() - started, 1)
     report = {"data": [str(d) for d in dirs], "origins": origins, "horizon_hours": horizon, "series": rows,
               "summary": summary}
-    out = Path(out_dir) / "forecast_eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out_dir, "forecast_eval.json", report, indent=1)
     (Path(out_dir) / "forecast_eval.md").write_text(markdown(report))
     return report
 

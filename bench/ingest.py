@@ -22,7 +22,6 @@ writes bench/results/ingest.json.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import resource
 import shutil
@@ -33,9 +32,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.results import RESULTS_DIR, write_json
 from rmp import db
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK = {"rows": 20_000, "slow_rows": 5_000}
 ORG_SLUG = "bench-ingest"
 
@@ -243,10 +242,9 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 2
         f"(target >= {result['targets']['vs_psql_copy']}); --jobs 2 speed-up {result['speedup_jobs2_vs_jobs1']}x; "
         f"vs executemany INSERT: {result['ratio_rmp_ingest_vs_executemany']}x (target >= 3); "
         f"vs pandas to_sql: {result['ratio_rmp_ingest_vs_pandas_to_sql']}x")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out_dir, "ingest.json", result)
     # one file per engine too, so the native and the embedded runs are both kept
-    (out_dir / f"ingest-{engine_kind}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out_dir, f"ingest-{engine_kind}.json", result)
     return result
 
 
@@ -255,10 +253,10 @@ if __name__ == "__main__":
 
     from bench.engine import bench_engine
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="rows in the CSV file (default 200,000)")
     parser.add_argument("--slow-rows", type=int, default=20_000, help="rows for executemany INSERT and to_sql")
-    parser.add_argument("--servers", type=int, default=20)
+    parser.add_argument("--servers", type=int, default=20, help="servers the rows belong to (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="turns of psql \\copy / loader API / CLI; best counts")
     parser.add_argument("--engine", choices=["native", "embedded"], help="a private engine of this kind")
     args = parser.parse_args()

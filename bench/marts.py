@@ -24,7 +24,6 @@ Jobs are paused so the engine's scheduler does not refresh behind the timings.
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import tempfile
@@ -38,11 +37,11 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from bench import dataset
 from bench.queries import paused_jobs
+from bench.results import RESULTS_DIR, write_json
 from rmp import db
 from rmp.catalog import tier
 from transform.dbt_runner import run_dbt
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FLEET_SLUG = "bench-marts"
 QUICK = {"sizes": [20], "days": 2, "repeats": 10}
 QUOTA_QUERY = "select * from marts.org_quota_status where organization_id = %s"
@@ -189,8 +188,7 @@ def run(
                 row["org_quota_status_latency"]["p50_ms"] / base["org_quota_status_latency"]["p50_ms"], 2),
         }
     _print(console, result)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "marts.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(out_dir, "marts.json", result)
     return result
 
 

@@ -22,7 +22,6 @@ explicitly (``CALL run_job``) and timed.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -38,10 +37,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from bench import dataset
+from bench.results import RESULTS_DIR, write_json
 from rmp import db
 from rmp.catalog import TIERS, tier_for_window
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FLEET_SLUG = "bench-queries"
 TARGET_DASHBOARD_P95_MS = 200.0
 TARGET_REFRESH_10K_SECONDS = 300.0
@@ -344,8 +343,7 @@ def run(
             if cleanup:
                 conn.execute("delete from tenancy.organizations where slug = %s", [FLEET_SLUG])
     result["targets"] = _targets(result)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "queries.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(out_dir, "queries.json", result)
     return result
 
 

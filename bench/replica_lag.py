@@ -16,7 +16,6 @@ tests/test_drill_replica.py measures the same way during its drill's load.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -30,9 +29,8 @@ import numpy as np
 import psycopg
 
 from bench.engine import describe
+from bench.results import RESULTS_DIR, write_json
 from rmp.standby import replay_lag
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 class LagSampler:
@@ -173,8 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="rmp-replica-lag-") as tmp:
         result = run(servers=a.servers, writers=a.writers, sample_every=a.sample_every, workdir=Path(tmp),
                      say=lambda s: print(s, file=sys.stderr, flush=True))
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "replica-lag-native.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(a.out, "replica-lag-native.json", result, indent=1)
     (a.out / "replica-lag-native.md").write_text(markdown(result))
     print(markdown(result))
     if not result["equal"]:

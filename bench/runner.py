@@ -29,9 +29,8 @@ from typing import Any
 
 from rich.console import Console
 
+from bench.results import RESULTS_DIR, write_json
 from rmp.errors import UserError
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # Order of the run and of the report. One line per benchmark module.
 BENCHMARKS: dict[str, str] = {
@@ -190,7 +189,7 @@ def run_all(
         for name, by_kind in outcomes.items():
             results = {k: o.result for k, o in by_kind.items() if o.status == "ok"}
             if results:
-                (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+                write_json(out_dir, f"{name}.json", results)
 
     report = {
         "started_at": started.isoformat(timespec="seconds"),
@@ -201,8 +200,7 @@ def run_all(
         "parameters": {n: params.get(n, {}) for n in names},
         "benchmarks": {n: {k: o.as_dict() for k, o in outcomes[n].items()} for n in names},
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_json(out_dir, "latest.json", report)
     (out_dir / "latest.md").write_text(markdown(report))
     return report
 
@@ -224,9 +222,7 @@ def _run_one(name: str, module, params: dict[str, Any], console: Console, out_di
     except Exception as exc:  # noqa: BLE001 - report it, run the next benchmark
         return Outcome(name, "failed", time.perf_counter() - t, error=_one_line(exc),
                        traceback=traceback.format_exc())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / (f"{name}-{kind}.json" if several else f"{name}.json")).write_text(
-        json.dumps(result, indent=2, default=str) + "\n")
+    write_json(out_dir, f"{name}-{kind}.json" if several else f"{name}.json", result)
     return Outcome(name, "ok", time.perf_counter() - t, result=result if isinstance(result, dict) else {"value": result})
 
 

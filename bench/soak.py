@@ -46,8 +46,8 @@ import psutil
 import psycopg
 
 from bench.engine import bench_engine, describe
+from bench.results import RESULTS_DIR, write_json
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ORG = "soak"
 # a process counts as memory-flat when its fitted growth after the warm-up stays
 # under this many MB per hour, or this fraction of its mean size per hour
@@ -711,7 +711,7 @@ def _seconds(runs: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=30.0, help="length of the soak")
-    p.add_argument("--engine", choices=("embedded", "native"), default="embedded")
+    p.add_argument("--engine", choices=("embedded", "native"), default="embedded", help="a private engine of this kind")
     p.add_argument("--writers", type=int, default=3, help="writer processes")
     p.add_argument("--servers", type=int, default=30, help="servers written to, shared among the writers")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between two samples of a server")
@@ -730,9 +730,8 @@ def main(argv: list[str] | None = None) -> None:
                      dbt_every=a.dbt_every, report_every=a.report_every, job_every=a.job_every,
                      sample_every=a.sample_every, warmup_minutes=warmup, workdir=a.workdir or Path(tmp),
                      say=lambda s: print(s, file=sys.stderr, flush=True))
-    a.out.mkdir(parents=True, exist_ok=True)
     stem = f"soak-{a.engine}-{a.minutes:g}min"
-    (a.out / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    write_json(a.out, f"{stem}.json", result, indent=1)
     (a.out / f"{stem}.md").write_text(markdown(result))
     bad = problems(result)
     summary = {k: result[k] for k in ("engine", "minutes", "errors", "rows", "memory_flat")}

@@ -187,16 +187,18 @@ def _parse_start(value: str | None) -> datetime | None:
 @click.option("--organizations", default=3, show_default=True, type=click.IntRange(1), help="Top-level organizations.")
 @click.option("--sub-organizations", default=1, show_default=True, type=click.IntRange(0),
               help="Sub-organizations under each of the first half of the organizations.")
-@click.option("--servers", default=10, show_default=True, type=click.IntRange(1))
-@click.option("--days", default=7, show_default=True, type=click.IntRange(1))
+@click.option("--servers", default=10, show_default=True, type=click.IntRange(1), help="Servers in the fleet.")
+@click.option("--days", default=7, show_default=True, type=click.IntRange(1), help="Days of 30-second samples.")
 @click.option("--start", help="First timestamp (ISO, UTC if no zone). Default: midnight UTC DAYS days ago.")
-@click.option("--sites-per-server", default=2, show_default=True, type=click.IntRange(0))
+@click.option("--sites-per-server", default=2, show_default=True, type=click.IntRange(0),
+              help="Hosted sites per server (site_usage rows every 5 minutes).")
 @click.option("--anomalies-per-server", default=0.5, show_default=True, type=click.FloatRange(0),
               help="Mean number of injected anomalies per server.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Write metric files to this directory instead of the database (tenancy still goes to the "
                    "database unless --no-db).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson", "parquet"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson", "parquet"]), default="csv", show_default=True,
+              help="File format of the metric files written with --out.")
 @click.option("--no-db", is_flag=True, help="With --out: do not touch the database at all.")
 @click.option("--labels", type=click.Path(path_type=Path, dir_okay=False),
               help="Anomaly labels JSON (default: OUT/labels.json or ./fleet-labels.json).")

@@ -80,11 +80,8 @@ class Resolver:
                 self.metric_by_name[name] = mid
 
     def entity(self, kind: str, eid: Any, name: Any, org: Any) -> int:
-        if eid not in (None, ""):
-            value = parse_int(eid)
-            if value not in self.ids:
-                raise BadValue(f"unknown {kind} id {value}")
-            return value
+        if (known := _known_id(eid, self.ids, kind)) is not None:
+            return known
         if name in (None, ""):
             raise BadValue(f"missing: give {kind}_id or {kind}")
         name = str(name)
@@ -102,11 +99,8 @@ class Resolver:
 
     def organization(self, oid: Any, ref: Any) -> int:
         """An organization by id (organization_id) or by slug, name or id (organization)."""
-        if oid not in (None, ""):
-            value = parse_int(oid)
-            if value not in self.org_ids:
-                raise BadValue(f"unknown organization id {value}")
-            return value
+        if (known := _known_id(oid, self.org_ids, "organization")) is not None:
+            return known
         ref = str(ref)
         if ref in self.org_by_name:
             return self.org_by_name[ref]
@@ -115,16 +109,23 @@ class Resolver:
         raise BadValue(f"unknown organization {ref!r}")
 
     def metric_type(self, mid: Any, name: Any) -> int:
-        if mid not in (None, ""):
-            value = parse_int(mid)
-            if value not in self.metric_ids:
-                raise BadValue(f"unknown metric type id {value}")
-            return value
+        if (known := _known_id(mid, self.metric_ids, "metric type")) is not None:
+            return known
         if name in (None, ""):
             raise BadValue("missing: give metric_type_id or metric_type")
         if str(name) not in self.metric_by_name:
             raise BadValue(f"unknown metric type {name!r}")
         return self.metric_by_name[str(name)]
+
+
+def _known_id(raw: Any, known: set[int], what: str) -> int | None:
+    """The id a cell gives, or None when it is empty (the row names the entity instead)."""
+    if raw in (None, ""):
+        return None
+    value = parse_int(raw)
+    if value not in known:
+        raise BadValue(f"unknown {what} id {value}")
+    return value
 
 
 # ---------------------------------------------------------------- scalar parsers

@@ -251,8 +251,9 @@ def render_tier(tier: catalog.Aggregate, *, interval_column: bool = True,
     )
 
 
-def render_site_usage_daily(*, interval_column: bool = True, view: sql.Composable | None = None,
-                            source: sql.Composable | None = None) -> sql.Composed:
+def render_site_usage_aggregate(*, interval_column: bool = True, view: sql.Composable | None = None,
+                                source: sql.Composable | None = None) -> sql.Composed:
+    """The CREATE MATERIALIZED VIEW of the daily site usage aggregate (catalog.SITE_USAGE_DAILY)."""
     a = catalog.SITE_USAGE_DAILY
     return sql.SQL(SITE_USAGE_DAILY_TEMPLATE.read_text()).format(
         view=view or sql.Identifier(catalog.SCHEMA, a.name),
@@ -287,7 +288,7 @@ def rebuild_aggregates(conn: sa.Connection, *, interval_column: bool) -> list[st
     ]
     a = catalog.SITE_USAGE_DAILY
     specs.append(RebuildSpec(catalog.SCHEMA, a.name, f"{catalog.SCHEMA}.{a.source}", "collected_at", "site_id",
-                             a.bucket_width, lambda view, source: render_site_usage_daily(
+                             a.bucket_width, lambda view, source: render_site_usage_aggregate(
                                  interval_column=interval_column, view=view, source=source), carry(a.source)))
     return rebuild(conn.connection.dbapi_connection, specs)
 

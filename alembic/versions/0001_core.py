@@ -1,8 +1,4 @@
-"""Core schema: tenancy tables, metric hypertables, analytics result tables.
-
-Revision ID: 0001_core
-Revises:
-"""
+"""Core schema: tenancy tables, metric hypertables, analytics result tables."""
 
 from __future__ import annotations
 
@@ -12,8 +8,6 @@ from rmp.migrations import apply_idempotent, apply_sql
 
 revision = "0001_core"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

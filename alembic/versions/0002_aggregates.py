@@ -1,8 +1,4 @@
-"""Continuous aggregates (the tiers of metrics.server_metrics and the daily site usage) and every policy.
-
-Revision ID: 0002_aggregates
-Revises: 0001_core
-"""
+"""Continuous aggregates (the tiers of metrics.server_metrics and the daily site usage) and every policy."""
 
 from __future__ import annotations
 
@@ -19,8 +15,6 @@ from rmp.migrations import (
 
 revision = "0002_aggregates"
 down_revision = "0001_core"
-branch_labels = None
-depends_on = None
 
 # The tiers this revision creates, each rendered from sql/templates/server-metrics-aggregate.sql;
 # a tier added to the catalog later comes with its own revision.

@@ -1,8 +1,4 @@
-"""Roles, tenant grants, audit log; row-level security and tenant views (sql/idempotent/tenant-security.sql).
-
-Revision ID: 0003_security
-Revises: 0002_aggregates
-"""
+"""Roles, tenant grants, audit log; row-level security and tenant views (sql/idempotent/tenant-security.sql)."""
 
 from __future__ import annotations
 
@@ -12,8 +8,6 @@ from rmp.migrations import apply_idempotent, apply_sql
 
 revision = "0003_security"
 down_revision = "0002_aggregates"
-branch_labels = None
-depends_on = None
 
 ROLES = ("rmp_ingest", "rmp_analyst", "rmp_admin")
 

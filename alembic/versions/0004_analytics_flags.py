@@ -1,8 +1,4 @@
-"""analytics.forecasts.is_above_threshold and analytics.anomalies.resolution (sql/preinstall/006-analytics-flags.sql).
-
-Revision ID: 0004_analytics_flags
-Revises: 0003_security
-"""
+"""analytics.forecasts.is_above_threshold and analytics.anomalies.resolution (sql/preinstall/006-analytics-flags.sql)."""
 
 from __future__ import annotations
 
@@ -12,8 +8,6 @@ from rmp.migrations import apply_sql
 
 revision = "0004_analytics_flags"
 down_revision = "0003_security"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

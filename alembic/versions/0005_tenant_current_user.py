@@ -1,8 +1,5 @@
 """Organization hierarchy lock for the anti-cycle trigger (sql/preinstall/007-organization-hierarchy-lock.sql);
 row visibility follows current_user (sql/idempotent/tenant-security.sql, re-applied).
-
-Revision ID: 0005_tenant_current_user
-Revises: 0004_analytics_flags
 """
 
 from __future__ import annotations
@@ -13,8 +10,6 @@ from rmp.migrations import apply_idempotent, apply_sql
 
 revision = "0005_tenant_current_user"
 down_revision = "0004_analytics_flags"
-branch_labels = None
-depends_on = None
 
 # The check as revision 0001 created it (sql/preinstall/001-tenancy.sql).
 _UNLOCKED_CHECK = """

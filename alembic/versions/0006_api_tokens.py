@@ -1,8 +1,4 @@
-"""Bearer tokens of the metrics HTTP API (sql/preinstall/008-api-tokens.sql; functions in sql/idempotent/api.sql).
-
-Revision ID: 0006_api_tokens
-Revises: 0005_tenant_current_user
-"""
+"""Bearer tokens of the metrics HTTP API (sql/preinstall/008-api-tokens.sql; functions in sql/idempotent/api.sql)."""
 
 from __future__ import annotations
 
@@ -12,8 +8,6 @@ from rmp.migrations import apply_idempotent, apply_sql
 
 revision = "0006_api_tokens"
 down_revision = "0005_tenant_current_user"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

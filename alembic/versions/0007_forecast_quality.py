@@ -1,8 +1,5 @@
 """analytics.forecasts: seasonal_naive_mase, is_low_confidence, interval_coverage, interval_method
 (sql/preinstall/009-forecast-quality.sql).
-
-Revision ID: 0007_forecast_quality
-Revises: 0006_api_tokens
 """
 
 from __future__ import annotations
@@ -13,8 +10,6 @@ from rmp.migrations import apply_sql
 
 revision = "0007_forecast_quality"
 down_revision = "0006_api_tokens"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,8 +1,4 @@
-"""Scaling events per organization, with outcome and a natural key (sql/preinstall/010-scaling-events.sql).
-
-Revision ID: 0008_scaling_events
-Revises: 0007_forecast_quality
-"""
+"""Scaling events per organization, with outcome and a natural key (sql/preinstall/010-scaling-events.sql)."""
 
 from __future__ import annotations
 
@@ -12,8 +8,6 @@ from rmp.migrations import apply_idempotent, apply_sql
 
 revision = "0008_scaling_events"
 down_revision = "0007_forecast_quality"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -2,9 +2,6 @@
 tenant.aggregate_tiers, tenant.tier_for_window() and tenant.server_buckets()
 (sql/idempotent/tier-read-path.sql), tenant views of the tiers rendered from the catalog, and
 metrics.configure_policies() taking the catalog (rmp.catalog.policies()).
-
-Revision ID: 0009_catalog
-Revises: 0008_scaling_events
 """
 
 from __future__ import annotations
@@ -15,8 +12,6 @@ from rmp.migrations import apply_idempotent
 
 revision = "0009_catalog"
 down_revision = "0008_scaling_events"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

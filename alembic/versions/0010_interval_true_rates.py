@@ -13,9 +13,6 @@ definition, options, owner, grants, comments) — rmp/aggregate_rebuild.py.
 
 Downgrade recreates the aggregates with rates over the constant intervals
 (same columns, rows kept) and drops the columns.
-
-Revision ID: 0010_interval_true_rates
-Revises: 0009_catalog
 """
 
 from __future__ import annotations
@@ -36,8 +33,6 @@ from rmp.migrations import (
 
 revision = "0010_interval_true_rates"
 down_revision = "0009_catalog"
-branch_labels = None
-depends_on = None
 
 log = logging.getLogger(__name__)
 

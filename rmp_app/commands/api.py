@@ -32,7 +32,7 @@ def api() -> None:
 
 @api.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port to listen on.")
 @click.option("--rate-limit", default=lambda: int(os.environ.get("RMP_API_RATE_LIMIT", "600")),
               show_default="600 or RMP_API_RATE_LIMIT", type=click.IntRange(1, 1_000_000),
               help="Requests per minute per token; more get 429 with Retry-After.")

@@ -1,5 +1,5 @@
 -- site-usage-daily-aggregate: the daily aggregate of metrics.site_usage
--- (metrics.site_usage_daily), rendered by rmp.migrations.create_site_usage_daily().
+-- (metrics.site_usage_daily), rendered by rmp.migrations.render_site_usage_aggregate().
 -- Revision 0002 created it from sql/preinstall/004-aggregates.sql; revision
 -- 0010_interval_true_rates recreates it from here. Placeholders: {view},
 -- {source} as in server-metrics-aggregate.sql, {interval_seconds} the seconds

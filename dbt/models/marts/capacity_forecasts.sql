@@ -11,21 +11,12 @@
 
 with
 
-forecasts as (
-    select * from {{ ref('stg_forecasts') }}
-),
-
-servers as (
-    select * from {{ ref('stg_servers') }}
-),
-
-organizations as (
-    select * from {{ ref('stg_organizations') }}
-),
-
-quota_status as (
-    select * from {{ ref('org_quota_status') }}
-),
+{{ import_ctes(
+    forecasts='stg_forecasts',
+    servers='stg_servers',
+    organizations='stg_organizations',
+    quota_status='org_quota_status',
+) }},
 
 latest as (
     select distinct on (entity_type, entity_id, metric)

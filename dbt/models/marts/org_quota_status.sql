@@ -1,12 +1,6 @@
 with
 
-usage as (
-    select * from {{ ref('org_resource_usage') }}
-),
-
-rollup as (
-    select * from {{ ref('org_usage_rollup') }}
-),
+{{ import_ctes(usage='org_resource_usage', rollup='org_usage_rollup') }},
 
 -- one row per organization and quota; capacity quotas (cpu, memory, disk)
 -- limit what is provisioned, so they compare with the servers' totals

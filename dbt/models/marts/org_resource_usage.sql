@@ -1,32 +1,14 @@
 with
 
-organizations as (
-    select * from {{ ref('stg_organizations') }}
-),
-
-servers as (
-    select * from {{ ref('stg_servers') }}
-),
-
-server_last_points as (
-    select * from {{ ref('stg_server_last_point') }}
-),
-
-applications as (
-    select * from {{ ref('stg_applications') }}
-),
-
-databases as (
-    select * from {{ ref('stg_databases') }}
-),
-
-deployments as (
-    select * from {{ ref('stg_deployments') }}
-),
-
-licences as (
-    select * from {{ ref('stg_licences') }}
-),
+{{ import_ctes(
+    organizations='stg_organizations',
+    servers='stg_servers',
+    server_last_points='stg_server_last_point',
+    applications='stg_applications',
+    databases='stg_databases',
+    deployments='stg_deployments',
+    licences='stg_licences',
+) }},
 
 -- decommissioned servers no longer count against capacity or quotas
 servers_in_service as (

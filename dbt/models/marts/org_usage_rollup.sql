@@ -1,12 +1,6 @@
 with recursive
 
-organizations as (
-    select * from {{ ref('stg_organizations') }}
-),
-
-usage as (
-    select * from {{ ref('org_resource_usage') }}
-),
+{{ import_ctes(organizations='stg_organizations', usage='org_resource_usage') }},
 
 {{ org_subtree_pairs() }},
 

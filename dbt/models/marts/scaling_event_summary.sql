@@ -4,9 +4,7 @@
 
 with
 
-events as (
-    select * from {{ ref('stg_scaling_events') }}
-),
+{{ import_ctes(events='stg_scaling_events') }},
 
 summary as (
     select

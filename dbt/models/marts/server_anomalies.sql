@@ -9,17 +9,11 @@
 
 with
 
-anomalies as (
-    select * from {{ ref('stg_anomalies') }}
-),
-
-servers as (
-    select * from {{ ref('stg_servers') }}
-),
-
-organizations as (
-    select * from {{ ref('stg_organizations') }}
-),
+{{ import_ctes(
+    anomalies='stg_anomalies',
+    servers='stg_servers',
+    organizations='stg_organizations',
+) }},
 
 -- inner joins: a reader sees an anomaly only with a server and organization it may see
 anomalies_named as (

@@ -12,13 +12,7 @@
 
 with
 
-servers as (
-    select * from {{ ref('stg_servers') }}
-),
-
-hourly_metrics as (
-    select * from {{ ref('stg_server_metrics_1h') }}
-),
+{{ import_ctes(servers='stg_servers', hourly_metrics='stg_server_metrics_1h') }},
 
 -- the lookback bound lets the aggregate's time index skip old history
 hours_before_as_of as (

@@ -1,12 +1,6 @@
 with
 
-servers as (
-    select * from {{ ref('stg_servers') }}
-),
-
-daily_metrics as (
-    select * from {{ ref('stg_server_metrics_1d') }}
-),
+{{ import_ctes(servers='stg_servers', daily_metrics='stg_server_metrics_1d') }},
 
 joined as (
     select

@@ -4,13 +4,7 @@
 
 with
 
-servers as (
-    select * from {{ ref('stg_servers') }}
-),
-
-server_last_points as (
-    select * from {{ ref('stg_server_last_point') }}
-),
+{{ import_ctes(servers='stg_servers', server_last_points='stg_server_last_point') }},
 
 joined as (
     select

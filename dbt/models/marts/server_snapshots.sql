@@ -13,21 +13,12 @@
 
 with
 
-servers as (
-    select * from {{ ref('stg_servers') }}
-),
-
-server_metrics as (
-    select * from {{ ref('stg_server_metrics') }}
-),
-
-metric_samples as (
-    select * from {{ ref('stg_metric_samples') }}
-),
-
-server_states as (
-    select * from {{ ref('server_current') }}
-),
+{{ import_ctes(
+    servers='stg_servers',
+    server_metrics='stg_server_metrics',
+    metric_samples='stg_metric_samples',
+    server_states='server_current',
+) }},
 
 connection_counts as (
     select

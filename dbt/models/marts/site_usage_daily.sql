@@ -5,13 +5,7 @@
 
 with
 
-sites as (
-    select * from {{ ref('stg_sites') }}
-),
-
-daily_usage as (
-    select * from {{ ref('stg_site_usage_daily') }}
-),
+{{ import_ctes(sites='stg_sites', daily_usage='stg_site_usage_daily') }},
 
 joined as (
     select

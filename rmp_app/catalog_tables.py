@@ -1,20 +1,15 @@
-"""The parts of docs/schema.md that are rendered from the catalog (rmp/catalog.py).
+"""The catalog (rmp/catalog.py) as Markdown tables, for `rmp catalog show`.
 
-Each part sits between ``<!-- catalog:NAME -->`` and ``<!-- /catalog:NAME -->``;
-``rmp catalog docs`` rewrites them and a test fails when the file and the
-catalog disagree, so the document never lists a column or tier the schema lacks.
+The reference lists of columns and tiers are printed from the catalog, not
+copied into docs/: a copy is one more file to edit for every tier or column
+(docs/schema.md describes the schema and points here).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from datetime import timedelta
 
 from rmp import catalog
-from rmp.settings import ROOT
-
-SCHEMA_DOC = ROOT / "docs" / "schema.md"
 
 
 def _bounds(bounds: catalog.Bounds) -> str:
@@ -45,18 +40,3 @@ def aggregate_tiers() -> str:
             for a in catalog.AGGREGATES]
     return "\n".join(["| aggregate | resolution | source | bucket | retention | refresh window | compressed after"
                       " | dashboard window |", "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows])
-
-
-PARTS: dict[str, Callable[[], str]] = {"server_metrics_columns": server_metrics_columns,
-                                       "aggregate_tiers": aggregate_tiers}
-
-
-def render(text: str) -> str:
-    """``text`` with every catalog part replaced by its rendering from the catalog."""
-    for name, part in PARTS.items():
-        block = re.compile(rf"(<!-- catalog:{name} -->\n)(?:.*?\n)?(<!-- /catalog:{name} -->)", re.DOTALL)
-        found = block.search(text)
-        if found is None:
-            raise ValueError(f"{SCHEMA_DOC}: no <!-- catalog:{name} --> ... <!-- /catalog:{name} --> block")
-        text = text[:found.end(1)] + part() + "\n" + text[found.start(2):]
-    return text
