@@ -23,9 +23,9 @@ from pathlib import Path
 import psycopg
 
 from bench.engine import bench_engine, describe
+from bench.results import RESULTS_DIR, write_json
 from rmp.settings import SQL_DIR
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 INSERT_TRIGGERS = ("server_latest_insert", "organization_cpu_insert", "cagg_copy_invalidations")
 TRIGGER_FILES = ("cagg-copy-invalidations.sql", "server-last-point.sql", "organization-cpu-hourly.sql")
 COLUMNS = ("server_id, collected_at, cpu_percent, load_1m, memory_used_bytes, memory_percent, "
@@ -54,7 +54,8 @@ def _psql_copy(url: str, path: Path) -> float:
     return time.perf_counter() - t
 
 
-def run(url: str, *, servers: int, hours: int, rounds: int, ticks: int, say=print) -> dict:
+def run(url: str, *, servers: int, hours: int, rounds: int, ticks: int, engine: str = "native",
+        say=print) -> dict:
     per_server = hours * 120
     with psycopg.connect(url, autocommit=True) as conn, tempfile.TemporaryDirectory() as tmp:
         org_ids = []
@@ -99,7 +100,7 @@ def run(url: str, *, servers: int, hours: int, rounds: int, ticks: int, say=prin
     best = {side: min(v) for side, v in bulk.items()}
     best_live = {side: min(v) for side, v in live.items()}
     return {
-        "benchmark": "read_path_triggers", "engine": describe("native"), "servers": servers, "hours": hours,
+        "benchmark": "read_path_triggers", "engine": describe(engine), "servers": servers, "hours": hours,
         "bulk_rows": rows, "rounds": rounds, "bulk_seconds": bulk, "live_ticks": ticks, "live_seconds": live,
         "bulk_rows_per_s": {side: round(rows / s) for side, s in best.items()},
         "bulk_with_vs_without": round(best["without_triggers"] / best["with_triggers"], 3),
@@ -109,18 +110,18 @@ def run(url: str, *, servers: int, hours: int, rounds: int, ticks: int, say=prin
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.read_path_triggers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", type=int, default=10_000)
-    parser.add_argument("--hours", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--servers", type=int, default=10_000, help="servers in the file and per tick")
+    parser.add_argument("--hours", type=int, default=1, help="hours of 30-second samples per server in the file")
+    parser.add_argument("--rounds", type=int, default=3, help="loads of the file with and without, alternating")
     parser.add_argument("--ticks", type=int, default=10, help="collector-shaped COPYs of one sample per server")
-    parser.add_argument("--engine", default="native", choices=("native", "embedded"))
+    parser.add_argument("--engine", default="native", choices=("native", "embedded"), help="a private engine")
     parser.add_argument("--out", type=Path, default=None, help="results file (default bench/results/...)")
     args = parser.parse_args(argv)
     with bench_engine(kind=args.engine) as eng:
-        result = run(eng.url, servers=args.servers, hours=args.hours, rounds=args.rounds, ticks=args.ticks)
+        result = run(eng.url, servers=args.servers, hours=args.hours, rounds=args.rounds, ticks=args.ticks,
+                     engine=args.engine)
     out = args.out or RESULTS_DIR / f"read-path-triggers-{args.engine}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out.parent, out.name, result)
     print(json.dumps({k: result[k] for k in ("servers", "bulk_rows_per_s", "bulk_with_vs_without",
                                              "live_ms_per_tick")}))
 
