@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from schema_data import day_start, load, organization, server, sparse_rows
 
 from ingest.loader import load_rows
@@ -187,3 +188,93 @@ def test_deleting_an_organization_takes_its_servers_and_sums_along(db):
     db.execute("delete from tenancy.organizations where id = %s", (org,))
     assert _cpu_hourly(db) == {(other, hour): (30.0, 1)} == _cpu_truth(db)
     assert set(_last_points(db)) == {b}
+
+
+# ---------------------------------------------------------------- organization totals
+
+RAW_TOTALS = """
+with recursive tree as (
+    select id as root_id, id as organization_id from tenancy.organizations
+    union all
+    select tree.root_id, children.id from tree join tenancy.organizations as children on children.parent_id = tree.organization_id
+),
+last_point as (
+    select distinct on (server_id) server_id, collected_at, memory_used_bytes, disk_used_bytes
+    from metrics.server_metrics order by server_id, collected_at desc
+),
+cpu as (
+    select tree.root_id, avg(m.cpu_percent) as cpu_avg
+    from tree
+    join tenancy.servers as s on s.organization_id = tree.organization_id
+    join metrics.server_metrics as m on m.server_id = s.id
+    where time_bucket(interval '1 hour', m.collected_at) >= now() - interval '24 hours'
+    group by 1
+)
+select tree.root_id, count(s.id), sum(last_point.memory_used_bytes), sum(last_point.disk_used_bytes),
+       (select cpu.cpu_avg from cpu where cpu.root_id = tree.root_id), max(last_point.collected_at)
+from tree
+left join tenancy.servers as s on s.organization_id = tree.organization_id
+left join last_point on last_point.server_id = s.id
+group by tree.root_id order by 1
+"""
+
+
+def _totals_and_truth(db) -> tuple[list[tuple], list[tuple]]:
+    """sql/queries/organization_totals.sql and the same figures from the raw rows, at one now()."""
+    from rmp import queries
+
+    with db.transaction():
+        got = [(r[0], r[2], r[6], r[7], r[8], r[9]) for r in queries.run(db, "organization_totals")]
+        truth = db.execute(RAW_TOTALS).fetchall()
+    return got, truth
+
+
+def _samples(server_id: int, times, cpu: float, memory: int) -> list[tuple]:
+    return [(server_id, t, cpu, memory + k, 25.0, 100_000_000_000 - k, 20.0, 3000, 1500, 1.0)
+            for k, t in enumerate(times)]
+
+
+def test_organization_totals_equal_the_raw_rows_after_every_kind_of_write(db):
+    parent = organization(db, "Parent")
+    child = db.execute("insert into tenancy.organizations (name, slug, parent_id) values ('Child', 'child', %s)"
+                       " returning id", (parent,)).fetchone()[0]
+    other = organization(db, "Other")
+    p1, c1, o1 = server(db, parent, "p1"), server(db, child, "c1"), server(db, other, "o1")
+    now = db.execute("select now()").fetchone()[0]
+    step = timedelta(minutes=5)
+    recent = [now - timedelta(hours=3) + k * step for k in range(36)]
+
+    def check() -> list[tuple]:
+        got, truth = _totals_and_truth(db)
+        assert [r[:4] + r[5:] for r in got] == [r[:4] + r[5:] for r in truth]
+        assert [r[4] for r in got] == [pytest.approx(r[4], rel=1e-12) if r[4] is not None else None for r in truth]
+        return got
+
+    # COPY of three hours of every server
+    load(db, _samples(p1, recent, 10.25, 1_000_000_000) + _samples(c1, recent, 30.5, 2_000_000_000)
+         + _samples(o1, recent, 70.75, 3_000_000_000))
+    got = {r[0]: r for r in check()}
+    assert got[parent][1:4] == (2, 1_000_000_035 + 2_000_000_035, 2 * (100_000_000_000 - 35))
+    assert got[parent][4] == pytest.approx((10.25 + 30.5) / 2, rel=1e-12) and got[other][4] == 70.75
+    # late rows by the loader: one between c1's samples (in the window), one three days old (outside it)
+    load_rows(db, "server_metrics", COLUMNS, [(c1, recent[10] + timedelta(seconds=30), 90.0, 5, 1.0, 5, 1.0, 0, 0, 1.0),
+                                              (c1, now - timedelta(days=3), 99.0, 5, 1.0, 5, 1.0, 0, 0, 1.0)])
+    got = {r[0]: r for r in check()}
+    assert got[child][4] == pytest.approx((36 * 30.5 + 90.0) / 37, rel=1e-12)
+    # a newer sample by INSERT; the newest of p1 deleted
+    db.execute("insert into metrics.server_metrics (server_id, collected_at, cpu_percent, memory_used_bytes)"
+               " values (%s, %s, 1.5, 42)", (o1, recent[-1] + step))
+    db.execute("delete from metrics.server_metrics where server_id = %s and collected_at = %s", (p1, recent[-1]))
+    got = {r[0]: r for r in check()}
+    assert got[other][2] == 42 and got[parent][2] == 1_000_000_034 + 2_000_000_035
+    # compressed chunks: rows of 30 hours ago compressed, then one written into them and one deleted
+    old = [now - timedelta(hours=30) + k * step for k in range(12)]
+    load(db, _samples(o1, old, 5.5, 7_000_000_000))
+    # (their chunks end before the three recent hours start: those stay uncompressed)
+    db.execute("select compress_chunk(format('%%I.%%I', chunk_schema, chunk_name)::regclass, true)"
+               " from timescaledb_information.chunks where hypertable_schema = 'metrics'"
+               " and hypertable_name = 'server_metrics' and range_end <= %s", (recent[0],))
+    db.execute("insert into metrics.server_metrics (server_id, collected_at, cpu_percent) values (%s, %s, 6.5)",
+               (p1, old[3] + timedelta(seconds=30)))
+    db.execute("delete from metrics.server_metrics where server_id = %s and collected_at = %s", (o1, old[0]))
+    check()
