@@ -300,7 +300,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         interval: float = 30.0, writers: int = 4, jobs: int = 2, servers_per_file: int = 500,
         dashboard_repeats: int = 1, run_dbt: bool = True, run_report: bool = True,
         report_timeout: float = 600.0, cleanup: bool | None = None, out_dir: Path = RESULTS_DIR,
-        console=None, engine_kind: str | None = None) -> dict:
+        console=None, engine_kind: str | None = None, label: str | None = None) -> dict:
     if url is None:
         from bench.engine import bench_engine
 
@@ -308,7 +308,8 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
             return run(eng.url, servers=servers, hours=hours, live_minutes=live_minutes, interval=interval,
                        writers=writers, jobs=jobs, servers_per_file=servers_per_file,
                        dashboard_repeats=dashboard_repeats, run_dbt=run_dbt, run_report=run_report,
-                       report_timeout=report_timeout, cleanup=False, out_dir=out_dir, console=console)
+                       report_timeout=report_timeout, cleanup=False, out_dir=out_dir, console=console,
+                       label=label)
     from ingest.fleet_writers import write_tenancy
     from ingest.parallel import serialized
 
@@ -324,7 +325,8 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
                     "parameters": {"servers": servers, "hours": hours, "live_minutes": live_minutes,
                                    "interval_s": interval, "writers": writers, "jobs": jobs},
                     "data_window": {"start": start.isoformat(), "end": end.isoformat()}}
-    out_path = out_dir / f"scale-{engine}-{servers}x{hours}h.json"
+    # a label keeps earlier results of the same size (scale-native-10000x1h-<label>.json)
+    out_path = out_dir / f"scale-{engine}-{servers}x{hours}h{'-' + label if label else ''}.json"
 
     def save() -> None:
         """The results so far: a run stopped in a later phase still leaves the earlier ones."""
@@ -642,14 +644,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="a private engine of this kind (default: as python -m bench: DATABASE_URL, else native "
                         "where installed)")
     p.add_argument("--quick", action="store_true", help=f"CI size: {QUICK}")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory of the results file")
+    p.add_argument("--label", help="suffix of the results file name (scale-<engine>-<N>x<H>h-<label>.json), "
+                                   "so earlier results of the same size stay")
     a = p.parse_args(argv)
     params = dict(servers=a.servers, hours=a.hours, live_minutes=a.live_minutes, interval=a.interval,
                   writers=a.writers, jobs=a.jobs, run_dbt=not a.no_dbt, run_report=not a.no_report,
                   report_timeout=a.report_timeout)
     if a.quick:
         params.update(QUICK)
-    result = run(None, out_dir=a.out, console=Console(stderr=True), engine_kind=a.engine, **params)
+    result = run(None, out_dir=a.out, console=Console(stderr=True), engine_kind=a.engine, label=a.label, **params)
     problems = check(result)
     for line in problems:
         print(f"inconsistent: {line}", file=sys.stderr)

@@ -1,18 +1,29 @@
 -- server-last-point: the latest sample of every server (its "current" state),
--- one row per server that has reported. Reads the (server_id, collected_at desc)
--- index once per server instead of scanning the hypertable.
+-- one row per server that has reported: metrics.server_last_point.
 --
--- From revision 0010 on it also shows the latest sample's interval_seconds, so
+-- From revision 0011 on it reads metrics.server_latest (one row per server,
+-- sql/preinstall/011-server-latest.sql), which statement-level triggers on
+-- metrics.server_metrics keep equal to the raw rows:
+--   * after INSERT / COPY (transition table of the inserted rows): the newest
+--     inserted row of each server replaces the stored one if it is newer. One
+--     statement per batch, rows locked in server order (no deadlock between
+--     concurrent loaders); rows skipped by ON CONFLICT DO NOTHING are not in
+--     the transition table.
+--   * after DELETE / UPDATE: re-derived from the raw rows
+--     (metrics.server_last_point_from_raw(), one index probe per server);
+--     deletes are rare (per-organization retention, hand edits).
+--   * after TRUNCATE: emptied.
+-- A transition-table trigger makes TimescaleDB 2.23 skip COPY's continuous-
+-- aggregate invalidations; sql/idempotent/cagg-copy-invalidations.sql logs them.
+-- Before 0011 (an older schema being upgraded) the view derives it directly.
+-- From revision 0010 on both show the latest sample's interval_seconds, so
 -- staleness is judged against each server's own sampling interval
--- (marts.server_current); the guard keeps the file valid for the revisions
--- before 0010, which apply it too.
---
--- No trigger-maintained "latest" table: statement triggers with transition
--- tables on metrics.server_metrics stop TimescaleDB 2.23 from logging COPY's
--- continuous-aggregate invalidations (late rows then never reach the
--- aggregates); see docs/scaling.md.
+-- (marts.server_current); the guards keep the file valid before 0010.
 
-do $guard$
+-- The view over the raw rows (before 0011, and 0011's downgrade on its way back):
+-- one probe of the (server_id, collected_at desc) index per server.
+create or replace function metrics.create_server_last_point_view_on_raw() returns void
+language plpgsql as $f$
 declare
     has_interval boolean := exists (
         select from pg_attribute
@@ -47,5 +58,137 @@ cross join lateral (
 $v$,
     case when has_interval then E',\n    last_point.interval_seconds' else '' end,
     case when has_interval then E',\n        server_metrics.interval_seconds' else '' end);
+end
+$f$;
+
+do $guard$
+begin
+if to_regclass('metrics.server_latest') is null then
+    perform metrics.create_server_last_point_view_on_raw();
+    return;
+end if;
+
+-- the truth from the raw rows, with the view's columns (in metrics.server_latest's order)
+create or replace function metrics.server_last_point_from_raw()
+returns table (
+    server_id bigint,
+    last_metrics_at timestamptz,
+    cpu_percent double precision,
+    memory_percent double precision,
+    memory_used_bytes bigint,
+    disk_percent double precision,
+    disk_used_bytes bigint,
+    load_1m double precision,
+    interval_seconds double precision
+)
+language sql stable as $f$
+    select
+        servers.id,
+        last_point.*
+    from tenancy.servers as servers
+    cross join lateral (
+        select
+            server_metrics.collected_at,
+            server_metrics.cpu_percent,
+            server_metrics.memory_percent,
+            server_metrics.memory_used_bytes,
+            server_metrics.disk_percent,
+            server_metrics.disk_used_bytes,
+            server_metrics.load_1m,
+            server_metrics.interval_seconds
+        from metrics.server_metrics as server_metrics
+        where server_metrics.server_id = servers.id
+        order by server_metrics.collected_at desc
+        limit 1
+    ) as last_point
+$f$;
+
+-- security definer: loaders write as rmp_ingest, which may not touch the table itself
+create or replace function metrics.server_latest_after_insert() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
+begin
+    insert into metrics.server_latest as latest
+    select distinct on (inserted.server_id)
+        inserted.server_id,
+        inserted.collected_at,
+        inserted.cpu_percent,
+        inserted.memory_percent,
+        inserted.memory_used_bytes,
+        inserted.disk_percent,
+        inserted.disk_used_bytes,
+        inserted.load_1m,
+        inserted.interval_seconds
+    from inserted_rows as inserted
+    order by inserted.server_id, inserted.collected_at desc
+    on conflict (server_id) do update set
+        collected_at = excluded.collected_at,
+        cpu_percent = excluded.cpu_percent,
+        memory_percent = excluded.memory_percent,
+        memory_used_bytes = excluded.memory_used_bytes,
+        disk_percent = excluded.disk_percent,
+        disk_used_bytes = excluded.disk_used_bytes,
+        load_1m = excluded.load_1m,
+        interval_seconds = excluded.interval_seconds
+    where excluded.collected_at > latest.collected_at;
+    return null;
+end
+$f$;
+
+create or replace function metrics.server_latest_rederive() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
+begin
+    if tg_op = 'TRUNCATE' then
+        delete from metrics.server_latest;
+        return null;
+    end if;
+    create temp table if not exists rmp_server_latest_truth
+        (like metrics.server_latest) on commit drop;
+    delete from rmp_server_latest_truth;
+    insert into rmp_server_latest_truth select * from metrics.server_last_point_from_raw();
+    delete from metrics.server_latest as latest
+    where not exists (select 1 from rmp_server_latest_truth as truth where truth.server_id = latest.server_id);
+    insert into metrics.server_latest as latest
+    select * from rmp_server_latest_truth as truth order by truth.server_id
+    on conflict (server_id) do update set
+        collected_at = excluded.collected_at,
+        cpu_percent = excluded.cpu_percent,
+        memory_percent = excluded.memory_percent,
+        memory_used_bytes = excluded.memory_used_bytes,
+        disk_percent = excluded.disk_percent,
+        disk_used_bytes = excluded.disk_used_bytes,
+        load_1m = excluded.load_1m,
+        interval_seconds = excluded.interval_seconds
+    where (latest.collected_at, latest.cpu_percent, latest.memory_percent, latest.memory_used_bytes,
+           latest.disk_percent, latest.disk_used_bytes, latest.load_1m, latest.interval_seconds)
+          is distinct from
+          (excluded.collected_at, excluded.cpu_percent, excluded.memory_percent, excluded.memory_used_bytes,
+           excluded.disk_percent, excluded.disk_used_bytes, excluded.load_1m, excluded.interval_seconds);
+    return null;
+end
+$f$;
+
+drop trigger if exists server_latest_insert on metrics.server_metrics;
+create trigger server_latest_insert after insert on metrics.server_metrics
+    referencing new table as inserted_rows
+    for each statement execute function metrics.server_latest_after_insert();
+drop trigger if exists server_latest_change on metrics.server_metrics;
+create trigger server_latest_change after update or delete on metrics.server_metrics
+    for each statement execute function metrics.server_latest_rederive();
+drop trigger if exists server_latest_truncate on metrics.server_metrics;
+create trigger server_latest_truncate after truncate on metrics.server_metrics
+    for each statement execute function metrics.server_latest_rederive();
+
+create or replace view metrics.server_last_point as
+select
+    stored.server_id,
+    stored.collected_at as last_metrics_at,
+    stored.cpu_percent,
+    stored.memory_percent,
+    stored.memory_used_bytes,
+    stored.disk_percent,
+    stored.disk_used_bytes,
+    stored.load_1m,
+    stored.interval_seconds
+from metrics.server_latest as stored;
 end
 $guard$;

@@ -1,7 +1,10 @@
 -- organization_totals: per organization, its own servers and those of all its
 -- sub-organizations (any depth): capacity, current use (each server's last
--- sample) and the CPU average of the last 24 hours (sample-weighted mean of
--- the hourly aggregate, which equals the mean over the raw samples).
+-- sample, metrics.server_last_point) and the CPU average of the last 24 hours
+-- (the mean of the cpu_percent samples in the hourly buckets that start in the
+-- last 24 hours, from metrics.organization_cpu_hourly: 24 rows per
+-- organization instead of 24 per server, kept by triggers on the raw table).
+-- At 10,000 servers it reads 10,000 last points and a few hundred hourly rows.
 -- The tree walk stops 64 levels down (the limit the anti-cycle trigger
 -- enforces on tenancy.organizations), so it ends even on corrupt data.
 -- psql: psql -f sql/queries/organization_totals.sql
@@ -34,11 +37,13 @@ org_servers as (
 
 cpu_last_24h as (
     select
-        server_metrics_1h.server_id,
-        sum(server_metrics_1h.cpu_avg_percent * server_metrics_1h.sample_count) as cpu_percent_sum,
-        sum(server_metrics_1h.sample_count) as sample_count
-    from metrics.server_metrics_1h as server_metrics_1h
-    where server_metrics_1h.bucket >= now() - interval '24 hours'
+        org_tree.root_id,
+        sum(organization_cpu_hourly.cpu_percent_sum) as cpu_percent_sum,
+        sum(organization_cpu_hourly.cpu_sample_count) as cpu_sample_count
+    from org_tree
+    join metrics.organization_cpu_hourly as organization_cpu_hourly
+        on organization_cpu_hourly.organization_id = org_tree.organization_id
+    where organization_cpu_hourly.hour >= now() - interval '24 hours'
     group by 1
 ),
 
@@ -51,11 +56,9 @@ totals as (
         sum(org_servers.disk_total_bytes) as disk_total_bytes,
         sum(server_last_point.memory_used_bytes) as memory_used_bytes,
         sum(server_last_point.disk_used_bytes) as disk_used_bytes,
-        sum(cpu_last_24h.cpu_percent_sum) / nullif(sum(cpu_last_24h.sample_count), 0) as cpu_avg_percent_24h,
         max(server_last_point.last_metrics_at) as last_metrics_at
     from org_servers
     left join metrics.server_last_point as server_last_point on server_last_point.server_id = org_servers.server_id
-    left join cpu_last_24h on cpu_last_24h.server_id = org_servers.server_id
     group by 1
 )
 
@@ -68,8 +71,10 @@ select
     totals.disk_total_bytes,
     totals.memory_used_bytes,
     totals.disk_used_bytes,
-    totals.cpu_avg_percent_24h,
+    (cpu_last_24h.cpu_percent_sum / nullif(cpu_last_24h.cpu_sample_count, 0))::double precision
+        as cpu_avg_percent_24h,
     totals.last_metrics_at
 from tenancy.organizations as organizations
 left join totals on totals.organization_id = organizations.id
+left join cpu_last_24h on cpu_last_24h.root_id = organizations.id
 order by organizations.id;

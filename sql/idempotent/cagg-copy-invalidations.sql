@@ -1,0 +1,65 @@
+-- cagg-copy-invalidations: logs the continuous-aggregate invalidations of rows
+-- COPY writes into metrics.server_metrics, which TimescaleDB 2.23 itself stops
+-- logging once any trigger with a transition table is on the hypertable (those
+-- of sql/idempotent/server-last-point.sql and organization-cpu-hourly.sql):
+-- such a trigger makes its COPY take the row-by-row path (TS_CIM_SINGLE in
+-- src/copy.c), which never calls the invalidation hook the buffered path calls,
+-- so a late or re-loaded row older than an aggregate's materialization would
+-- never reach it. INSERT statements are logged by TimescaleDB as before; this
+-- trigger cannot tell COPY from INSERT, and logging a range twice only makes a
+-- refresh look at it once more.
+--
+-- What it logs is what TimescaleDB would: the inserted rows' [lowest, greatest]
+-- time, only when it starts below the hypertable's invalidation threshold (rows
+-- above it are materialized by the next refresh anyway), for every continuous
+-- aggregate on the hypertable, through TimescaleDB's own procedure
+-- _timescaledb_functions.add_materialization_invalidations (it aligns the range to
+-- each aggregate's buckets). tests/test_cagg_invalidations.py proves it on both
+-- engines. Until revision 0011 has created the transition-table triggers this
+-- file does nothing.
+
+do $guard$
+begin
+if to_regclass('metrics.server_latest') is null then
+    return;
+end if;
+
+-- security definer: loaders write as rmp_ingest, which may not write TimescaleDB's catalog
+create or replace function metrics.log_cagg_copy_invalidations() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
+declare
+    lowest timestamptz;
+    greatest timestamptz;
+    threshold timestamptz;
+    aggregate regclass;
+begin
+    select min(inserted.collected_at), max(inserted.collected_at) into lowest, greatest
+    from inserted_rows as inserted;
+    select _timescaledb_functions.to_timestamp(thresholds.watermark) into threshold
+    from _timescaledb_catalog.continuous_aggs_invalidation_threshold as thresholds
+    join _timescaledb_catalog.hypertable as hypertables on hypertables.id = thresholds.hypertable_id
+    where hypertables.schema_name = tg_table_schema and hypertables.table_name = tg_table_name;
+    -- no rows, or no refresh yet (no threshold), or all above it: nothing materialized is stale
+    if lowest is null or threshold is null or lowest >= threshold then
+        return null;
+    end if;
+    for aggregate in
+        select format('%I.%I', aggregates.view_schema, aggregates.view_name)::regclass
+        from timescaledb_information.continuous_aggregates as aggregates
+        where aggregates.hypertable_schema = tg_table_schema and aggregates.hypertable_name = tg_table_name
+        order by 1
+    loop
+        -- half-open, as the procedure expects: it aligns [lower, upper - 1 µs] to the buckets
+        call _timescaledb_functions.add_materialization_invalidations(
+            aggregate, tstzrange(lowest, greatest + interval '1 microsecond'));
+    end loop;
+    return null;
+end
+$f$;
+
+drop trigger if exists cagg_copy_invalidations on metrics.server_metrics;
+create trigger cagg_copy_invalidations after insert on metrics.server_metrics
+    referencing new table as inserted_rows
+    for each statement execute function metrics.log_cagg_copy_invalidations();
+end
+$guard$;
