@@ -437,8 +437,7 @@ def run(url: str | None = None, data: str | Path | list = DEFAULT_DATA, console=
         for det, seconds in speed(speed_series).items():
             report["summary"][f"speed_seconds_{speed_series}x14d_5m_{det}"] = seconds
     report["per_file"] = per_file_table(report)
-    write_json(out_dir, "anomaly_eval.json", report, indent=1)
-    (Path(out_dir) / "anomaly_eval.md").write_text(markdown(report))
+    write_json(out_dir, "anomaly_eval.json", report, indent=1, markdown=markdown(report))
     return report
 
 

@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args.transactions)
     text = markdown(result)
     print(text)
-    write_json(args.out, "chunk-visibility.json", result)
-    (args.out / "chunk-visibility.md").write_text(text)
+    write_json(args.out, "chunk-visibility.json", result, markdown=text)
 
 
 if __name__ == "__main__":

@@ -194,8 +194,7 @@ def run(data: str | Path | list = DEFAULT_DATA, origins: int = 7, horizon: int =
     summary["seconds"] = round(time.perf_counter() - started, 1)
     report = {"data": [str(d) for d in dirs], "origins": origins, "horizon_hours": horizon, "series": rows,
               "summary": summary}
-    write_json(out_dir, "forecast_eval.json", report, indent=1)
-    (Path(out_dir) / "forecast_eval.md").write_text(markdown(report))
+    write_json(out_dir, "forecast_eval.json", report, indent=1, markdown=markdown(report))
     return report
 
 

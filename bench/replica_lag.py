@@ -171,8 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="rmp-replica-lag-") as tmp:
         result = run(servers=a.servers, writers=a.writers, sample_every=a.sample_every, workdir=Path(tmp),
                      say=lambda s: print(s, file=sys.stderr, flush=True))
-    write_json(a.out, "replica-lag-native.json", result, indent=1)
-    (a.out / "replica-lag-native.md").write_text(markdown(result))
+    write_json(a.out, "replica-lag-native.json", result, indent=1, markdown=markdown(result))
     print(markdown(result))
     if not result["equal"]:
         sys.exit(1)

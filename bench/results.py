@@ -13,9 +13,13 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def write_json(out_dir: Path | str, name: str, result: Any, *, indent: int = 2) -> Path:
-    """Write ``result`` to ``out_dir/name`` (creating the directory); returns the path."""
+def write_json(out_dir: Path | str, name: str, result: Any, *, indent: int = 2,
+               markdown: str | None = None) -> Path:
+    """Write ``result`` to ``out_dir/name`` (creating the directory) and, when given, its
+    Markdown rendering beside it (``name`` with ``.md``); returns the JSON file's path."""
     path = Path(out_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=indent, default=str) + "\n")
+    if markdown is not None:
+        path.with_suffix(".md").write_text(markdown)
     return path

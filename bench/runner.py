@@ -200,8 +200,7 @@ def run_all(
         "parameters": {n: params.get(n, {}) for n in names},
         "benchmarks": {n: {k: o.as_dict() for k, o in outcomes[n].items()} for n in names},
     }
-    write_json(out_dir, "latest.json", report)
-    (out_dir / "latest.md").write_text(markdown(report))
+    write_json(out_dir, "latest.json", report, markdown=markdown(report))
     return report
 
 

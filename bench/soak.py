@@ -731,8 +731,7 @@ def main(argv: list[str] | None = None) -> None:
                      sample_every=a.sample_every, warmup_minutes=warmup, workdir=a.workdir or Path(tmp),
                      say=lambda s: print(s, file=sys.stderr, flush=True))
     stem = f"soak-{a.engine}-{a.minutes:g}min"
-    write_json(a.out, f"{stem}.json", result, indent=1)
-    (a.out / f"{stem}.md").write_text(markdown(result))
+    write_json(a.out, f"{stem}.json", result, indent=1, markdown=markdown(result))
     bad = problems(result)
     summary = {k: result[k] for k in ("engine", "minutes", "errors", "rows", "memory_flat")}
     print(json.dumps(summary, default=str))

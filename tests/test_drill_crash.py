@@ -34,7 +34,7 @@ from drill_support import (
     row_count,
 )
 
-from rmp import migrations
+from rmp import catalog, migrations
 from rmp.embedded import EmbeddedServer
 from rmp.testing import native_cluster
 
@@ -59,8 +59,7 @@ def _assert_complete(url: str, *paths, since: datetime, until: datetime, servers
         assert db_checksums(conn) == file_checksums(*paths)
         refresh_all(conn)
         mismatches = aggregate_mismatches(conn, since, until)
-    assert {k: v for k, v in mismatches.items() if ":" not in k} == {
-        "server_metrics_1m": 0, "server_metrics_5m": 0, "server_metrics_1h": 0, "server_metrics_1d": 0}
+    assert {k: v for k, v in mismatches.items() if ":" not in k} == {t.name: 0 for t in catalog.TIERS}
     assert mismatches["server_metrics_1h:buckets"] == servers * 24 * round((until - since) / timedelta(days=1))
 
 

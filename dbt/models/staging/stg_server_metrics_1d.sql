@@ -1,16 +1,2 @@
-with
-
-source as (
-    select * from {{ source('metrics', 'server_metrics_1d') }}
-),
-
-renamed as (
-    select
-        bucket as day_start_at,
-        (bucket at time zone 'UTC')::date as metrics_date,
-        server_id,
-        {{- server_metric_aggregate_columns() }}
-    from source
-)
-
-select * from renamed
+{#- metrics.server_metrics_1d: one row per server and UTC day. -#}
+{{ stg_server_metrics_tier('server_metrics_1d', bucket_as='day_start_at', date_as='metrics_date') }}

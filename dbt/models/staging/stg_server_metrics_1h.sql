@@ -1,15 +1,2 @@
-with
-
-source as (
-    select * from {{ source('metrics', 'server_metrics_1h') }}
-),
-
-renamed as (
-    select
-        bucket as hour_start_at,
-        server_id,
-        {{- server_metric_aggregate_columns() }}
-    from source
-)
-
-select * from renamed
+{#- metrics.server_metrics_1h: one row per server and hour. -#}
+{{ stg_server_metrics_tier('server_metrics_1h', bucket_as='hour_start_at') }}

@@ -1,15 +1,2 @@
-with
-
-source as (
-    select * from {{ source('metrics', 'server_metrics_5m') }}
-),
-
-renamed as (
-    select
-        bucket as bucket_start_at,
-        server_id,
-        {{- server_metric_aggregate_columns() }}
-    from source
-)
-
-select * from renamed
+{#- metrics.server_metrics_5m: one row per server and 5-minute bucket. -#}
+{{ stg_server_metrics_tier('server_metrics_5m', bucket_as='bucket_start_at') }}
