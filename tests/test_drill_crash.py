@@ -63,6 +63,17 @@ def _assert_complete(url: str, *paths, since: datetime, until: datetime, servers
     assert mismatches["server_metrics_1h:buckets"] == servers * 24 * round((until - since) / timedelta(days=1))
 
 
+def _loading(url: str, tmp_path):
+    """Two days of 3 servers being loaded by `rmp ingest` in BATCH-row batches, two
+    batches committed: (first day, the file, its rows, the loader's process)."""
+    since = _days_ago(3)
+    path = make_fleet(url, tmp_path / "files", servers=3, days=2, start=since)
+    proc = start_ingest(url, path, BATCH)
+    with psycopg.connect(url, autocommit=True) as conn:
+        wait_until(lambda: row_count(conn) >= 2 * BATCH, 120, "two batches")
+    return since, path, 3 * 2 * 2880, proc
+
+
 def _recovers_and_reloads(url: str, path, *, total: int, since: datetime) -> int:
     """After the restart: `rmp doctor` passes, the same ingest again loads exactly the
     rows the crash lost (the others are skipped as duplicates), and everything is
@@ -81,12 +92,8 @@ def _recovers_and_reloads(url: str, path, *, total: int, since: datetime) -> int
 @pytest.mark.native_only
 def test_postmaster_killed_inside_a_batch_loses_and_duplicates_nothing(cluster, tmp_path):
     url = cluster.url
-    since = _days_ago(3)
-    path = make_fleet(url, tmp_path / "files", servers=3, days=2, start=since)
-    total = 3 * 2 * 2880
-    proc = start_ingest(url, path, BATCH)
+    since, path, total, proc = _loading(url, tmp_path)
     with psycopg.connect(url, autocommit=True) as conn:
-        wait_until(lambda: row_count(conn) >= 2 * BATCH, 120, "two batches")
         pause_inside_batch(proc, native_loader_in_batch(url))
         committed = row_count(conn)
     cluster.kill()                                            # kill -9 of the postmaster
@@ -180,12 +187,8 @@ def test_embedded_engine_killed_inside_a_batch_loses_and_duplicates_nothing(tmp_
     try:
         url = server.url
         migrations.upgrade(url)
-        since = _days_ago(3)
-        path = make_fleet(url, tmp_path / "files", servers=3, days=2, start=since)
-        total = 3 * 2 * 2880
-        proc = start_ingest(url, path, BATCH)
+        since, path, total, proc = _loading(url, tmp_path)
         with psycopg.connect(url, autocommit=True) as conn:
-            wait_until(lambda: row_count(conn) >= 2 * BATCH, 120, "two batches")
             committed = row_count(conn)       # served between two of the loader's transactions
         pause_inside_batch(proc, session_busy(url))
         _kill_node(server)                    # SIGKILL of the Node process
