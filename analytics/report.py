@@ -99,8 +99,8 @@ def gather(conn: psycopg.Connection, days: float = 7, top: int = 10, detector: s
         rd.quotas = queries.run_dicts(conn, "report_quota_status", top=top)
         rd.org_forecasts = queries.run_dicts(conn, "report_org_forecasts", top=top)
     except psycopg.errors.UndefinedTable:
-        rd.quotas_note = ("marts.org_quota_status is not built yet (run `rmp dbt build`): quotas and the "
-                          "organization forecasts held against them are not shown.")
+        rd.quotas_note = ("marts.org_quota_status or marts.capacity_forecasts is not built yet (run `rmp dbt"
+                          " build`): quotas and the organization forecasts held against them are not shown.")
     for q in rd.quotas:
         q["measure"] = QUOTA_MEASURES.get(q["quota_name"], q["quota_name"])
     for f in rd.org_forecasts:

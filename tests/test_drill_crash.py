@@ -63,15 +63,37 @@ def _assert_complete(url: str, *paths, since: datetime, until: datetime, servers
     assert mismatches["server_metrics_1h:buckets"] == servers * 24 * round((until - since) / timedelta(days=1))
 
 
-@pytest.mark.native_only
-def test_postmaster_killed_inside_a_batch_loses_and_duplicates_nothing(cluster, tmp_path):
-    url = cluster.url
+def _loading(url: str, tmp_path):
+    """Two days of 3 servers being loaded by `rmp ingest` in BATCH-row batches, two
+    batches committed: (first day, the file, its rows, the loader's process)."""
     since = _days_ago(3)
     path = make_fleet(url, tmp_path / "files", servers=3, days=2, start=since)
-    total = 3 * 2 * 2880
     proc = start_ingest(url, path, BATCH)
     with psycopg.connect(url, autocommit=True) as conn:
         wait_until(lambda: row_count(conn) >= 2 * BATCH, 120, "two batches")
+    return since, path, 3 * 2 * 2880, proc
+
+
+def _recovers_and_reloads(url: str, path, *, total: int, since: datetime) -> int:
+    """After the restart: `rmp doctor` passes, the same ingest again loads exactly the
+    rows the crash lost (the others are skipped as duplicates), and everything is
+    complete. The rows that survived the crash."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        survived = row_count(conn)
+    doctor = rmp(url, "doctor", "-q")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    again = rmp(url, "ingest", str(path), "-q")
+    assert again.returncode == 0, again.stderr
+    assert f"{total - survived:,} loaded, {survived:,} duplicates skipped, 0 rejected" in again.stdout
+    _assert_complete(url, path, since=since, until=since + timedelta(days=2))
+    return survived
+
+
+@pytest.mark.native_only
+def test_postmaster_killed_inside_a_batch_loses_and_duplicates_nothing(cluster, tmp_path):
+    url = cluster.url
+    since, path, total, proc = _loading(url, tmp_path)
+    with psycopg.connect(url, autocommit=True) as conn:
         pause_inside_batch(proc, native_loader_in_batch(url))
         committed = row_count(conn)
     cluster.kill()                                            # kill -9 of the postmaster
@@ -79,17 +101,9 @@ def test_postmaster_killed_inside_a_batch_loses_and_duplicates_nothing(cluster, 
     assert code != 0 and "rmp: " in err and "Traceback" not in err   # one line, no traceback
 
     cluster.start()
-    with psycopg.connect(url, autocommit=True) as conn:
-        survived = row_count(conn)
+    survived = _recovers_and_reloads(url, path, total=total, since=since)
     assert survived == committed                              # every committed batch is durable
     assert 0 < survived < total and survived % BATCH == 0     # ... and only whole batches
-    doctor = rmp(url, "doctor", "-q")
-    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-
-    again = rmp(url, "ingest", str(path), "-q")
-    assert again.returncode == 0, again.stderr
-    assert f"{total - survived:,} loaded, {survived:,} duplicates skipped, 0 rejected" in again.stdout
-    _assert_complete(url, path, since=since, until=since + timedelta(days=2))
 
 
 def _job(conn, proc_name: str, view: str) -> int:
@@ -173,12 +187,8 @@ def test_embedded_engine_killed_inside_a_batch_loses_and_duplicates_nothing(tmp_
     try:
         url = server.url
         migrations.upgrade(url)
-        since = _days_ago(3)
-        path = make_fleet(url, tmp_path / "files", servers=3, days=2, start=since)
-        total = 3 * 2 * 2880
-        proc = start_ingest(url, path, BATCH)
+        since, path, total, proc = _loading(url, tmp_path)
         with psycopg.connect(url, autocommit=True) as conn:
-            wait_until(lambda: row_count(conn) >= 2 * BATCH, 120, "two batches")
             committed = row_count(conn)       # served between two of the loader's transactions
         pause_inside_batch(proc, session_busy(url))
         _kill_node(server)                    # SIGKILL of the Node process
@@ -186,15 +196,8 @@ def test_embedded_engine_killed_inside_a_batch_loses_and_duplicates_nothing(tmp_
         assert code != 0 and "Traceback" not in err, err
 
         server.start()
-        with psycopg.connect(url, autocommit=True) as conn:
-            survived = row_count(conn)
+        survived = _recovers_and_reloads(url, path, total=total, since=since)
         assert committed <= survived < total and survived % BATCH == 0   # durable, whole batches
-        doctor = rmp(url, "doctor", "-q")
-        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-        again = rmp(url, "ingest", str(path), "-q")
-        assert again.returncode == 0, again.stderr
-        assert f"{total - survived:,} loaded, {survived:,} duplicates skipped, 0 rejected" in again.stdout
-        _assert_complete(url, path, since=since, until=since + timedelta(days=2))
     finally:
         server.stop()
 

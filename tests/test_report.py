@@ -192,7 +192,7 @@ def test_org_forecast_rows_label_used_vs_allocated_and_say_when_the_limit_is_exc
     load_rows(db, "server_metrics", COLUMNS, rows_for(fleet["db"], fleet["start"], DAYS - 2, 0.0))
     db.execute("call refresh_continuous_aggregate('metrics.server_metrics_1h', null, null)")
     run_forecasts(migrated_url, metrics=["disk"])
-    result = run_dbt(["run", "--select", "+org_quota_status"], migrated_url, work_dir=tmp_path)
+    result = run_dbt(["run", "--select", "+capacity_forecasts"], migrated_url, work_dir=tmp_path)
     assert result.exit_code == 0, result.exception
     path = write_report(migrated_url, tmp_path / "out", days=DAYS, top=10)
     html = (path / "index.html").read_text()

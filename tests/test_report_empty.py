@@ -36,7 +36,7 @@ def test_report_of_a_brand_new_database_says_no_data_yet(brand_new_url, tmp_path
     path = write_report(brand_new_url, tmp_path)
     _assert_no_data_report(path, brand_new_url)
     # no marts either: the quota section says how to build them
-    assert "marts.org\\_quota\\_status is not built yet" in (path / "report.md").read_text()
+    assert "marts.org\\_quota\\_status or marts.capacity\\_forecasts is not built yet" in (path / "report.md").read_text()
 
 
 def test_report_of_an_emptied_database_says_no_data_yet(db, migrated_url, tmp_path):

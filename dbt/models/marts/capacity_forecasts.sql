@@ -77,6 +77,7 @@ with_quota as (
         named.horizon_start_at,
         named.trend,
         named.slope_per_day,
+        named.first_forecast_value,
         named.threshold,
         named.threshold_crossing_at,
         named.crossing_lo_at,

@@ -16,6 +16,8 @@ renamed as (
         status as forecast_status,
         trend,
         slope_per_day,
+        -- the forecast's first point (forecast: [{at, yhat, lo, hi}, ...])
+        (forecast -> 0 ->> 'yhat')::double precision as first_forecast_value,
         threshold,
         threshold_crossing_at,
         crossing_lo_at,
