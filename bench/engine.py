@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,16 @@ class BenchEngine:
     # True: a throw-away engine nobody else uses (no cleanup needed).
     private: bool
     kind: str = "embedded"
+
+
+def rmp_command() -> str:
+    """The `rmp` command of the environment this benchmark runs in (what a user of
+    that environment types), not whichever `rmp` comes first on PATH: another
+    environment's may run other code, or none."""
+    here = Path(sys.executable).parent / "rmp"
+    if not here.exists():
+        raise UserError(f"no rmp command beside {sys.executable}: install the project there (pip install -e .)")
+    return str(here)
 
 
 def engine_kinds(choice: str | None) -> tuple[list[str], str | None]:

@@ -26,12 +26,12 @@ import os
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.engine import rmp_command
 from bench.results import RESULTS_DIR, write_json
 from rmp import db
 
@@ -128,7 +128,7 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 2
             say(f"  {name:<34} {n:>10,} rows {seconds:8.2f} s {n / seconds:>10,.0f} rows/s")
 
         env = {**os.environ, "DATABASE_URL": url}
-        rmp_exe = shutil.which("rmp") or str(Path(sys.executable).parent / "rmp")
+        rmp_exe = rmp_command()
         psql_cmd = ["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
                     f"\\copy metrics.server_metrics ({cols}) from '{csv_path}' with (format csv, header true)"]
 

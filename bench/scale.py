@@ -48,6 +48,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from bench.engine import rmp_command
 from rmp import catalog
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -320,7 +321,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
     end = started_at.replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(hours=hours)
     env = {**os.environ, "DATABASE_URL": url}
-    rmp_exe = shutil.which("rmp") or str(Path(sys.executable).parent / "rmp")
+    rmp_exe = rmp_command()
     result: dict = {"benchmark": "scale", "engine": engine, "started_at": started_at.isoformat(timespec="seconds"),
                     "parameters": {"servers": servers, "hours": hours, "live_minutes": live_minutes,
                                    "interval_s": interval, "writers": writers, "jobs": jobs},
