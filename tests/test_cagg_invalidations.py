@@ -1,5 +1,6 @@
 """Late rows reach every continuous aggregate of metrics.server_metrics after the next refresh,
-whether `rmp ingest` or a plain COPY (what `psql \\copy` sends) wrote them.
+whether `rmp ingest` (COPY, or INSERT from its staging table on a re-load), a plain COPY (what
+`psql \\copy` sends) or a plain INSERT wrote them.
 
 TimescaleDB 2.23 stops logging COPY's invalidations once a trigger with a transition table is on
 the hypertable (those that keep metrics.server_latest and metrics.organization_cpu_hourly);
@@ -68,7 +69,17 @@ def test_late_rows_from_rmp_ingest_and_copy_reach_every_aggregate(db, migrated_u
         # ... and by a plain COPY into the hypertable, as psql \copy sends it
         load(db, sparse_rows(b, [day_start(2) + timedelta(hours=13, seconds=30),
                                  day_start(2) + timedelta(hours=13, seconds=60)], cpu=99.75))
-        assert db.execute("select count(*) from metrics.server_metrics").fetchone()[0] == 4 * 288 + 4
+        # ... by a plain INSERT, and by a re-load whose duplicate sends the loader down its
+        # staging path (INSERT ... SELECT ... ON CONFLICT DO NOTHING) with one new row
+        db.execute("insert into metrics.server_metrics (server_id, collected_at, cpu_percent) values (%s, %s, 55.5)",
+                   (b, day_start(3) + timedelta(hours=5, seconds=30)))
+        reload = tmp_path / "reload.csv"
+        reload.write_text("server_id,collected_at,cpu_percent,memory_used_bytes\n"
+                          f"{a},{day_start(3).isoformat()},20.0,2000000000\n"
+                          f"{a},{(day_start(3) + timedelta(hours=2, seconds=30)).isoformat()},66.25,5000000000\n")
+        result = CliRunner().invoke(ingest_cmd, [str(reload)], env={"DATABASE_URL": migrated_url})
+        assert result.exit_code == 0 and "1 loaded, 1 duplicates skipped" in result.output, result.output
+        assert db.execute("select count(*) from metrics.server_metrics").fetchone()[0] == 4 * 288 + 6
         for tier in TIERS:      # materialized before they arrived: not in the aggregates yet
             assert _aggregate(db, tier, lo, hi) != _raw(db, tier, lo, hi), tier.name
 
