@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import psycopg
+import pytest
 from click.testing import CliRunner
 from schema_data import day_start, load, organization, server, sparse_rows
 
@@ -124,3 +126,18 @@ def test_copy_under_a_transition_table_trigger_logs_no_invalidation_without_the_
         else:
             assert _hour_of(db, a, lost) == (12, 20.0)      # the late row never reached the aggregate
         assert _hour_of(db, a, kept) == (13, 77.0)
+
+
+def test_a_migration_role_that_may_not_write_the_invalidation_log_is_refused_at_migration_time(db):
+    """Not at the first late COPY: the trigger function runs as the role that installs it."""
+    db.execute("drop role if exists rmp_test_migrator")
+    db.execute("create role rmp_test_migrator nologin")
+    db.execute("grant usage on schema metrics to rmp_test_migrator")
+    try:
+        with db.transaction(force_rollback=True):
+            db.execute("set local role rmp_test_migrator")
+            with pytest.raises(psycopg.errors.RaiseException, match="may not write TimescaleDB's invalidation log"):
+                db.execute((SQL_DIR / "idempotent" / "cagg-copy-invalidations.sql").read_text())
+    finally:
+        db.execute("revoke usage on schema metrics from rmp_test_migrator")
+        db.execute("drop role rmp_test_migrator")

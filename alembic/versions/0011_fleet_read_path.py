@@ -5,9 +5,6 @@ sql/queries/organization_totals.sql reads), kept by triggers on
 metrics.server_metrics; plus the trigger that logs COPY's continuous-aggregate
 invalidations, which TimescaleDB 2.23 stops logging itself once a trigger with a
 transition table exists (sql/idempotent/cagg-copy-invalidations.sql).
-
-Revision ID: 0011_fleet_read_path
-Revises: 0010_interval_true_rates
 """
 
 from __future__ import annotations
@@ -18,8 +15,6 @@ from rmp.migrations import apply_idempotent, apply_sql
 
 revision = "0011_fleet_read_path"
 down_revision = "0010_interval_true_rates"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

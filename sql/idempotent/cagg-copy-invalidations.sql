@@ -30,6 +30,13 @@ if to_regprocedure('_timescaledb_functions.add_materialization_invalidations(reg
     drop trigger if exists cagg_copy_invalidations on metrics.server_metrics;
     return;
 end if;
+-- The function below runs as this role. Were it not allowed to write the log, every late
+-- COPY would fail at load time; say so now, at migration time, instead.
+if not has_table_privilege('_timescaledb_catalog.continuous_aggs_materialization_invalidation_log', 'insert') then
+    raise exception 'role % may not write TimescaleDB''s invalidation log, which the fleet read path needs '
+                    '(revision 0011: late rows loaded by COPY would never reach the aggregates)', current_user
+        using hint = 'run the migrations as the owner of the timescaledb extension (a superuser on a self-hosted server)';
+end if;
 
 -- security definer: loaders write as rmp_ingest, which may not write TimescaleDB's catalog
 create or replace function metrics.log_cagg_copy_invalidations() returns trigger
