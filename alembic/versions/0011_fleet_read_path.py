@@ -46,16 +46,21 @@ def downgrade() -> None:
     # the view back on the raw rows first: what reads it (tenant view, dbt's views) stays
     # (with the same columns: interval_seconds from 0010 on, sql/idempotent/server-last-point.sql)
     op.execute("select metrics.create_server_last_point_view_on_raw()")
+    # (the names of 0011 and those sql/idempotent/read-path-changes.sql replaced them with)
     for trigger in ("server_latest_insert", "server_latest_change", "server_latest_truncate",
                     "organization_cpu_insert", "organization_cpu_delete", "organization_cpu_update",
-                    "organization_cpu_truncate", "cagg_copy_invalidations"):
+                    "organization_cpu_truncate", "cagg_copy_invalidations",
+                    "read_path_log_delete", "read_path_log_update", "read_path_apply"):
         op.execute(f"drop trigger if exists {trigger} on metrics.server_metrics")
     for trigger in ("organization_cpu_server_delete", "organization_cpu_server_move"):
         op.execute(f"drop trigger if exists {trigger} on tenancy.servers")
     for function in ("server_latest_after_insert()", "server_latest_rederive()", "organization_cpu_after_write()",
                      "organization_cpu_server_change()", "organization_cpu_row_change()",
                      "organization_cpu_move_server(bigint, bigint, bigint)", "log_cagg_copy_invalidations()",
-                     "server_last_point_from_raw()"):
+                     "server_last_point_from_raw()", "server_last_point_from_raw(bigint[])",
+                     "server_latest_refresh(bigint[])", "server_latest_after_truncate()",
+                     "organization_cpu_hourly_add(bigint[], timestamptz[], numeric[], bigint[])",
+                     "read_path_changes_create()", "read_path_log_change()", "read_path_apply_changes()"):
         op.execute(f"drop function if exists metrics.{function}")
     op.execute("drop table metrics.organization_cpu_hourly")
     op.execute("drop table metrics.server_latest")

@@ -4,14 +4,17 @@
 --   * after INSERT / COPY into metrics.server_metrics: the inserted rows'
 --     sums are added (transition table; rows skipped by ON CONFLICT DO NOTHING
 --     are not in it);
---   * after DELETE / UPDATE of a row of the last two days (row triggers with a
---     WHEN clause: TimescaleDB refuses DELETE and UPDATE transition tables on
---     a hypertable with compression, and older rows cost only the WHEN test):
---     the old row's value subtracted, the new one's added;
+--   * after DELETE / UPDATE: the changed rows' old values subtracted and new
+--     ones added, once per statement (sql/idempotent/read-path-changes.sql:
+--     TimescaleDB refuses DELETE and UPDATE transition tables on a hypertable
+--     with compression, so row triggers only log each changed row and a
+--     statement trigger applies the log);
 --   * after TRUNCATE: emptied;
 --   * a server moved to another organization, or deleted (before its rows
 --     cascade away), takes its samples' sums along.
--- Inserts: one statement per batch, rows locked in (organization, hour) order.
+-- Every change goes through one upsert, metrics.organization_cpu_hourly_add:
+-- one statement per batch, rows locked in (organization, hour) order (no
+-- deadlock between concurrent writers).
 -- Until revision 0011 has created the table this file does nothing.
 
 do $guard$
@@ -19,6 +22,25 @@ begin
 if to_regclass('metrics.organization_cpu_hourly') is null then
     return;
 end if;
+
+-- The one upsert of the table: deltas per (organization, hour), summed per key first
+-- (ON CONFLICT may touch a row once per statement), in key order. Not security definer:
+-- it runs with the rights of its callers below (the table's owner); nobody else may call it.
+create or replace function metrics.organization_cpu_hourly_add(
+    organization_ids bigint[], hours timestamptz[], sums numeric[], counts bigint[]
+) returns void
+language sql set search_path = pg_catalog, pg_temp as $f$
+    insert into metrics.organization_cpu_hourly as hourly
+        (organization_id, hour, cpu_percent_sum, cpu_sample_count)
+    select delta.organization_id, delta.hour, sum(delta.s), sum(delta.n)
+    from unnest(organization_ids, hours, sums, counts) as delta (organization_id, hour, s, n)
+    group by 1, 2
+    order by 1, 2
+    on conflict (organization_id, hour) do update set
+        cpu_percent_sum = hourly.cpu_percent_sum + excluded.cpu_percent_sum,
+        cpu_sample_count = hourly.cpu_sample_count + excluded.cpu_sample_count
+$f$;
+revoke execute on function metrics.organization_cpu_hourly_add(bigint[], timestamptz[], numeric[], bigint[]) from public;
 
 -- security definer: loaders write as rmp_ingest, which may read neither tenancy nor this table
 create or replace function metrics.organization_cpu_after_write() returns trigger
@@ -28,60 +50,34 @@ begin
         delete from metrics.organization_cpu_hourly;
         return null;
     end if;
-    insert into metrics.organization_cpu_hourly as hourly
-            (organization_id, hour, cpu_percent_sum, cpu_sample_count)
+    perform metrics.organization_cpu_hourly_add(
+        array_agg(per_hour.organization_id), array_agg(per_hour.hour), array_agg(per_hour.s), array_agg(per_hour.n))
+    from (
         select
             servers.organization_id,
-            public.time_bucket(interval '1 hour', inserted.collected_at),
-            coalesce(sum(inserted.cpu_percent::numeric), 0),
-            count(inserted.cpu_percent)
+            public.time_bucket(interval '1 hour', inserted.collected_at) as hour,
+            coalesce(sum(inserted.cpu_percent::numeric), 0) as s,
+            count(inserted.cpu_percent) as n
         from inserted_rows as inserted
         join tenancy.servers as servers on servers.id = inserted.server_id
         where inserted.collected_at >= now() - interval '2 days'
         group by 1, 2
-        order by 1, 2
-        on conflict (organization_id, hour) do update set
-            cpu_percent_sum = hourly.cpu_percent_sum + excluded.cpu_percent_sum,
-            cpu_sample_count = hourly.cpu_sample_count + excluded.cpu_sample_count;
-    return null;
-end
-$f$;
-
--- one deleted or updated row of the last two days: its old value out, its new one in
-create or replace function metrics.organization_cpu_row_change() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
-begin
-    insert into metrics.organization_cpu_hourly as hourly
-        (organization_id, hour, cpu_percent_sum, cpu_sample_count)
-    select servers.organization_id, change.hour, sum(change.s), sum(change.n)
-    from (
-        select old.server_id, public.time_bucket(interval '1 hour', old.collected_at) as hour,
-               -coalesce(old.cpu_percent::numeric, 0) as s, -(old.cpu_percent is not null)::int as n
-        where old.collected_at >= now() - interval '2 days'
-        union all
-        select new.server_id, public.time_bucket(interval '1 hour', new.collected_at),
-               coalesce(new.cpu_percent::numeric, 0), (new.cpu_percent is not null)::int
-        where tg_op = 'UPDATE' and new.collected_at >= now() - interval '2 days'
-    ) as change
-    join tenancy.servers as servers on servers.id = change.server_id
-    group by 1, 2
-    order by 1, 2
-    on conflict (organization_id, hour) do update set
-        cpu_percent_sum = hourly.cpu_percent_sum + excluded.cpu_percent_sum,
-        cpu_sample_count = hourly.cpu_sample_count + excluded.cpu_sample_count;
+    ) as per_hour;
     return null;
 end
 $f$;
 
 -- a server's samples of the last two days move from one organization to another
--- (to_organization null: the server is being deleted). The old organization's rows are
--- only updated, never inserted, and not at all when it is the organization being
+-- (to_organization null: the server is being deleted). Not the organization being
 -- deleted (its servers cascade from it): its rows go with it.
 create or replace function metrics.organization_cpu_move_server(
     moved_server_id bigint, from_organization bigint, to_organization bigint
 ) returns void
 language sql security definer set search_path = pg_catalog, pg_temp as $f$
-    with moved as (
+    select metrics.organization_cpu_hourly_add(
+        array_agg(side.organization_id), array_agg(moved.hour),
+        array_agg(side.sign * moved.s), array_agg(side.sign * moved.n))
+    from (
         select
             public.time_bucket(interval '1 hour', server_metrics.collected_at) as hour,
             coalesce(sum(server_metrics.cpu_percent::numeric), 0) as s,
@@ -90,25 +86,12 @@ language sql security definer set search_path = pg_catalog, pg_temp as $f$
         where server_metrics.server_id = moved_server_id
           and server_metrics.collected_at >= now() - interval '2 days'
         group by 1
-    ),
-    taken_out as (
-        update metrics.organization_cpu_hourly as hourly set
-            cpu_percent_sum = hourly.cpu_percent_sum - moved.s,
-            cpu_sample_count = hourly.cpu_sample_count - moved.n
-        from moved
-        where hourly.organization_id = from_organization and hourly.hour = moved.hour
-          and exists (select from tenancy.organizations as o where o.id = from_organization)
-    )
-    insert into metrics.organization_cpu_hourly as hourly
-        (organization_id, hour, cpu_percent_sum, cpu_sample_count)
-    select to_organization, moved.hour, moved.s, moved.n
-    from moved
-    where to_organization is not null
-    order by 1, 2
-    on conflict (organization_id, hour) do update set
-        cpu_percent_sum = hourly.cpu_percent_sum + excluded.cpu_percent_sum,
-        cpu_sample_count = hourly.cpu_sample_count + excluded.cpu_sample_count
+    ) as moved
+    cross join (values (from_organization, -1), (to_organization, 1)) as side (organization_id, sign)
+    where exists (select from tenancy.organizations as o where o.id = side.organization_id)
 $f$;
+-- security definer: any role could otherwise move sums between organizations
+revoke execute on function metrics.organization_cpu_move_server(bigint, bigint, bigint) from public;
 
 create or replace function metrics.organization_cpu_server_change() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
@@ -128,14 +111,10 @@ drop trigger if exists organization_cpu_insert on metrics.server_metrics;
 create trigger organization_cpu_insert after insert on metrics.server_metrics
     referencing new table as inserted_rows
     for each statement execute function metrics.organization_cpu_after_write();
+-- 0011's row triggers and their function (before read-path-changes.sql)
 drop trigger if exists organization_cpu_delete on metrics.server_metrics;
-create trigger organization_cpu_delete after delete on metrics.server_metrics
-    for each row when (old.collected_at >= now() - interval '2 days')
-    execute function metrics.organization_cpu_row_change();
 drop trigger if exists organization_cpu_update on metrics.server_metrics;
-create trigger organization_cpu_update after update on metrics.server_metrics
-    for each row when (old.collected_at >= now() - interval '2 days' or new.collected_at >= now() - interval '2 days')
-    execute function metrics.organization_cpu_row_change();
+drop function if exists metrics.organization_cpu_row_change();
 drop trigger if exists organization_cpu_truncate on metrics.server_metrics;
 create trigger organization_cpu_truncate after truncate on metrics.server_metrics
     for each statement execute function metrics.organization_cpu_after_write();

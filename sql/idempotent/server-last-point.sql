@@ -2,35 +2,33 @@
 -- one row per server that has reported: metrics.server_last_point.
 --
 -- From revision 0011 on it reads metrics.server_latest (one row per server,
--- sql/preinstall/011-server-latest.sql), which statement-level triggers on
+-- sql/preinstall/011-server-latest.sql), which triggers on
 -- metrics.server_metrics keep equal to the raw rows:
 --   * after INSERT / COPY (transition table of the inserted rows): the newest
 --     inserted row of each server replaces the stored one if it is newer. One
 --     statement per batch, rows locked in server order (no deadlock between
 --     concurrent loaders); rows skipped by ON CONFLICT DO NOTHING are not in
 --     the transition table.
---   * after DELETE / UPDATE: re-derived from the raw rows
---     (metrics.server_last_point_from_raw(), one index probe per server);
---     deletes are rare (per-organization retention, hand edits).
+--   * after DELETE / UPDATE: re-derived from the raw rows for the servers whose
+--     rows of the last two days the statement changed, and for those whose
+--     stored last point is older than that (metrics.server_latest_refresh, one
+--     index probe per such server; sql/idempotent/read-path-changes.sql).
 --   * after TRUNCATE: emptied.
 -- A transition-table trigger makes TimescaleDB 2.23 skip COPY's continuous-
 -- aggregate invalidations; sql/idempotent/cagg-copy-invalidations.sql logs them.
 -- Before 0011 (an older schema being upgraded) the view derives it directly.
+-- Both derive it with the same query (metrics.server_last_point_select), one
+-- probe of the (server_id, collected_at desc) index per server.
 -- From revision 0010 on both show the latest sample's interval_seconds, so
 -- staleness is judged against each server's own sampling interval
 -- (marts.server_current); the guards keep the file valid before 0010.
 
--- The view over the raw rows (before 0011, and 0011's downgrade on its way back):
--- one probe of the (server_id, collected_at desc) index per server.
-create or replace function metrics.create_server_last_point_view_on_raw() returns void
-language plpgsql as $f$
-declare
-    has_interval boolean := exists (
-        select from pg_attribute
-        where attrelid = 'metrics.server_metrics'::regclass and attname = 'interval_seconds' and not attisdropped);
-begin
-execute format($v$
-create or replace view metrics.server_last_point as
+-- The query over the raw rows, with or without 0010's interval_seconds, for the
+-- servers the filter keeps (a WHERE clause over `servers`, or nothing).
+create or replace function metrics.server_last_point_select(with_interval boolean, server_filter text)
+returns text
+language sql immutable as $f$
+select format($v$
 select
     servers.id as server_id,
     last_point.collected_at as last_metrics_at,
@@ -55,9 +53,22 @@ cross join lateral (
     order by server_metrics.collected_at desc
     limit 1
 ) as last_point
-$v$,
-    case when has_interval then E',\n    last_point.interval_seconds' else '' end,
-    case when has_interval then E',\n        server_metrics.interval_seconds' else '' end);
+%3$s$v$,
+    case when with_interval then E',\n    last_point.interval_seconds' else '' end,
+    case when with_interval then E',\n        server_metrics.interval_seconds' else '' end,
+    server_filter)
+$f$;
+
+-- The view over the raw rows (before 0011, and 0011's downgrade on its way back).
+create or replace function metrics.create_server_last_point_view_on_raw() returns void
+language plpgsql as $f$
+declare
+    has_interval boolean := exists (
+        select from pg_attribute
+        where attrelid = 'metrics.server_metrics'::regclass and attname = 'interval_seconds' and not attisdropped);
+begin
+    execute 'create or replace view metrics.server_last_point as '
+            || metrics.server_last_point_select(has_interval, '');
 end
 $f$;
 
@@ -68,8 +79,11 @@ if to_regclass('metrics.server_latest') is null then
     return;
 end if;
 
--- the truth from the raw rows, with the view's columns (in metrics.server_latest's order)
-create or replace function metrics.server_last_point_from_raw()
+-- the truth from the raw rows, with the view's columns (in metrics.server_latest's order),
+-- of the given servers (null: all of them). 0011 had it without the argument.
+drop function if exists metrics.server_last_point_from_raw();
+execute format($create$
+create or replace function metrics.server_last_point_from_raw(server_ids bigint[] default null)
 returns table (
     server_id bigint,
     last_metrics_at timestamptz,
@@ -81,28 +95,8 @@ returns table (
     load_1m double precision,
     interval_seconds double precision
 )
-language sql stable as $f$
-    select
-        servers.id,
-        last_point.*
-    from tenancy.servers as servers
-    cross join lateral (
-        select
-            server_metrics.collected_at,
-            server_metrics.cpu_percent,
-            server_metrics.memory_percent,
-            server_metrics.memory_used_bytes,
-            server_metrics.disk_percent,
-            server_metrics.disk_used_bytes,
-            server_metrics.load_1m,
-            server_metrics.interval_seconds
-        from metrics.server_metrics as server_metrics
-        where server_metrics.server_id = servers.id
-        order by server_metrics.collected_at desc
-        limit 1
-    ) as last_point
-$f$;
-
+language sql stable as %L
+$create$, metrics.server_last_point_select(true, 'where server_ids is null or servers.id = any(server_ids)'));
 -- security definer: loaders write as rmp_ingest, which may not touch the table itself
 create or replace function metrics.server_latest_after_insert() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
@@ -134,21 +128,21 @@ begin
 end
 $f$;
 
-create or replace function metrics.server_latest_rederive() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
-begin
-    if tg_op = 'TRUNCATE' then
-        delete from metrics.server_latest;
-        return null;
-    end if;
-    create temp table if not exists rmp_server_latest_truth
-        (like metrics.server_latest) on commit drop;
-    delete from rmp_server_latest_truth;
-    insert into rmp_server_latest_truth select * from metrics.server_last_point_from_raw();
-    delete from metrics.server_latest as latest
-    where not exists (select 1 from rmp_server_latest_truth as truth where truth.server_id = latest.server_id);
+-- The given servers' stored last points re-derived from the raw rows (servers without rows
+-- lose theirs), in one statement, rows locked in server order. No security definer: it runs
+-- with the rights of its caller (metrics.read_path_apply_changes); nobody else may call it.
+create or replace function metrics.server_latest_refresh(server_ids bigint[]) returns void
+language sql set search_path = pg_catalog, pg_temp as $f$
+    with truth as (
+        select * from metrics.server_last_point_from_raw(server_ids)
+    ),
+    gone as (
+        delete from metrics.server_latest as latest
+        where latest.server_id = any(server_ids)
+          and not exists (select from truth where truth.server_id = latest.server_id)
+    )
     insert into metrics.server_latest as latest
-    select * from rmp_server_latest_truth as truth order by truth.server_id
+    select * from truth order by truth.server_id
     on conflict (server_id) do update set
         collected_at = excluded.collected_at,
         cpu_percent = excluded.cpu_percent,
@@ -162,7 +156,14 @@ begin
            latest.disk_percent, latest.disk_used_bytes, latest.load_1m, latest.interval_seconds)
           is distinct from
           (excluded.collected_at, excluded.cpu_percent, excluded.memory_percent, excluded.memory_used_bytes,
-           excluded.disk_percent, excluded.disk_used_bytes, excluded.load_1m, excluded.interval_seconds);
+           excluded.disk_percent, excluded.disk_used_bytes, excluded.load_1m, excluded.interval_seconds)
+$f$;
+revoke execute on function metrics.server_latest_refresh(bigint[]) from public;
+
+create or replace function metrics.server_latest_after_truncate() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
+begin
+    delete from metrics.server_latest;
     return null;
 end
 $f$;
@@ -171,12 +172,12 @@ drop trigger if exists server_latest_insert on metrics.server_metrics;
 create trigger server_latest_insert after insert on metrics.server_metrics
     referencing new table as inserted_rows
     for each statement execute function metrics.server_latest_after_insert();
+-- 0011's statement trigger that re-derived every server (read-path-changes.sql now)
 drop trigger if exists server_latest_change on metrics.server_metrics;
-create trigger server_latest_change after update or delete on metrics.server_metrics
-    for each statement execute function metrics.server_latest_rederive();
 drop trigger if exists server_latest_truncate on metrics.server_metrics;
+drop function if exists metrics.server_latest_rederive();
 create trigger server_latest_truncate after truncate on metrics.server_metrics
-    for each statement execute function metrics.server_latest_rederive();
+    for each statement execute function metrics.server_latest_after_truncate();
 
 create or replace view metrics.server_last_point as
 select
