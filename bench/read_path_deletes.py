@@ -6,7 +6,8 @@ of metrics.organization_cpu_hourly) for each of ``--servers`` (one organization)
 runs ``delete from metrics.server_metrics`` of all of them, and an UPDATE of every
 row's cpu_percent, alternately with the DELETE/UPDATE triggers of
 sql/idempotent/read-path-changes.sql and without them, ``--rounds`` times, on the same
-engine and the same data. After each statement with the triggers it checks that
+engine and the same data; once with revision 0011's own triggers (a copy of them here:
+an upsert per changed row, every server re-derived per statement) unless ``--no-0011``. After each statement with the triggers it checks that
 metrics.organization_cpu_hourly and metrics.server_latest equal the raw rows. Then
 ``--fleet`` servers with ``--fleet-samples`` samples each: single-row DELETE
 statements, the shape of a hand fix (0011 re-derived every server's last point per
@@ -61,12 +62,113 @@ select
 """
 
 
-def _triggers(conn: psycopg.Connection, on: bool) -> None:
-    if on:
+# Revision 0011's DELETE/UPDATE path as it was (sql/idempotent/organization-cpu-hourly.sql and
+# server-last-point.sql at commit e23c85b), under other names, for the side-by-side figure.
+TRIGGERS_0011 = """
+create or replace function metrics.bench_0011_row_change() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
+begin
+    insert into metrics.organization_cpu_hourly as hourly
+        (organization_id, hour, cpu_percent_sum, cpu_sample_count)
+    select servers.organization_id, change.hour, sum(change.s), sum(change.n)
+    from (
+        select old.server_id, public.time_bucket(interval '1 hour', old.collected_at) as hour,
+               -coalesce(old.cpu_percent::numeric, 0) as s, -(old.cpu_percent is not null)::int as n
+        where old.collected_at >= now() - interval '2 days'
+        union all
+        select new.server_id, public.time_bucket(interval '1 hour', new.collected_at),
+               coalesce(new.cpu_percent::numeric, 0), (new.cpu_percent is not null)::int
+        where tg_op = 'UPDATE' and new.collected_at >= now() - interval '2 days'
+    ) as change
+    join tenancy.servers as servers on servers.id = change.server_id
+    group by 1, 2
+    order by 1, 2
+    on conflict (organization_id, hour) do update set
+        cpu_percent_sum = hourly.cpu_percent_sum + excluded.cpu_percent_sum,
+        cpu_sample_count = hourly.cpu_sample_count + excluded.cpu_sample_count;
+    return null;
+end
+$f$;
+create or replace function metrics.bench_0011_rederive() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
+begin
+    create temp table if not exists rmp_server_latest_truth
+        (like metrics.server_latest) on commit drop;
+    delete from rmp_server_latest_truth;
+    insert into rmp_server_latest_truth select * from metrics.server_last_point_from_raw();
+    delete from metrics.server_latest as latest
+    where not exists (select 1 from rmp_server_latest_truth as truth where truth.server_id = latest.server_id);
+    insert into metrics.server_latest as latest
+    select * from rmp_server_latest_truth as truth order by truth.server_id
+    on conflict (server_id) do update set
+        collected_at = excluded.collected_at,
+        cpu_percent = excluded.cpu_percent,
+        memory_percent = excluded.memory_percent,
+        memory_used_bytes = excluded.memory_used_bytes,
+        disk_percent = excluded.disk_percent,
+        disk_used_bytes = excluded.disk_used_bytes,
+        load_1m = excluded.load_1m,
+        interval_seconds = excluded.interval_seconds
+    where (latest.collected_at, latest.cpu_percent, latest.memory_percent, latest.memory_used_bytes,
+           latest.disk_percent, latest.disk_used_bytes, latest.load_1m, latest.interval_seconds)
+          is distinct from
+          (excluded.collected_at, excluded.cpu_percent, excluded.memory_percent, excluded.memory_used_bytes,
+           excluded.disk_percent, excluded.disk_used_bytes, excluded.load_1m, excluded.interval_seconds);
+    return null;
+end
+$f$;
+create trigger bench_0011_delete after delete on metrics.server_metrics
+    for each row when (old.collected_at >= now() - interval '2 days')
+    execute function metrics.bench_0011_row_change();
+create trigger bench_0011_update after update on metrics.server_metrics
+    for each row when (old.collected_at >= now() - interval '2 days' or new.collected_at >= now() - interval '2 days')
+    execute function metrics.bench_0011_row_change();
+create trigger bench_0011_change after update or delete on metrics.server_metrics
+    for each statement execute function metrics.bench_0011_rederive();
+"""
+DROP_0011 = ("drop trigger if exists bench_0011_delete on metrics.server_metrics;"
+             " drop trigger if exists bench_0011_update on metrics.server_metrics;"
+             " drop trigger if exists bench_0011_change on metrics.server_metrics;"
+             " drop function if exists metrics.bench_0011_row_change();"
+             " drop function if exists metrics.bench_0011_rederive();")
+SIDES = {"with_triggers": "on", "without_triggers": "off", "with_0011_triggers": "0011"}
+
+
+# one-row DELETEs of the newest sample of servers spread over the organization, each timed by
+# the server and committed; the milliseconds go to the setting rmp_bench.ms
+ONE_ROW_DELETES = """
+do $bench$
+declare
+    ids bigint[] := array(select id from tenancy.servers where organization_id = %s order by id);
+    t0 timestamptz;
+    ms text := '';
+    sid bigint;
+begin
+    for k in 1..%s loop
+        sid := ids[1 + (k * 37) %% cardinality(ids)];
+        t0 := clock_timestamp();
+        delete from metrics.server_metrics where server_id = sid and collected_at =
+            (select max(m.collected_at) from metrics.server_metrics as m where m.server_id = sid);
+        ms := ms || ' ' || (extract(epoch from clock_timestamp() - t0) * 1000)::numeric(12, 3);
+        commit;
+    end loop;
+    perform set_config('rmp_bench.ms', ms, false);
+end
+$bench$
+"""
+
+
+def _triggers(conn: psycopg.Connection, on: bool | str) -> None:
+    """The change triggers of sql/idempotent/read-path-changes.sql (True / "on"), none
+    (False / "off"), or 0011's in their place ("0011")."""
+    conn.execute(DROP_0011)
+    if on in (True, "on"):
         conn.execute((SQL_DIR / "idempotent" / "read-path-changes.sql").read_text())
-    else:
-        for name in CHANGE_TRIGGERS:
-            conn.execute(f"drop trigger if exists {name} on metrics.server_metrics")
+        return
+    for name in CHANGE_TRIGGERS:
+        conn.execute(f"drop trigger if exists {name} on metrics.server_metrics")
+    if on == "0011":
+        conn.execute(TRIGGERS_0011)
 
 
 def _timed(conn: psycopg.Connection, statement: str, params=()) -> tuple[float, int]:
@@ -83,30 +185,34 @@ def _organization(conn: psycopg.Connection, name: str, servers: int) -> int:
     return org
 
 
-def bulk(conn: psycopg.Connection, servers: int, rounds: int, say=print) -> dict:
-    """DELETE / UPDATE of ``servers`` x 2,880 recent rows, with and without the triggers."""
+def bulk(conn: psycopg.Connection, servers: int, rounds: int, with_0011: bool, say=print) -> dict:
+    """DELETE / UPDATE of ``servers`` x 2,880 recent rows, with and without the triggers
+    (``rounds`` times each, alternating), and once with 0011's."""
     org = _organization(conn, f"Delete bench {servers}", servers)
     rows = servers * 2880
-    seconds: dict[str, dict[str, list[float]]] = {
-        op: {"with_triggers": [], "without_triggers": []} for op in ("delete", "update")}
-    mismatches = []
+    sides = [side for side in SIDES if with_0011 or side != "with_0011_triggers"]
+    seconds: dict[str, dict[str, list[float]]] = {op: {side: [] for side in sides} for op in ("delete", "update")}
+    mismatches: dict[str, list[int]] = {side: [] for side in sides if side != "without_triggers"}
     try:
         for r in range(rounds):
-            for side, on in (("with_triggers", True), ("without_triggers", False)):
+            for side in sides:
+                on = SIDES[side]
+                if on == "0011" and r > 0:
+                    continue
                 conn.execute("truncate metrics.server_metrics")
                 conn.execute(SAMPLES, (2880, org))
-                conn.execute("analyze metrics.server_metrics")
+                conn.execute("analyze metrics.server_metrics, metrics.server_latest, metrics.organization_cpu_hourly, tenancy.servers")
                 _triggers(conn, on)
                 s, n = _timed(conn, "update metrics.server_metrics set cpu_percent = cpu_percent + 0.25")
                 assert n == rows, (n, rows)
                 seconds["update"][side].append(round(s, 3))
-                if on:
-                    mismatches.append(conn.execute(MISMATCHES).fetchone()[0])
+                if side in mismatches:
+                    mismatches[side].append(conn.execute(MISMATCHES).fetchone()[0])
                 s, n = _timed(conn, "delete from metrics.server_metrics")
                 assert n == rows, (n, rows)
                 seconds["delete"][side].append(round(s, 3))
-                if on:
-                    mismatches.append(conn.execute(MISMATCHES).fetchone()[0])
+                if side in mismatches:
+                    mismatches[side].append(conn.execute(MISMATCHES).fetchone()[0])
                 _triggers(conn, True)
                 say(f"{rows:,} rows, round {r + 1} {side}: update {seconds['update'][side][-1]} s, "
                     f"delete {seconds['delete'][side][-1]} s")
@@ -120,48 +226,49 @@ def bulk(conn: psycopg.Connection, servers: int, rounds: int, say=print) -> dict
         result[f"{op}_best_seconds"] = best
         result[f"{op}_rows_per_s"] = {side: round(rows / s) for side, s in best.items()}
         result[f"{op}_with_vs_without"] = round(best["with_triggers"] / best["without_triggers"], 2)
+        if "with_0011_triggers" in best:
+            result[f"{op}_0011_vs_with"] = round(best["with_0011_triggers"] / best["with_triggers"], 2)
     return result
 
 
-def single_rows(conn: psycopg.Connection, servers: int, samples: int, statements: int, say=print) -> dict:
+def single_rows(conn: psycopg.Connection, servers: int, samples: int, statements: int, with_0011: bool,
+                say=print) -> dict:
     """``statements`` one-row DELETEs (each of another server's newest sample) among ``servers``."""
     org = _organization(conn, f"Single delete bench {servers}", servers)
-    ms: dict[str, list[float]] = {"with_triggers": [], "without_triggers": []}
+    ms: dict[str, list[float]] = {side: [] for side in SIDES if with_0011 or side != "with_0011_triggers"}
     try:
         conn.execute("truncate metrics.server_metrics")
         conn.execute(SAMPLES.replace("interval '30 seconds'", "interval '10 minutes'"), (samples, org))
-        conn.execute("analyze metrics.server_metrics")
-        ids = [r[0] for r in conn.execute("select id from tenancy.servers where organization_id = %s order by id",
-                                          (org,))]
-        # with the triggers first (then the derived tables are checked), without them after
-        for side, on in (("with_triggers", True), ("without_triggers", False)):
-            _triggers(conn, on)
-            for k in range(statements):
-                server_id = ids[k * 37 % len(ids)]
-                s, n = _timed(conn, "delete from metrics.server_metrics where server_id = %s and collected_at ="
-                                    " (select max(collected_at) from metrics.server_metrics where server_id = %s)",
-                              (server_id, server_id))
-                assert n == 1
-                ms[side].append(round(s * 1000, 2))
-            if on:
+        conn.execute("analyze metrics.server_metrics, metrics.server_latest, metrics.organization_cpu_hourly, tenancy.servers")
+        # with the triggers first (the derived tables are checked after them), then the other sides
+        for side in [side for side in SIDES if side in ms]:
+            _triggers(conn, SIDES[side])
+            # timed in the server (a client's round trip is not what differs), each in its own transaction
+            conn.execute(ONE_ROW_DELETES % (int(org), int(statements)))
+            ms[side] = [round(float(v), 3) for v in
+                        conn.execute("select current_setting('rmp_bench.ms')").fetchone()[0].split()]
+            if side == "with_triggers":
                 mismatches = conn.execute(MISMATCHES).fetchone()[0]
-        say(f"one-row deletes among {servers:,} servers: median with {statistics.median(ms['with_triggers'])} ms,"
-            f" without {statistics.median(ms['without_triggers'])} ms")
+        say(f"one-row deletes among {servers:,} servers, median ms: "
+            + ", ".join(f"{side} {statistics.median(v)}" for side, v in ms.items()))
     finally:
         _triggers(conn, True)
         conn.execute("truncate metrics.server_metrics")
         conn.execute("delete from tenancy.organizations where id = %s", (org,))
     median = {side: statistics.median(v) for side, v in ms.items()}
-    return {"servers": servers, "samples_per_server": samples, "statements_per_side": statements, "ms": ms,
-            "median_ms": median, "with_vs_without": round(median["with_triggers"] / median["without_triggers"], 2),
-            "mismatches_after": mismatches}
+    result = {"servers": servers, "samples_per_server": samples, "statements_per_side": statements, "ms": ms,
+              "median_ms": median, "with_vs_without": round(median["with_triggers"] / median["without_triggers"], 2),
+              "mismatches_after": mismatches}
+    if "with_0011_triggers" in median:
+        result["0011_vs_with"] = round(median["with_0011_triggers"] / median["with_triggers"], 2)
+    return result
 
 
 def run(url: str, *, sizes: list[int], rounds: int, fleet: int, fleet_samples: int, statements: int,
-        engine: str = "native", say=print) -> dict:
+        with_0011: bool = True, engine: str = "native", say=print) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
-        results = [bulk(conn, servers, rounds, say) for servers in sizes]
-        single = single_rows(conn, fleet, fleet_samples, statements, say) if fleet else None
+        results = [bulk(conn, servers, rounds, with_0011, say) for servers in sizes]
+        single = single_rows(conn, fleet, fleet_samples, statements, with_0011, say) if fleet else None
     return {"benchmark": "read_path_deletes", "engine": describe(engine), "rounds": rounds,
             "bulk": results, "single_row_deletes": single}
 
@@ -174,19 +281,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fleet", type=int, default=10_000, help="servers for the one-row deletes (0: skip)")
     parser.add_argument("--fleet-samples", type=int, default=12, help="samples per server for the one-row deletes")
     parser.add_argument("--statements", type=int, default=20, help="one-row deletes per side")
+    parser.add_argument("--no-0011", dest="with_0011", action="store_false",
+                        help="skip the side with revision 0011's own triggers (an upsert per changed row)")
     parser.add_argument("--engine", default="native", choices=("native", "embedded"), help="a private engine")
     parser.add_argument("--out", type=Path, default=None, help="results file (default bench/results/...)")
     args = parser.parse_args(argv)
     with bench_engine(kind=args.engine) as eng:
         result = run(eng.url, sizes=args.servers, rounds=args.rounds, fleet=args.fleet,
-                     fleet_samples=args.fleet_samples, statements=args.statements, engine=args.engine)
+                     fleet_samples=args.fleet_samples, statements=args.statements,
+                     with_0011=args.with_0011, engine=args.engine)
     out = args.out or RESULTS_DIR / f"read-path-deletes-{args.engine}.json"
     write_json(out.parent, out.name, result)
-    print(json.dumps({"bulk": [{k: b[k] for k in ("rows", "delete_best_seconds", "delete_with_vs_without",
-                                                  "update_best_seconds", "update_with_vs_without")}
+    print(json.dumps({"bulk": [{k: v for k, v in b.items() if k.endswith(("best_seconds", "_vs_with", "_vs_without"))}
                                for b in result["bulk"]],
                       "single_row_deletes": result["single_row_deletes"] and
-                      {k: result["single_row_deletes"][k] for k in ("servers", "median_ms", "with_vs_without")}}))
+                      {k: v for k, v in result["single_row_deletes"].items() if k.endswith(("median_ms", "_vs_with",
+                                                                                             "_vs_without"))}}))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def downgrade() -> None:
     for function in ("server_latest_after_insert()", "server_latest_rederive()", "organization_cpu_after_write()",
                      "organization_cpu_server_change()", "organization_cpu_row_change()",
                      "organization_cpu_move_server(bigint, bigint, bigint)", "log_cagg_copy_invalidations()",
-                     "server_last_point_from_raw()", "server_last_point_from_raw(bigint[])",
+                     "server_last_point_from_raw()",
                      "server_latest_refresh(bigint[])", "server_latest_after_truncate()",
                      "organization_cpu_hourly_add(bigint[], timestamptz[], numeric[], bigint[])",
                      "read_path_changes_create()", "read_path_log_change()", "read_path_apply_changes()"):

@@ -24,12 +24,17 @@ if to_regclass('metrics.organization_cpu_hourly') is null then
 end if;
 
 -- The one upsert of the table: deltas per (organization, hour), summed per key first
--- (ON CONFLICT may touch a row once per statement), in key order. Not security definer:
--- it runs with the rights of its callers below (the table's owner); nobody else may call it.
+-- (ON CONFLICT may touch a row once per statement), in key order. plpgsql: its plan is kept
+-- for the session. Not security definer: it runs with the rights of its callers below (the
+-- table's owner); nobody else may call it.
 create or replace function metrics.organization_cpu_hourly_add(
     organization_ids bigint[], hours timestamptz[], sums numeric[], counts bigint[]
 ) returns void
-language sql set search_path = pg_catalog, pg_temp as $f$
+language plpgsql set search_path = pg_catalog, pg_temp as $f$
+begin
+    if organization_ids is null then
+        return;
+    end if;
     insert into metrics.organization_cpu_hourly as hourly
         (organization_id, hour, cpu_percent_sum, cpu_sample_count)
     select delta.organization_id, delta.hour, sum(delta.s), sum(delta.n)
@@ -38,7 +43,8 @@ language sql set search_path = pg_catalog, pg_temp as $f$
     order by 1, 2
     on conflict (organization_id, hour) do update set
         cpu_percent_sum = hourly.cpu_percent_sum + excluded.cpu_percent_sum,
-        cpu_sample_count = hourly.cpu_sample_count + excluded.cpu_sample_count
+        cpu_sample_count = hourly.cpu_sample_count + excluded.cpu_sample_count;
+end
 $f$;
 revoke execute on function metrics.organization_cpu_hourly_add(bigint[], timestamptz[], numeric[], bigint[]) from public;
 

@@ -81,6 +81,8 @@ create or replace function metrics.read_path_apply_changes() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
 declare
     log_table oid := to_regclass('pg_temp.rmp_read_path_changes');
+    -- once, not per row scanned (server_latest is scanned whole: one row per server)
+    window_start timestamptz := now() - interval '2 days';
     changed_servers bigint[];
     organization_ids bigint[];
     hours timestamptz[];
@@ -108,7 +110,7 @@ begin
                 sum(consumed.sign * (consumed.cpu_percent is not null)::int) as n
             from consumed
             join tenancy.servers as servers on servers.id = consumed.server_id
-            where consumed.collected_at >= now() - interval '2 days'
+            where consumed.collected_at >= window_start
             group by 1, 2
         )
         select (select array_agg(distinct consumed.server_id) from consumed),
@@ -122,7 +124,7 @@ begin
         select unnest(changed_servers)
         union
         select latest.server_id from metrics.server_latest as latest
-        where latest.collected_at < now() - interval '2 days'));
+        where latest.collected_at < window_start));
     return null;
 end
 $f$;

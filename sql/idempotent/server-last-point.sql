@@ -79,11 +79,9 @@ if to_regclass('metrics.server_latest') is null then
     return;
 end if;
 
--- the truth from the raw rows, with the view's columns (in metrics.server_latest's order),
--- of the given servers (null: all of them). 0011 had it without the argument.
-drop function if exists metrics.server_last_point_from_raw();
+-- the truth from the raw rows, with the view's columns (in metrics.server_latest's order)
 execute format($create$
-create or replace function metrics.server_last_point_from_raw(server_ids bigint[] default null)
+create or replace function metrics.server_last_point_from_raw()
 returns table (
     server_id bigint,
     last_metrics_at timestamptz,
@@ -96,7 +94,8 @@ returns table (
     interval_seconds double precision
 )
 language sql stable as %L
-$create$, metrics.server_last_point_select(true, 'where server_ids is null or servers.id = any(server_ids)'));
+$create$, metrics.server_last_point_select(true, ''));
+
 -- security definer: loaders write as rmp_ingest, which may not touch the table itself
 create or replace function metrics.server_latest_after_insert() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
@@ -129,13 +128,14 @@ end
 $f$;
 
 -- The given servers' stored last points re-derived from the raw rows (servers without rows
--- lose theirs), in one statement, rows locked in server order. No security definer: it runs
--- with the rights of its caller (metrics.read_path_apply_changes); nobody else may call it.
+-- lose theirs), in one statement, rows locked in server order; plpgsql: its plan is kept for
+-- the session. No security definer: it runs with the rights of its caller
+-- (metrics.read_path_apply_changes); nobody else may call it.
+execute format($create$
 create or replace function metrics.server_latest_refresh(server_ids bigint[]) returns void
-language sql set search_path = pg_catalog, pg_temp as $f$
-    with truth as (
-        select * from metrics.server_last_point_from_raw(server_ids)
-    ),
+language plpgsql set search_path = pg_catalog, pg_temp as $f$
+begin
+    with truth as (%s),
     gone as (
         delete from metrics.server_latest as latest
         where latest.server_id = any(server_ids)
@@ -156,8 +156,10 @@ language sql set search_path = pg_catalog, pg_temp as $f$
            latest.disk_percent, latest.disk_used_bytes, latest.load_1m, latest.interval_seconds)
           is distinct from
           (excluded.collected_at, excluded.cpu_percent, excluded.memory_percent, excluded.memory_used_bytes,
-           excluded.disk_percent, excluded.disk_used_bytes, excluded.load_1m, excluded.interval_seconds)
-$f$;
+           excluded.disk_percent, excluded.disk_used_bytes, excluded.load_1m, excluded.interval_seconds);
+end
+$f$
+$create$, metrics.server_last_point_select(true, 'where servers.id = any(server_ids)'));
 revoke execute on function metrics.server_latest_refresh(bigint[]) from public;
 
 create or replace function metrics.server_latest_after_truncate() returns trigger
