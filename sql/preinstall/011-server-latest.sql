@@ -2,11 +2,12 @@
 -- The fleet-wide dashboards (fleet last point, organization totals) read
 -- one row per server; deriving it from the hypertable is one index probe per
 -- server (489 ms p95 at 10,000 servers under live load, bench/results/
--- scale-native-10000x1h.json). Created by revision 0011. The statement-level triggers of
--- sql/idempotent/server-last-point.sql keep it equal to the raw rows for
--- every writer (rmp ingest, the collector, psql \copy, plain INSERT):
--- inserts fold in the newest inserted row per server, deletes, updates and
--- truncates re-derive it. Filled from the raw rows by revision 0011.
+-- scale-native-10000x1h.json). Created by revision 0011. The triggers of
+-- sql/idempotent/server-last-point.sql and read-path-changes.sql keep it equal
+-- to the raw rows for every writer (rmp ingest, the collector, psql \copy,
+-- plain SQL): inserts fold in the newest inserted row per server, deletes and
+-- updates re-derive the servers they changed, truncates empty it. Filled from
+-- the raw rows by revision 0011.
 -- fillfactor 50: each server's row is updated every sample; room on the page
 -- keeps those updates HOT (no index change, no bloat of the primary key).
 

@@ -4,10 +4,11 @@
 -- server (240,000 at 10,000 servers) plus its not-yet-materialized tail from
 -- the raw rows (972 ms p95 at 10,000 servers, bench/results/
 -- scale-native-10000x1h.json). Here it is 24 rows per organization.
--- Kept by the statement triggers of sql/idempotent/server-last-point.sql for
--- samples of the last two days (older ones can never be in the window):
--- inserts add, deletes subtract, updates do both, a truncate empties it, a
--- server moved to another organization takes its samples along. The sum is
+-- Kept by the triggers of sql/idempotent/organization-cpu-hourly.sql and
+-- read-path-changes.sql for samples of the last two days (older ones can
+-- never be in the window): inserts add, deletes subtract, updates do both
+-- (once per statement), a truncate empties it, a server moved to another
+-- organization takes its samples along. The sum is
 -- numeric so that adding and subtracting leaves no rounding residue.
 -- Created and filled from the raw rows by revision 0011.
 
