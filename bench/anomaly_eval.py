@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"{' and '.join(str(d) for d in DEFAULT_DATA)})")
     p.add_argument("--resolution", action="append", choices=RESOLUTIONS, help="repeatable; default: both")
     p.add_argument("--sensitivity", type=float, help="robust z threshold of the STL detector")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where the results files go (default: %(default)s)")
     p.add_argument("--no-generated", action="store_true", help="skip the generated-fleet scores")
     p.add_argument("--speed-series", type=int, default=200,
                    help="series in the detection timing (14 days of 5-minute data each; 0 skips)")

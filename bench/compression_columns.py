@@ -169,8 +169,8 @@ if __name__ == "__main__":
     from bench.engine import bench_engine
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--servers", type=int, default=40)
-    p.add_argument("--days", type=int, default=2)
+    p.add_argument("--servers", type=int, default=40, help="generated servers (default: %(default)s)")
+    p.add_argument("--days", type=int, default=2, help="days of 30-second samples per server (default: %(default)s)")
     p.add_argument("--engine", choices=["native", "embedded"], help="a private engine of this kind")
     a = p.parse_args()
     with bench_engine(kind=a.engine) as eng:

@@ -99,8 +99,8 @@ if __name__ == "__main__":
     from bench.engine import bench_engine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows written by each method (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=20_000, help="rows per COPY / INSERT batch (default: %(default)s)")
     args = parser.parse_args()
     with bench_engine() as engine:
         print(json.dumps(run(engine.url, rows=args.rows, batch=args.batch)))

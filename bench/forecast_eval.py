@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--origins", type=int, default=7, help="forecast origins (last N days)")
     p.add_argument("--horizon", type=int, default=24, help="hours forecast from each origin")
     p.add_argument("--generated-servers", type=int, default=4, help="generated servers scored too (0: none)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where the results files go (default: %(default)s)")
     args = p.parse_args(argv)
     try:
         report = run(args.data or DEFAULT_DATA, args.origins, args.horizon, args.generated_servers,

@@ -632,15 +632,16 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
 
     p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
-    p.add_argument("--servers", type=int, default=10_000)
-    p.add_argument("--hours", type=int, default=24)
-    p.add_argument("--live-minutes", type=float, default=10.0)
+    p.add_argument("--servers", type=int, default=10_000, help="fleet size (default: 10,000, the seeds' fleet)")
+    p.add_argument("--hours", type=int, default=24, help="hours of history bulk-loaded before the live phase")
+    p.add_argument("--live-minutes", type=float, default=10.0,
+                   help="length of the live phase (samples arriving in real time while the policies run)")
     p.add_argument("--interval", type=float, default=30.0, help="seconds between a server's samples (live)")
     p.add_argument("--writers", type=int, default=4, help="writer processes in the live phase")
     p.add_argument("--jobs", type=int, default=2, help="rmp ingest --jobs for the bulk load")
-    p.add_argument("--no-dbt", action="store_true")
-    p.add_argument("--no-report", action="store_true")
-    p.add_argument("--report-timeout", type=float, default=600.0)
+    p.add_argument("--no-dbt", action="store_true", help="skip the timed `dbt build`")
+    p.add_argument("--no-report", action="store_true", help="skip the timed `rmp report`")
+    p.add_argument("--report-timeout", type=float, default=600.0, help="seconds before `rmp report` is stopped")
     p.add_argument("--engine", choices=["native", "embedded"],
                    help="a private engine of this kind (default: as python -m bench: DATABASE_URL, else native "
                         "where installed)")

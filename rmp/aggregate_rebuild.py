@@ -26,6 +26,10 @@ must (0010_interval_true_rates) drops and recreates it. Done plainly that loses
    order (a view that no longer fits the new columns is skipped and named
    in the result: ``rmp dbt run`` rebuilds dbt's).
 
+Dropping an aggregate leaves its pending materialization ranges in TimescaleDB's
+catalog, which breaks pg_restore; the caller applies sql/idempotent/ afterwards
+(as revision 0010 does), whose timescaledb-catalog-orphans.sql removes them.
+
 Core layer: psycopg only.
 """
 

@@ -143,3 +143,39 @@ def _same(a: list, b: list) -> bool:
         elif x != y:
             return False
     return True
+
+
+def orphan_an_interrupted_refresh(conn: psycopg.Connection) -> int:
+    """What TimescaleDB 2.23 leaves when a refresh is cancelled mid-way (a job timeout, a
+    migration, a shutdown) and its aggregate is later dropped: the range the refresh had
+    claimed stays in _timescaledb_catalog.continuous_aggs_materialization_ranges, naming an
+    aggregate that no longer exists. Built for real: an aggregate whose materialization takes
+    seconds, a refresh cancelled by statement_timeout, the aggregate dropped. Returns the
+    dropped aggregate's materialization id. ``conn`` is in autocommit mode."""
+    conn.execute("create schema orphan_drill")
+    conn.execute("create function orphan_drill.slow(value int) returns int immutable language plpgsql"
+                 " as $$ begin perform pg_sleep(0.01); return value; end $$")
+    conn.execute("create table orphan_drill.samples (at timestamptz not null, value int)")
+    conn.execute("select create_hypertable('orphan_drill.samples', 'at')")
+    conn.execute("create materialized view orphan_drill.hourly with (timescaledb.continuous) as"
+                 " select time_bucket('1 hour', at) as bucket, sum(orphan_drill.slow(value))"
+                 " from orphan_drill.samples group by 1 with no data")
+    conn.execute("insert into orphan_drill.samples"
+                 " select at, 1 from generate_series(now() - interval '3 days', now(), interval '1 minute') as at")
+    mat_id = conn.execute("select mat_hypertable_id from _timescaledb_catalog.continuous_agg"
+                          " where user_view_schema = 'orphan_drill'").fetchone()[0]
+    conn.execute("set statement_timeout = '3s'")     # 4,321 rows x 10 ms: cancelled while materializing
+    try:
+        conn.execute("call refresh_continuous_aggregate('orphan_drill.hourly', now() - interval '4 days', now())")
+        raise AssertionError("the refresh was meant to be cancelled")
+    except psycopg.errors.QueryCanceled:
+        pass
+    finally:
+        conn.execute("reset statement_timeout")
+    conn.execute("drop schema orphan_drill cascade")
+    return mat_id
+
+
+def pending_ranges(conn: psycopg.Connection, mat_id: int) -> int:
+    return conn.execute("select count(*) from _timescaledb_catalog.continuous_aggs_materialization_ranges"
+                        " where materialization_id = %s", (mat_id,)).fetchone()[0]
