@@ -228,7 +228,7 @@ def test_deletes_mixed_with_inserts_and_upserts(db):
 
 def test_compressed_chunks_and_a_server_silent_for_days(db):
     org = organization(db, "Quiet")
-    live, quiet = server(db, org, "live"), server(db, org, "quiet")
+    live, quiet, spare = server(db, org, "live"), server(db, org, "quiet"), server(db, org, "spare")
     now = _now(db)
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)
     load(db, sparse_rows(live, [hour + k * timedelta(minutes=10) for k in range(30)], cpu=8.5)
@@ -247,6 +247,12 @@ def test_compressed_chunks_and_a_server_silent_for_days(db):
                (quiet, now - timedelta(days=4)))
     _check(db)
     assert _latest(db)[quiet][:2] == (now - timedelta(days=4, hours=1), 3.25)
+    # its oldest sample handed to a server without any: an UPDATE outside the window that moves
+    # a row to another server is logged too
+    db.execute("update metrics.server_metrics set server_id = %s where server_id = %s and collected_at = %s",
+               (spare, quiet, now - timedelta(days=4, hours=2)))
+    _check(db)
+    assert _latest(db)[spare][:2] == (now - timedelta(days=4, hours=2), 3.25)
 
 
 def test_deleting_servers_and_organizations_leaves_no_stale_sums(db):
