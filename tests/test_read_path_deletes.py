@@ -6,7 +6,8 @@ metrics.server_latest equals the raw last point of every server, and the log is 
 large deletes, value updates, rows moved across hours, into and out of the two-day window
 and to another server, upserts, several statements in one transaction, rolled-back
 statements and savepoints, deletes mixed with inserts, compressed chunks, a server whose
-last point is older than the window. And the log cannot be swapped for a user's table."""
+last point is older than the window. And the log cannot be swapped for a user's table, nor
+the functions that write the two tables called by a loader."""
 
 from __future__ import annotations
 
@@ -289,6 +290,15 @@ def test_the_log_cannot_be_a_table_someone_else_created(db, migrated_url):
                       " cpu_percent double precision, sign smallint)")
         with pytest.raises(psycopg.errors.RaiseException, match="not created by the fleet read path"):
             admin.execute("delete from metrics.server_metrics where server_id = %s", (a,))
+        admin.execute("reset role")
+        # nor can a loader call the functions that write the two tables (0011 left moving sums
+        # between organizations open to every role)
+        admin.execute("set role rmp_ingest")
+        for call, args in (("metrics.organization_cpu_move_server(%s, %s, %s)", (a, org, org)),
+                           ("metrics.organization_cpu_hourly_add(%s, %s, %s, %s)", ([org], [now], [1], [1])),
+                           ("metrics.server_latest_refresh(%s)", ([a],))):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                admin.execute(f"select {call}", args)
         admin.execute("reset role")
     _check(db)
     assert len(_latest(db)) == 1
