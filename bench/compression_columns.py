@@ -63,6 +63,77 @@ def _collector_units(data):
     return out
 
 
+def _at_collector_precision(data):
+    """The generated rows as a Linux collector would report them: memory in whole KiB, disk
+    used in 4 KiB blocks, disk I/O in 512-byte sectors (all still stated in bytes)."""
+    out = data.copy()
+    for c, unit in UNITS.items():
+        if c.endswith("_total_bytes"):
+            continue
+        out[c] = out[c] // unit * unit
+    out["memory_available_bytes"] = out["memory_total_bytes"] - out["memory_used_bytes"]
+    out["disk_available_bytes"] = out["disk_total_bytes"] - out["disk_used_bytes"]
+    return out
+
+
+def _derived_hundredths(used, total):
+    return (used * 10000 + total // 2) // total
+
+
+# A lossless compact layout: every value of today's columns can be recomputed exactly from it
+# (bytes = units * unit + remainder; a derived column = its derivation + a stored residual), and
+# the parts that real collectors make constant (remainders, residuals) cost almost nothing.
+LOSSLESS: dict[str, str] = {
+    **{f"{c}_x100": "integer" for c in HUNDREDTHS if c not in ("memory_percent", "disk_percent")},
+    "cpu_cores": "integer", "memory_total_bytes": "bigint",
+    "memory_used_kib": "bigint", "memory_used_rem": "smallint",
+    "memory_available_residual": "bigint", "memory_percent_residual": "integer",
+    "disk_total_bytes": "bigint", "disk_used_blocks": "bigint", "disk_used_rem": "smallint",
+    "disk_available_residual": "bigint", "disk_percent_residual": "integer",
+    "disk_read_sectors": "bigint", "disk_read_rem": "smallint",
+    "disk_write_sectors": "bigint", "disk_write_rem": "smallint",
+    "network_rx_bytes": "bigint", "network_tx_bytes": "bigint",
+    "containers_running": "integer", "containers_total": "integer",
+}
+_UNIT_NAMES = {"memory_used_bytes": "memory_used_kib", "disk_used_bytes": "disk_used_blocks",
+               "disk_read_bytes": "disk_read_sectors", "disk_write_bytes": "disk_write_sectors"}
+
+
+def _lossless_compact(data):
+    out = data[["server_id", "collected_at", "cpu_cores", "memory_total_bytes", "disk_total_bytes",
+                "network_rx_bytes", "network_tx_bytes", "containers_running", "containers_total",
+                "interval_seconds"]].copy()
+    for c in HUNDREDTHS:
+        if c not in ("memory_percent", "disk_percent"):
+            out[f"{c}_x100"] = (data[c] * 100).round().astype("int64")
+    for c, name in _UNIT_NAMES.items():
+        out[name] = data[c] // UNITS[c]
+        out[name.rsplit("_", 1)[0] + "_rem"] = data[c] % UNITS[c]
+    for kind in ("memory", "disk"):
+        used, total = data[f"{kind}_used_bytes"], data[f"{kind}_total_bytes"]
+        out[f"{kind}_available_residual"] = data[f"{kind}_available_bytes"] - (total - used)
+        out[f"{kind}_percent_residual"] = (data[f"{kind}_percent"] * 100).round().astype("int64") \
+            - _derived_hundredths(used, total)
+    return out
+
+
+def _lossless_decoded(compact):
+    """Today's columns back from the compact layout: what a view over it would compute."""
+    out = compact[["server_id", "collected_at", "cpu_cores", "memory_total_bytes", "disk_total_bytes",
+                   "network_rx_bytes", "network_tx_bytes", "containers_running", "containers_total",
+                   "interval_seconds"]].copy()
+    for c in HUNDREDTHS:
+        if c not in ("memory_percent", "disk_percent"):
+            out[c] = compact[f"{c}_x100"] / 100
+    for c, name in _UNIT_NAMES.items():
+        out[c] = compact[name] * UNITS[c] + compact[name.rsplit("_", 1)[0] + "_rem"]
+    for kind in ("memory", "disk"):
+        used, total = out[f"{kind}_used_bytes"], out[f"{kind}_total_bytes"]
+        out[f"{kind}_available_bytes"] = total - used + compact[f"{kind}_available_residual"]
+        out[f"{kind}_percent"] = (_derived_hundredths(used, total) + compact[f"{kind}_percent_residual"]) / 100
+    return out
+
+
 def _variants(types: dict[str, str]) -> dict[str, tuple[dict[str, str], object]]:
     """name -> (column types, transform of the generated frame or None)."""
     real = {k: ("real" if v == "double precision" else v) for k, v in types.items()}
@@ -76,6 +147,10 @@ def _variants(types: dict[str, str]) -> dict[str, tuple[dict[str, str], object]]
         "real_smallint_no_derived": ({k: v for k, v in small.items() if k not in DERIVED}, None),
         "hundredths_no_derived": (scaled, _hundredths),
         "hundredths_collector_units_no_derived": (scaled, _collector_units),
+        "collector_precision_as_is": (types, _at_collector_precision),
+        "collector_precision_lossless_compact": (
+            {**LOSSLESS, "interval_seconds": types["interval_seconds"]},
+            lambda d: _lossless_compact(_at_collector_precision(d))),
     }
 
 
@@ -136,7 +211,8 @@ def _measure(conn: psycopg.Connection, name: str, types: dict[str, str], data) -
             "reduction": round(1 - after / before, 4), "compressed_bytes_per_row_by_column": per_column}
 
 
-def run(url: str, *, servers: int = 40, days: int = 2, console=None, out_dir: Path = RESULTS_DIR) -> dict:
+def run(url: str, *, servers: int = 40, days: int = 2, only: list[str] | None = None, console=None,
+        out_dir: Path = RESULTS_DIR, out_name: str = "compression_columns.json") -> dict:
     say = console.print if console else print
     data = _frame(servers, days)
     result: dict = {"servers": servers, "days": days, "rows": len(data), "variants": {}}
@@ -148,6 +224,8 @@ def run(url: str, *, servers: int = 40, days: int = 2, console=None, out_dir: Pa
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
         try:
             for name, (variant, transform) in _variants(types).items():
+                if only and name != "as_is" and name not in only:
+                    continue
                 r = _measure(conn, name, variant, data if transform is None else transform(data))
                 # against the table as it is today, uncompressed: what a design saves overall
                 r["reduction_vs_as_is_uncompressed"] = round(
@@ -159,7 +237,7 @@ def run(url: str, *, servers: int = 40, days: int = 2, console=None, out_dir: Pa
                     "vs today's table uncompressed)")
         finally:
             conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(SCHEMA)))
-    write_json(out_dir, "compression_columns.json", result)
+    write_json(out_dir, out_name, result)
     return result
 
 
@@ -172,6 +250,9 @@ if __name__ == "__main__":
     p.add_argument("--servers", type=int, default=40, help="generated servers (default: %(default)s)")
     p.add_argument("--days", type=int, default=2, help="days of 30-second samples per server (default: %(default)s)")
     p.add_argument("--engine", choices=["native", "embedded"], help="a private engine of this kind")
+    p.add_argument("--only", action="append", metavar="VARIANT",
+                   help="measure only this design (repeatable; as_is is always measured)")
+    p.add_argument("--out", default="compression_columns.json", help="results file under bench/results/")
     a = p.parse_args()
     with bench_engine(kind=a.engine) as eng:
-        run(eng.url, servers=a.servers, days=a.days)
+        run(eng.url, servers=a.servers, days=a.days, only=a.only, out_name=a.out)
