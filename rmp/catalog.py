@@ -39,6 +39,55 @@ UNBOUNDED: Bounds = (None, None)
 # ---------------------------------------------------------------- wide metric columns
 
 @dataclass(frozen=True)
+class Stored:
+    """How a metric column of ``metrics.server_metrics`` is kept in ``metrics.server_samples``.
+
+    ``metrics.server_metrics`` is a view (revision 0012_compact_server_samples); its rows
+    live in ``server_samples`` in a layout TimescaleDB compresses to under a tenth of its
+    size (``python -m bench.compression_columns``): integers, which it packs by
+    delta-of-delta and simple-8b, instead of floating point, which it can only XOR
+    (Gorilla), and which keeps no gain from values with two decimals.
+
+    * ``plain``: as it is.
+    * ``hundredths``: ``{name}_x100``, the value x 100 rounded: two decimals are kept,
+      what collectors report (more are rounded, like a ``numeric(p, 2)`` column).
+    * ``units``: whole bytes as ``stored`` (the count of ``unit``-byte units a Linux
+      collector reads: KiB, 4 KiB blocks, 512-byte sectors) plus ``{..}_rem``, the
+      bytes left over: any whole number of bytes comes back, and a collector's leaves
+      the remainder 0, which costs nothing compressed.
+    * ``difference`` (``total - used``) and ``percent_of`` (``used / total`` in
+      hundredths of a percent): the derivation plus ``{name}_residual``, what the
+      reported value differs by (0 for the generator; MemAvailable for a collector).
+    """
+
+    kind: str = "plain"  # plain | hundredths | units | difference | percent_of
+    unit: int = 0        # units: bytes per unit, a power of two
+    stored: str = ""     # units: the stored column (memory_used_kib)
+    used: str = ""       # difference, percent_of: the columns of server_metrics it derives from
+    total: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind == "units" and (self.unit < 2 or self.unit & (self.unit - 1)):
+            raise ValueError(f"unit {self.unit}: a power of two (encoded by shift and mask)")
+
+    @property
+    def shift(self) -> int:
+        return self.unit.bit_length() - 1
+
+
+PLAIN = Stored()
+HUNDREDTHS = Stored("hundredths")
+
+
+def _units(unit: int, stored: str) -> Stored:
+    return Stored("units", unit=unit, stored=stored)
+
+
+def _derived(kind: str, prefix: str) -> Stored:
+    return Stored(kind, used=f"{prefix}_used_bytes", total=f"{prefix}_total_bytes")
+
+
+@dataclass(frozen=True)
 class MetricColumn:
     """One metric column of a raw hypertable (after its key columns): server_metrics by default."""
 
@@ -46,6 +95,19 @@ class MetricColumn:
     sql_type: str  # double precision | bigint | integer | boolean
     bounds: Bounds  # what `rmp ingest` accepts and the CHECK constraint allows
     table: str = "server_metrics"
+    stored: Stored = PLAIN  # server_metrics only: its layout in server_samples
+
+    def storage_columns(self) -> list[tuple[str, str]]:
+        """(name, type) of the columns of server_samples that hold this one."""
+        kind = self.stored.kind
+        if kind == "plain":
+            return [(self.name, self.sql_type)]
+        if kind == "hundredths":
+            # percents fit an integer; a load is unbounded above but for its CHECK
+            return [(f"{self.name}_x100", "integer" if self.bounds == PERCENT else "bigint")]
+        if kind == "units":
+            return [(self.stored.stored, "bigint"), (remainder_column(self.stored.stored), "smallint")]
+        return [(f"{self.name}_residual", "bigint" if kind == "difference" else "integer")]
 
     @property
     def check_name(self) -> str:
@@ -54,31 +116,43 @@ class MetricColumn:
         return f"{self.table}_{self.name}_{suffix}"
 
 
-def _percent(name: str, table: str = "server_metrics") -> MetricColumn:
-    return MetricColumn(name, "double precision", PERCENT, table)
+def remainder_column(stored: str) -> str:
+    """memory_used_kib -> memory_used_rem"""
+    return stored.rsplit("_", 1)[0] + "_rem"
 
 
-def _count(name: str, sql_type: str = "bigint", table: str = "server_metrics") -> MetricColumn:
-    return MetricColumn(name, sql_type, NON_NEGATIVE, table)
+def _percent(name: str, table: str = "server_metrics", stored: Stored = PLAIN) -> MetricColumn:
+    return MetricColumn(name, "double precision", PERCENT, table, stored)
+
+
+def _count(name: str, sql_type: str = "bigint", table: str = "server_metrics", stored: Stored = PLAIN,
+           bounds: Bounds = NON_NEGATIVE) -> MetricColumn:
+    return MetricColumn(name, sql_type, bounds, table, stored)
+
+
+# A load average's upper bound: far above any machine's (thousands of runnable tasks x 100),
+# low enough that its hundredths fit a bigint.
+LOAD: Bounds = (0.0, 1e12)
 
 
 # In table order. Disk and network byte columns are deltas since the previous sample.
+# ``stored``: how server_samples keeps it (Stored above); network counters are whole bytes.
 SERVER_METRICS: tuple[MetricColumn, ...] = (
-    _percent("cpu_percent"),
-    _count("load_1m", "double precision"),
-    _count("load_5m", "double precision"),
-    _count("load_15m", "double precision"),
+    _percent("cpu_percent", stored=HUNDREDTHS),
+    _count("load_1m", "double precision", stored=HUNDREDTHS, bounds=LOAD),
+    _count("load_5m", "double precision", stored=HUNDREDTHS, bounds=LOAD),
+    _count("load_15m", "double precision", stored=HUNDREDTHS, bounds=LOAD),
     _count("cpu_cores", "integer"),
     _count("memory_total_bytes"),
-    _count("memory_used_bytes"),
-    _count("memory_available_bytes"),
-    _percent("memory_percent"),
+    _count("memory_used_bytes", stored=_units(1024, "memory_used_kib")),            # /proc/meminfo: kB
+    _count("memory_available_bytes", stored=_derived("difference", "memory")),
+    _percent("memory_percent", stored=_derived("percent_of", "memory")),
     _count("disk_total_bytes"),
-    _count("disk_used_bytes"),
-    _count("disk_available_bytes"),
-    _percent("disk_percent"),
-    _count("disk_read_bytes"),
-    _count("disk_write_bytes"),
+    _count("disk_used_bytes", stored=_units(4096, "disk_used_blocks")),             # statvfs: 4 KiB blocks
+    _count("disk_available_bytes", stored=_derived("difference", "disk")),
+    _percent("disk_percent", stored=_derived("percent_of", "disk")),
+    _count("disk_read_bytes", stored=_units(512, "disk_read_sectors")),             # /proc/diskstats: sectors
+    _count("disk_write_bytes", stored=_units(512, "disk_write_sectors")),
     _count("network_rx_bytes"),
     _count("network_tx_bytes"),
     _count("containers_running", "integer"),

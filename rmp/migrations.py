@@ -42,6 +42,7 @@ from alembic.runtime.migration import MigrationContext  # noqa: E402
 from alembic.script import ScriptDirectory  # noqa: E402
 
 from rmp import catalog, db  # noqa: E402
+from rmp import compact as compact_sql  # noqa: E402
 from rmp.errors import UserError  # noqa: E402
 from rmp.settings import ROOT, SQL_DIR  # noqa: E402
 
@@ -240,14 +241,20 @@ def interval_expression(table: str, *, column: bool) -> sql.Composable:
     return sql.SQL("{}::double precision").format(sql.Literal(catalog.SAMPLE_INTERVALS[table].default))
 
 
-def render_tier(tier: catalog.Aggregate, *, interval_column: bool = True,
+def render_tier(tier: catalog.Aggregate, *, interval_column: bool = True, compact: bool = True,
                 view: sql.Composable | None = None, source: sql.Composable | None = None) -> sql.Composed:
-    """The CREATE MATERIALIZED VIEW of one tier, from the one template."""
+    """The CREATE MATERIALIZED VIEW of one tier, from the one template. ``compact``: the rows
+    are in metrics.server_samples (revision 0012 on), read through rmp/compact.py's expressions;
+    before it, the columns of the hypertable metrics.server_metrics."""
+    metrics = {c.name: sql.SQL(compact_sql.decoded_column(c.name, "")) if compact else sql.Identifier(c.name)
+               for c in catalog.SERVER_METRICS}
+    table = compact_sql.TABLE if compact else tier.source
     return sql.SQL(TIER_TEMPLATE.read_text()).format(
         view=view or sql.Identifier(catalog.SCHEMA, tier.name),
         bucket_width=sql.Literal(tier.bucket_width),
-        source=source or sql.Identifier(catalog.SCHEMA, tier.source),
+        source=source or sql.Identifier(catalog.SCHEMA, table),
         interval_seconds=interval_expression(tier.source, column=interval_column),
+        **metrics,
     )
 
 
@@ -262,12 +269,18 @@ def render_site_usage_aggregate(*, interval_column: bool = True, view: sql.Compo
     )
 
 
+def is_compact(conn: sa.Connection) -> bool:
+    """Whether server_metrics' rows are in metrics.server_samples (revision 0012 on)."""
+    return bool(conn.execute(sa.text("select to_regclass(:t) is not null"), {"t": compact_sql.QUALIFIED}).scalar())
+
+
 def create_tier(conn: sa.Connection, tier: catalog.Aggregate, *, interval_column: bool = True) -> None:
     with _driver_cursor(conn) as cur:
-        cur.execute(render_tier(tier, interval_column=interval_column))
+        cur.execute(render_tier(tier, interval_column=interval_column, compact=is_compact(conn)))
 
 
-def rebuild_aggregates(conn: sa.Connection, *, interval_column: bool) -> list[str]:
+def rebuild_aggregates(conn: sa.Connection, *, interval_column: bool, compact: bool = False,
+                       site_usage: bool = True) -> list[str]:
     """Recreate every aggregate (tiers and site usage) with rates over the sample interval
     (``interval_column``) or over the assumed constant, keeping rows and dependent views
     (rmp/aggregate_rebuild.py). Returns the dependent objects that could not be recreated."""
@@ -280,16 +293,18 @@ def rebuild_aggregates(conn: sa.Connection, *, interval_column: bool) -> list[st
     # The revision runs with today's catalog: a tier a later revision adds does not exist
     # yet at this one (metrics.configure_policies skips it the same way).
     specs = [
-        RebuildSpec(catalog.SCHEMA, t.name, f"{catalog.SCHEMA}.{t.source}", "collected_at", "server_id",
-                    t.bucket_width, lambda view, source, t=t: render_tier(
-                        t, interval_column=interval_column, view=view, source=source), carry(t.source))
+        RebuildSpec(catalog.SCHEMA, t.name, compact_sql.QUALIFIED if compact else f"{catalog.SCHEMA}.{t.source}",
+                    "collected_at", "server_id", t.bucket_width, lambda view, source, t=t: render_tier(
+                        t, interval_column=interval_column, compact=compact, view=view, source=source),
+                    carry(t.source))
         for t in catalog.TIERS
         if conn.execute(sa.text("select to_regclass(:name) is not null"), {"name": t.qualified}).scalar()
     ]
     a = catalog.SITE_USAGE_DAILY
-    specs.append(RebuildSpec(catalog.SCHEMA, a.name, f"{catalog.SCHEMA}.{a.source}", "collected_at", "site_id",
-                             a.bucket_width, lambda view, source: render_site_usage_aggregate(
-                                 interval_column=interval_column, view=view, source=source), carry(a.source)))
+    if site_usage:
+        specs.append(RebuildSpec(catalog.SCHEMA, a.name, f"{catalog.SCHEMA}.{a.source}", "collected_at", "site_id",
+                                 a.bucket_width, lambda view, source: render_site_usage_aggregate(
+                                     interval_column=interval_column, view=view, source=source), carry(a.source)))
     return rebuild(conn.connection.dbapi_connection, specs)
 
 
