@@ -218,6 +218,17 @@ def physical_columns(given: Sequence[str]) -> list[str]:
     return [*KEY, *STORAGE, *([INTERVAL] if INTERVAL in given else [])]
 
 
+def constraint_columns() -> dict[str, str]:
+    """CHECK constraint of server_samples -> the column of server_metrics a refused row got wrong
+    (rmp.compact.create_table_columns names them so)."""
+    interval = catalog.SAMPLE_INTERVALS["server_metrics"]
+    out = {c.check_name: c.name for c in catalog.SERVER_METRICS}
+    out |= {f"{TABLE}_{catalog.remainder_column(c.stored.stored)}_range": c.name
+            for c in catalog.SERVER_METRICS if c.stored.kind == "units"}
+    out[interval.check_name] = interval.name
+    return out
+
+
 def source_column(physical: str) -> str:
     """server_metrics' column a column of server_samples holds (memory_used_kib -> memory_used_bytes)."""
     return STORAGE[physical][0] if physical in STORAGE else physical
