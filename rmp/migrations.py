@@ -297,12 +297,14 @@ def create_server_metrics_hypertable(conn: sa.Connection, name: str = "server_me
 def create_compact_view(conn: sa.Connection) -> None:
     """The view metrics.server_metrics over server_samples, and the INSTEAD OF triggers that let
     INSERT, COPY and UPDATE through it (DELETE needs none: PostgreSQL updates a simple view itself).
-    security_invoker: whoever reads or writes through it needs the rights on server_samples."""
+    Not security_invoker: the rights on the view are what the rights on the table were (a tenant
+    view reads it with its owner's rights); the trigger writes with its caller's, so a writer
+    needs them on server_samples too (sql/idempotent/tenant-security.sql grants them)."""
     names, values = compact_sql.encoded("new")
     interval = catalog.SAMPLE_INTERVALS["server_metrics"]
     assignments = ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
     with _driver_cursor(conn) as cur:
-        cur.execute(f"create view metrics.server_metrics with (security_invoker = true) as select\n    "
+        cur.execute(f"create view metrics.server_metrics as select\n    "
                     f"{compact_sql.decoded('s')}\nfrom {compact_sql.QUALIFIED} as s")
         cur.execute(f"alter view metrics.server_metrics alter column {interval.name} set default {interval.default}")
         cur.execute(f"""

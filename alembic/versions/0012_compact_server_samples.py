@@ -7,7 +7,7 @@ rmp/compact.py): lossless for whole bytes and two-decimal values, and integers,
 which TimescaleDB compresses by delta-of-delta and simple-8b, where it can only
 XOR floating point (bench/results/compression_columns-1000x1d.json: 91.3 % instead
 of 72.9 %). ``metrics.server_metrics`` becomes a view over it with the same columns,
-types and order (security_invoker: a reader needs rights on the table, as before),
+types and order (and the same rights: a tenant view reads it as before),
 so every reader is unchanged; INSERT, COPY and UPDATE through it are encoded by
 INSTEAD OF triggers, DELETE is PostgreSQL's own. Bulk writers (rmp ingest, rmp
 collect) encode themselves and COPY into server_samples.
