@@ -220,13 +220,111 @@ def idempotent_files() -> list[Path]:
 def apply_idempotent(conn: sa.Connection) -> None:
     """Publish the catalog, then re-apply sql/idempotent/*.sql (which may read it)."""
     publish_catalog(conn)
+    publish_raw_layout(conn)
     apply_sql(conn, *(str(p.relative_to(SQL_DIR)) for p in idempotent_files()))
 
 
 def configure_policies(conn: sa.Connection, policies: dict | None = None) -> None:
     """(Re)set refresh, compression and retention policies from the catalog."""
+    policies = policies or catalog.policies()
+    if is_compact(conn):     # server_metrics is a view: the policies go on the table under it
+        policies = {**policies, "raw_hypertables": [
+            compact_sql.TABLE if t == "server_metrics" else t for t in policies["raw_hypertables"]]}
     with _driver_cursor(conn) as cur:
-        cur.execute("select metrics.configure_policies(%s::jsonb)", (json.dumps(policies or catalog.policies()),))
+        cur.execute("select metrics.configure_policies(%s::jsonb)", (json.dumps(policies),))
+
+
+def publish_raw_layout(conn: sa.Connection) -> None:
+    """Two functions the SQL of sql/idempotent/ renders its triggers with, so the same files serve
+    every revision: ``metrics.raw_table()``, the hypertable that holds server_metrics' rows
+    (server_samples from revision 0012 on), and ``metrics.raw_column(name, alias)``, the SQL
+    that reads a server_metrics column from a row of it aliased ``alias`` (a transition table,
+    ``old``/``new``)."""
+    compact = is_compact(conn)
+    cases = sql.SQL(" ").join(
+        sql.SQL("when {} then {}").format(sql.Literal(c.name), sql.Literal(compact_sql.decoded_column(c.name, "@")))
+        for c in catalog.SERVER_METRICS)
+    table = compact_sql.QUALIFIED if compact else f"{catalog.SCHEMA}.server_metrics"
+    with _driver_cursor(conn) as cur:
+        cur.execute(sql.SQL(
+            "create or replace function metrics.raw_column(name text, alias text) returns text"
+            " language sql immutable as $f$ select replace({body}, '@', alias) $f$"
+        ).format(body=sql.SQL("case name {} else '@.' || name end").format(cases) if compact
+                 else sql.SQL("'@.' || name")))
+        cur.execute(sql.SQL(
+            "create or replace function metrics.raw_table() returns regclass language sql stable"
+            " as $f$ select {}::regclass $f$").format(sql.Literal(table)))
+
+
+def _create_hypertable(cur: psycopg.Cursor, name: str, columns: str) -> None:
+    """A raw hypertable shaped like 002-metrics.sql's: 1-day chunks, the de-duplicating key,
+    the time index, compressed by server, newest first."""
+    table = sql.Identifier(catalog.SCHEMA, name)
+    cur.execute(sql.SQL("create table {} ({})").format(table, sql.SQL(columns)))
+    cur.execute("select create_hypertable(%s::regclass, by_range('collected_at', interval '1 day'),"
+                " create_default_indexes => false)", (f"{catalog.SCHEMA}.{name}",))
+    cur.execute(sql.SQL("create unique index {} on {} (server_id, collected_at desc)").format(
+        sql.Identifier(f"{name}_server_time_uidx"), table))
+    cur.execute(sql.SQL("create index {} on {} (collected_at desc)").format(sql.Identifier(f"{name}_time_idx"), table))
+    cur.execute(sql.SQL("alter table {} set (timescaledb.compress, timescaledb.compress_segmentby = 'server_id',"
+                        " timescaledb.compress_orderby = 'collected_at desc')").format(table))
+
+
+def create_server_samples_hypertable(conn: sa.Connection) -> None:
+    """metrics.server_samples, from the catalog (rmp/compact.py)."""
+    with _driver_cursor(conn) as cur:
+        _create_hypertable(cur, compact_sql.TABLE, compact_sql.create_table_columns())
+        cur.execute(f"comment on table {compact_sql.QUALIFIED} is 'The rows of metrics.server_metrics (a view "
+                    "over this table) in a layout that compresses by over 90 %: see rmp/catalog.py Stored.'")
+
+
+def create_server_metrics_hypertable(conn: sa.Connection, name: str = "server_metrics") -> None:
+    """The hypertable metrics.server_metrics as it was before revision 0012, from the catalog."""
+    columns = ["server_id bigint not null references tenancy.servers (id) on delete cascade",
+               "collected_at timestamptz not null"]
+    for c in catalog.SERVER_METRICS:
+        lower, upper = c.bounds
+        check = f"{c.name} >= {lower}" if upper is None else f"{c.name} between {lower} and {upper}"
+        columns.append(f"{c.name} {c.sql_type} constraint {c.check_name} check ({check})")
+    interval = catalog.SAMPLE_INTERVALS["server_metrics"]
+    lower, upper = interval.bounds
+    columns.append(f"{interval.name} {interval.sql_type} not null default {interval.default} "
+                   f"constraint {interval.check_name} check ({interval.name} between {lower} and {upper})")
+    with _driver_cursor(conn) as cur:
+        _create_hypertable(cur, name, ", ".join(columns))
+
+
+def create_compact_view(conn: sa.Connection) -> None:
+    """The view metrics.server_metrics over server_samples, and the INSTEAD OF triggers that let
+    INSERT, COPY and UPDATE through it (DELETE needs none: PostgreSQL updates a simple view itself).
+    Not security_invoker: the rights on the view are what the rights on the table were (a tenant
+    view reads it with its owner's rights); the trigger writes with its caller's, so a writer
+    needs them on server_samples too (sql/idempotent/tenant-security.sql grants them)."""
+    names, values = compact_sql.encoded("new")
+    interval = catalog.SAMPLE_INTERVALS["server_metrics"]
+    assignments = ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
+    with _driver_cursor(conn) as cur:
+        cur.execute(f"create view metrics.server_metrics as select\n    "
+                    f"{compact_sql.decoded('s')}\nfrom {compact_sql.QUALIFIED} as s")
+        cur.execute(f"alter view metrics.server_metrics alter column {interval.name} set default {interval.default}")
+        cur.execute(f"""
+            create or replace function metrics.server_metrics_write() returns trigger
+            language plpgsql set search_path = pg_catalog, pg_temp as $f$
+            begin
+                if tg_op = 'INSERT' then
+                    insert into {compact_sql.QUALIFIED} ({', '.join(names)}) values ({', '.join(values)});
+                else
+                    update {compact_sql.QUALIFIED} as s set {assignments}
+                    where s.server_id = old.server_id and s.collected_at = old.collected_at;
+                end if;
+                return new;
+            end
+            $f$""")
+        cur.execute("create trigger server_metrics_write instead of insert or update on metrics.server_metrics"
+                    " for each row execute function metrics.server_metrics_write()")
+        cur.execute("comment on view metrics.server_metrics is 'One row per server per sample, stored in "
+                    "metrics.server_samples (revision 0012). Bulk loads: rmp ingest / rmp collect write the "
+                    "table itself; INSERT, COPY and UPDATE here go through a row trigger.'")
 
 
 TIER_TEMPLATE = SQL_DIR / "templates" / "server-metrics-aggregate.sql"

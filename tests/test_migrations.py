@@ -12,7 +12,7 @@ EXPECTED_TABLES = {
     ("tenancy", "servers"), ("tenancy", "sites"), ("tenancy", "applications"),
     ("tenancy", "databases"), ("tenancy", "deployments"), ("tenancy", "licences"),
     ("tenancy", "organization_settings"),
-    ("metrics", "server_metrics"), ("metrics", "metric_samples"), ("metrics", "metric_types"),
+    ("metrics", "server_samples"), ("metrics", "metric_samples"), ("metrics", "metric_types"),
     ("metrics", "site_usage"), ("metrics", "scaling_events"), ("metrics", "rejected_rows"),
     ("analytics", "forecasts"), ("analytics", "anomalies"), ("analytics", "report_runs"),
 }
@@ -62,14 +62,18 @@ def test_upgrade_downgrade_upgrade_on_empty_database(fresh_url):
         assert _aggregates(conn) == EXPECTED_AGGREGATES
         hypertables = {r[0] for r in conn.execute(
             "select hypertable_name from timescaledb_information.hypertables where hypertable_schema = 'metrics'")}
-        assert hypertables == {"server_metrics", "metric_samples", "site_usage", "scaling_events"}
+        assert hypertables == {"server_samples", "metric_samples", "site_usage", "scaling_events"}
+        # metrics.server_metrics is the view over server_samples (revision 0012)
+        assert conn.execute("select relkind from pg_class where oid = 'metrics.server_metrics'::regclass"
+                            ).fetchone()[0] == "v"
         # 3 raw compression + 3 raw retention + 5 refresh + 4 aggregate compression
         # + 3 aggregate retention (1m, 5m, 1h; 1d is kept forever) + 1 organization retention
         assert _project_jobs(conn) == EXPECTED_JOBS
 
     assert migrations.downgrade(fresh_url, "0001_core") == "0001_core"
     with psycopg.connect(fresh_url, autocommit=True) as conn:
-        assert _tables(conn) == EXPECTED_TABLES
+        # before revision 0012 the rows are in the hypertable server_metrics itself
+        assert _tables(conn) == EXPECTED_TABLES - {("metrics", "server_samples")} | {("metrics", "server_metrics")}
         assert _aggregates(conn) == set()
         assert _project_jobs(conn) == 0
 

@@ -7,7 +7,7 @@ rmp/compact.py): lossless for whole bytes and two-decimal values, and integers,
 which TimescaleDB compresses by delta-of-delta and simple-8b, where it can only
 XOR floating point (bench/results/compression_columns-1000x1d.json: 91.3 % instead
 of 72.9 %). ``metrics.server_metrics`` becomes a view over it with the same columns,
-types and order (security_invoker: a reader needs rights on the table, as before),
+types and order (and the same rights: a tenant view reads it as before),
 so every reader is unchanged; INSERT, COPY and UPDATE through it are encoded by
 INSTEAD OF triggers, DELETE is PostgreSQL's own. Bulk writers (rmp ingest, rmp
 collect) encode themselves and COPY into server_samples.
@@ -39,11 +39,6 @@ down_revision = "0011_fleet_read_path"
 
 log = logging.getLogger(__name__)
 
-_READ_PATH_TRIGGERS = ("server_latest_insert", "server_latest_truncate", "organization_cpu_insert",
-                       "organization_cpu_truncate", "cagg_copy_invalidations", "read_path_log_delete",
-                       "read_path_log_update", "read_path_apply")
-
-
 def _warn(failed: list[str]) -> None:
     for line in failed:
         log.warning("not recreated (rebuild it, e.g. `rmp dbt run`): %s", line)
@@ -74,19 +69,18 @@ def downgrade() -> None:
     conn = op.get_bind()
     pg = conn.connection.dbapi_connection
     pg.execute(f"lock table {compact.QUALIFIED} in share mode")
-    rows = pg.execute("select * from metrics.server_metrics").description  # noqa: F841 (columns check)
 
     def swap() -> None:
-        pg.execute("alter view metrics.server_metrics rename to server_metrics_compact")
-        create_server_metrics_hypertable(conn)
-        copied = pg.execute("insert into metrics.server_metrics select * from metrics.server_metrics_compact")
+        create_server_metrics_hypertable(conn, "server_metrics_restored")
+        copied = pg.execute("insert into metrics.server_metrics_restored select * from metrics.server_metrics")
         log.info("%d rows copied back into metrics.server_metrics", copied.rowcount)
+        pg.execute("drop view metrics.server_metrics cascade")
+        pg.execute("alter table metrics.server_metrics_restored rename to server_metrics")
+        for index in ("server_time_uidx", "time_idx"):
+            pg.execute(f"alter index metrics.server_metrics_restored_{index} rename to server_metrics_{index}")
 
     _warn(restore_after(pg, ["metrics.server_metrics"], swap))
     _warn(rebuild_aggregates(conn, interval_column=True, compact=False, site_usage=False))
-    pg.execute("drop view metrics.server_metrics_compact cascade")
-    for trigger in _READ_PATH_TRIGGERS:
-        pg.execute(f"drop trigger if exists {trigger} on {compact.QUALIFIED}")
     pg.execute(f"drop table {compact.QUALIFIED}")
     pg.execute("drop function if exists metrics.server_metrics_write()")
     apply_idempotent(conn)

@@ -27,7 +27,7 @@ end if;
 -- A TimescaleDB without the procedure (older than the 2.23 here) logs through its row trigger
 -- ts_cagg_invalidation_trigger, which sees every COPY: nothing to work around there.
 if to_regprocedure('_timescaledb_functions.add_materialization_invalidations(regclass, tstzrange)') is null then
-    drop trigger if exists cagg_copy_invalidations on metrics.server_metrics;
+    execute format('drop trigger if exists cagg_copy_invalidations on %s', metrics.raw_table());
     return;
 end if;
 -- The function below runs as this role. Were it not allowed to write the log, every late
@@ -71,9 +71,9 @@ begin
 end
 $f$;
 
-drop trigger if exists cagg_copy_invalidations on metrics.server_metrics;
-create trigger cagg_copy_invalidations after insert on metrics.server_metrics
+execute format($trigger$drop trigger if exists cagg_copy_invalidations on %1$s$trigger$, metrics.raw_table());
+execute format($trigger$create trigger cagg_copy_invalidations after insert on %1$s
     referencing new table as inserted_rows
-    for each statement execute function metrics.log_cagg_copy_invalidations();
+    for each statement execute function metrics.log_cagg_copy_invalidations()$trigger$, metrics.raw_table());
 end
 $guard$;

@@ -49,6 +49,8 @@ $f$;
 revoke execute on function metrics.organization_cpu_hourly_add(bigint[], timestamptz[], numeric[], bigint[]) from public;
 
 -- security definer: loaders write as rmp_ingest, which may read neither tenancy nor this table
+-- the CPU of an inserted row, read from the raw hypertable's transition table (metrics.raw_column)
+execute format($create$
 create or replace function metrics.organization_cpu_after_write() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
 begin
@@ -62,8 +64,8 @@ begin
         select
             servers.organization_id,
             public.time_bucket(interval '1 hour', inserted.collected_at) as hour,
-            coalesce(sum(inserted.cpu_percent::numeric), 0) as s,
-            count(inserted.cpu_percent) as n
+            coalesce(sum((%1$s)::numeric), 0) as s,
+            count(%1$s) as n
         from inserted_rows as inserted
         join tenancy.servers as servers on servers.id = inserted.server_id
         where inserted.collected_at >= now() - interval '2 days'
@@ -71,7 +73,8 @@ begin
     ) as per_hour;
     return null;
 end
-$f$;
+$f$
+$create$, metrics.raw_column('cpu_percent', 'inserted'));
 
 -- a server's samples of the last two days move from one organization to another
 -- (to_organization null: the server is being deleted). Not the organization being
@@ -113,17 +116,17 @@ begin
 end
 $f$;
 
-drop trigger if exists organization_cpu_insert on metrics.server_metrics;
-create trigger organization_cpu_insert after insert on metrics.server_metrics
+execute format($trigger$drop trigger if exists organization_cpu_insert on %1$s$trigger$, metrics.raw_table());
+execute format($trigger$create trigger organization_cpu_insert after insert on %1$s
     referencing new table as inserted_rows
-    for each statement execute function metrics.organization_cpu_after_write();
+    for each statement execute function metrics.organization_cpu_after_write()$trigger$, metrics.raw_table());
 -- 0011's row triggers and their function (before read-path-changes.sql)
-drop trigger if exists organization_cpu_delete on metrics.server_metrics;
-drop trigger if exists organization_cpu_update on metrics.server_metrics;
+execute format($trigger$drop trigger if exists organization_cpu_delete on %1$s$trigger$, metrics.raw_table());
+execute format($trigger$drop trigger if exists organization_cpu_update on %1$s$trigger$, metrics.raw_table());
 drop function if exists metrics.organization_cpu_row_change();
-drop trigger if exists organization_cpu_truncate on metrics.server_metrics;
-create trigger organization_cpu_truncate after truncate on metrics.server_metrics
-    for each statement execute function metrics.organization_cpu_after_write();
+execute format($trigger$drop trigger if exists organization_cpu_truncate on %1$s$trigger$, metrics.raw_table());
+execute format($trigger$create trigger organization_cpu_truncate after truncate on %1$s
+    for each statement execute function metrics.organization_cpu_after_write()$trigger$, metrics.raw_table());
 
 -- before the delete: the server's rows are still there to be summed (they cascade after)
 drop trigger if exists organization_cpu_server_delete on tenancy.servers;

@@ -59,6 +59,7 @@ $f$;
 
 -- Per changed row: one or two appends, nothing else (no search_path set, no security
 -- definer: each costs a few microseconds a row). Runs as whoever changes the rows.
+execute format($create$
 create or replace function metrics.read_path_log_change() returns trigger
 language plpgsql as $f$
 begin
@@ -66,15 +67,16 @@ begin
         perform metrics.read_path_changes_create();
     end if;
     if tg_op = 'DELETE' then
-        insert into pg_temp.rmp_read_path_changes values (old.server_id, old.collected_at, old.cpu_percent, -1);
+        insert into pg_temp.rmp_read_path_changes values (old.server_id, old.collected_at, %1$s, -1);
     else
         insert into pg_temp.rmp_read_path_changes values
-            (old.server_id, old.collected_at, old.cpu_percent, -1),
-            (new.server_id, new.collected_at, new.cpu_percent, 1);
+            (old.server_id, old.collected_at, %1$s, -1),
+            (new.server_id, new.collected_at, %2$s, 1);
     end if;
     return null;
 end
-$f$;
+$f$
+$create$, metrics.raw_column('cpu_percent', 'old'), metrics.raw_column('cpu_percent', 'new'));
 
 -- After each DELETE / UPDATE statement: the log applied and emptied.
 create or replace function metrics.read_path_apply_changes() returns trigger
@@ -131,17 +133,17 @@ $f$;
 
 -- WHEN: older rows (what retention deletes) cost only this test. An UPDATE is logged
 -- when either side is in the window, or when it moves the row to another server.
-drop trigger if exists read_path_log_delete on metrics.server_metrics;
-create trigger read_path_log_delete after delete on metrics.server_metrics
+execute format($trigger$drop trigger if exists read_path_log_delete on %1$s$trigger$, metrics.raw_table());
+execute format($trigger$create trigger read_path_log_delete after delete on %1$s
     for each row when (old.collected_at >= now() - interval '2 days')
-    execute function metrics.read_path_log_change();
-drop trigger if exists read_path_log_update on metrics.server_metrics;
-create trigger read_path_log_update after update on metrics.server_metrics
+    execute function metrics.read_path_log_change()$trigger$, metrics.raw_table());
+execute format($trigger$drop trigger if exists read_path_log_update on %1$s$trigger$, metrics.raw_table());
+execute format($trigger$create trigger read_path_log_update after update on %1$s
     for each row when (old.collected_at >= now() - interval '2 days' or new.collected_at >= now() - interval '2 days'
                        or new.server_id <> old.server_id)
-    execute function metrics.read_path_log_change();
-drop trigger if exists read_path_apply on metrics.server_metrics;
-create trigger read_path_apply after update or delete on metrics.server_metrics
-    for each statement execute function metrics.read_path_apply_changes();
+    execute function metrics.read_path_log_change()$trigger$, metrics.raw_table());
+execute format($trigger$drop trigger if exists read_path_apply on %1$s$trigger$, metrics.raw_table());
+execute format($trigger$create trigger read_path_apply after update or delete on %1$s
+    for each statement execute function metrics.read_path_apply_changes()$trigger$, metrics.raw_table());
 end
 $guard$;

@@ -97,6 +97,7 @@ language sql stable as %L
 $create$, metrics.server_last_point_select(true, ''));
 
 -- security definer: loaders write as rmp_ingest, which may not touch the table itself
+execute format($create$
 create or replace function metrics.server_latest_after_insert() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
 begin
@@ -104,12 +105,12 @@ begin
     select distinct on (inserted.server_id)
         inserted.server_id,
         inserted.collected_at,
-        inserted.cpu_percent,
-        inserted.memory_percent,
-        inserted.memory_used_bytes,
-        inserted.disk_percent,
-        inserted.disk_used_bytes,
-        inserted.load_1m,
+        %1$s,
+        %2$s,
+        %3$s,
+        %4$s,
+        %5$s,
+        %6$s,
         inserted.interval_seconds
     from inserted_rows as inserted
     order by inserted.server_id, inserted.collected_at desc
@@ -125,7 +126,8 @@ begin
     where excluded.collected_at > latest.collected_at;
     return null;
 end
-$f$;
+$f$
+$create$, metrics.raw_column('cpu_percent', 'inserted'), metrics.raw_column('memory_percent', 'inserted'), metrics.raw_column('memory_used_bytes', 'inserted'), metrics.raw_column('disk_percent', 'inserted'), metrics.raw_column('disk_used_bytes', 'inserted'), metrics.raw_column('load_1m', 'inserted'));
 
 -- The given servers' stored last points re-derived from the raw rows (servers without rows
 -- lose theirs), in one statement, rows locked in server order; plpgsql: its plan is kept for
@@ -170,16 +172,16 @@ begin
 end
 $f$;
 
-drop trigger if exists server_latest_insert on metrics.server_metrics;
-create trigger server_latest_insert after insert on metrics.server_metrics
+execute format($trigger$drop trigger if exists server_latest_insert on %1$s$trigger$, metrics.raw_table());
+execute format($trigger$create trigger server_latest_insert after insert on %1$s
     referencing new table as inserted_rows
-    for each statement execute function metrics.server_latest_after_insert();
+    for each statement execute function metrics.server_latest_after_insert()$trigger$, metrics.raw_table());
 -- 0011's statement trigger that re-derived every server (read-path-changes.sql now)
-drop trigger if exists server_latest_change on metrics.server_metrics;
-drop trigger if exists server_latest_truncate on metrics.server_metrics;
+execute format($trigger$drop trigger if exists server_latest_change on %1$s$trigger$, metrics.raw_table());
+execute format($trigger$drop trigger if exists server_latest_truncate on %1$s$trigger$, metrics.raw_table());
 drop function if exists metrics.server_latest_rederive();
-create trigger server_latest_truncate after truncate on metrics.server_metrics
-    for each statement execute function metrics.server_latest_after_truncate();
+execute format($trigger$create trigger server_latest_truncate after truncate on %1$s
+    for each statement execute function metrics.server_latest_after_truncate()$trigger$, metrics.raw_table());
 
 create or replace view metrics.server_last_point as
 select

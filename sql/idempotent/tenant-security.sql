@@ -275,6 +275,11 @@ grant usage on schema metrics to rmp_ingest;
 -- ingest is the fleet's loader, not a tenant.
 grant select, insert on metrics.server_metrics, metrics.metric_samples, metrics.site_usage,
     metrics.scaling_events to rmp_ingest;
+-- from revision 0012 on, server_metrics is a view over server_samples: rmp ingest and rmp collect
+-- write the table, the view's INSERT trigger writes it with the caller's rights
+if to_regclass('metrics.server_samples') is not null then
+    grant select, insert on metrics.server_samples to rmp_ingest;
+end if;
 -- the loader reads the type catalog and de-duplicates its own rejections
 grant select on metrics.metric_types to rmp_ingest;
 grant select, insert on metrics.rejected_rows to rmp_ingest;
