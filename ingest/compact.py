@@ -69,6 +69,12 @@ def _split(values: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(values, np.ndarray) and values.dtype != object:
         return values, np.zeros(len(values), dtype=bool)
     seq = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    try:
+        numbers = np.array(seq)        # in C: ints, or floats (also ints mixed with floats)
+    except (OverflowError, ValueError, TypeError):
+        numbers = None
+    if numbers is not None and numbers.dtype.kind in "iuf" and numbers.ndim == 1:
+        return numbers, np.zeros(len(seq), dtype=bool)
     mask = np.fromiter((v is None for v in seq), dtype=bool, count=len(seq))
     return np.asarray(seq if not mask.any() else [0 if v is None else v for v in seq], dtype=object), mask
 
@@ -98,9 +104,10 @@ def _ints(name: str, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
                 raise EncodeError(name, "expected an integer") from None
     if values.dtype.kind == "f":
         v = np.where(mask, 0.0, values)
-        # 2**63 is exactly representable; anything at or past it does not fit
-        if not (np.isfinite(v) & (v == np.floor(v)) & (v >= -(2.0**63)) & (v < 2.0**63)).all():
-            raise EncodeError(name, "expected an integer within bigint")
+        # whole and exact: past 2**53 a double is not one integer (an int mixed with floats
+        # in one column was converted to a double; refused rather than rounded)
+        if not (np.isfinite(v) & (v == np.floor(v)) & (np.abs(v) <= 2.0**53)).all():
+            raise EncodeError(name, "expected a whole number of at most 2**53 among fractions")
         return v.astype(np.int64)
     if values.dtype.kind == "u" and len(values) and values[~mask].max(initial=0) > _I64.max:
         raise EncodeError(name, "out of range for bigint")

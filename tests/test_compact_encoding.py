@@ -222,5 +222,7 @@ def test_integer_columns_refuse_fractions_and_overflow():
         encode_columns({"disk_read_bytes": [2**63]})
     with pytest.raises(EncodeError, match="cpu_cores"):
         encode_columns({"cpu_cores": [2**31]})
+    with pytest.raises(EncodeError, match="network_rx_bytes"):     # would be rounded as a double
+        encode_columns({"network_rx_bytes": [2**60 + 1, 2.0]})
     out = encode_columns({"memory_used_bytes": [2048.0, None]})
     assert _as_python(out["memory_used_kib"]) == [2, None] and _as_python(out["cpu_percent_x100"]) == [None, None]
