@@ -226,12 +226,16 @@ def apply_idempotent(conn: sa.Connection) -> None:
 
 def configure_policies(conn: sa.Connection, policies: dict | None = None) -> None:
     """(Re)set refresh, compression and retention policies from the catalog."""
-    policies = policies or catalog.policies()
-    if is_compact(conn):     # server_metrics is a view: the policies go on the table under it
-        policies = {**policies, "raw_hypertables": [
-            compact_sql.TABLE if t == "server_metrics" else t for t in policies["raw_hypertables"]]}
+    policies = {**(policies or catalog.policies()), "raw_hypertables": raw_hypertables(conn)}
     with _driver_cursor(conn) as cur:
         cur.execute("select metrics.configure_policies(%s::jsonb)", (json.dumps(policies),))
+
+
+def raw_hypertables(conn: sa.Connection) -> list[str]:
+    """catalog.RAW_HYPERTABLES as this database has them: before revision 0012 server_metrics'
+    rows are in the hypertable server_metrics itself."""
+    compact = is_compact(conn)
+    return [t if compact or t != compact_sql.TABLE else "server_metrics" for t in catalog.RAW_HYPERTABLES]
 
 
 def publish_raw_layout(conn: sa.Connection) -> None:
