@@ -316,7 +316,12 @@ def create_compact_view(conn: sa.Connection) -> None:
             language plpgsql set search_path = pg_catalog, pg_temp as $f$
             begin
                 if tg_op = 'INSERT' then
-                    insert into {compact_sql.QUALIFIED} ({', '.join(names)}) values ({', '.join(values)});
+                    -- a re-sent sample is ignored, as rmp ingest ignores it (and reported: INSERT 0 0)
+                    insert into {compact_sql.QUALIFIED} ({', '.join(names)}) values ({', '.join(values)})
+                    on conflict (server_id, collected_at) do nothing;
+                    if not found then
+                        return null;
+                    end if;
                 else
                     update {compact_sql.QUALIFIED} as s set {assignments}
                     where s.server_id = old.server_id and s.collected_at = old.collected_at;
@@ -328,7 +333,8 @@ def create_compact_view(conn: sa.Connection) -> None:
                     " for each row execute function metrics.server_metrics_write()")
         cur.execute("comment on view metrics.server_metrics is 'One row per server per sample, stored in "
                     "metrics.server_samples (revision 0012). Bulk loads: rmp ingest / rmp collect write the "
-                    "table itself; INSERT, COPY and UPDATE here go through a row trigger.'")
+                    "table itself; INSERT, COPY and UPDATE here go through a row trigger, which ignores a "
+                    "re-sent sample (same server and time). ON CONFLICT: on metrics.server_samples.'")
 
 
 TIER_TEMPLATE = SQL_DIR / "templates" / "server-metrics-aggregate.sql"
