@@ -66,11 +66,11 @@ def test_upgrade_and_downgrade_keep_every_value(fresh_url):
             " disk_total_bytes, disk_used_bytes, disk_available_bytes, disk_percent, disk_read_bytes,"
             " disk_write_bytes, network_rx_bytes, network_tx_bytes, containers_running, containers_total,"
             " interval_seconds)"
-            " select s, t, (i * 37 % 10001) / 100.0, (i % 800) / 100.0, (i % 500) / 100.0, (i % 300) / 100.0,"
-            "  8, 17179869184, 4000000000 + i * 1031, 9000000000 - i * 7, (i * 13 % 10001) / 100.0,"
-            "  500000000000, 200000000000 + i * 4099, 299999999000 - i * 4099, 40.01 + (i % 3) / 100.0,"
-            "  i * 517, i * 513 + 1, i * 1001, case when i % 10 = 0 then null else i * 999 end, 12, 14,"
-            "  case when i % 7 = 0 then 60 else 30 end"
+            " select s, t, (i * 37 %% 10001) / 100.0, (i %% 800) / 100.0, (i %% 500) / 100.0, (i %% 300) / 100.0,"
+            "  8, 17179869184, 4000000000 + i * 1031, 9000000000 - i * 7, (i * 13 %% 10001) / 100.0,"
+            "  500000000000, 200000000000 + i * 4099, 299999999000 - i * 4099, 40.01 + (i %% 3) / 100.0,"
+            "  i * 517, i * 513 + 1, i * 1001, case when i %% 10 = 0 then null else i * 999 end, 12, 14,"
+            "  case when i %% 7 = 0 then 60 else 30 end"
             " from (values (%s::bigint), (%s::bigint)) as servers (s),"
             "  generate_series(0, 3 * 2880 - 1) as i, lateral (select %s::timestamptz + i * interval '30 s') as at (t)",
             (web, db, start))
