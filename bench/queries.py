@@ -244,7 +244,12 @@ def _run_job(conn: psycopg.Connection, job_id: int) -> float:
 
 
 def _storage_relation(conn: psycopg.Connection, name: str) -> str:
-    """The hypertable holding ``metrics.<name>``'s rows (a cagg's materialization table)."""
+    """The hypertable holding ``metrics.<name>``'s rows (a cagg's materialization table;
+    server_samples for the view server_metrics from revision 0012 on)."""
+    from rmp import compact
+
+    if name == "server_metrics" and conn.execute("select to_regclass(%s)", [compact.QUALIFIED]).fetchone()[0]:
+        return compact.QUALIFIED
     row = conn.execute(
         "select format('%%I.%%I', materialization_hypertable_schema, materialization_hypertable_name) "
         "from timescaledb_information.continuous_aggregates where view_schema = 'metrics' and view_name = %s",

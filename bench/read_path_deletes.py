@@ -202,7 +202,7 @@ def bulk(conn: psycopg.Connection, servers: int, rounds: int, with_0011: bool, s
                 on = SIDES[side]
                 if on == "0011" and r > 0:
                     continue
-                conn.execute("truncate metrics.server_metrics")
+                conn.execute("truncate metrics.server_samples")
                 conn.execute(SAMPLES, (2880, org))
                 conn.execute("analyze metrics.server_metrics, metrics.server_latest, metrics.organization_cpu_hourly, tenancy.servers")
                 _triggers(conn, on)
@@ -221,7 +221,7 @@ def bulk(conn: psycopg.Connection, servers: int, rounds: int, with_0011: bool, s
                     f"delete {seconds['delete'][side][-1]} s")
     finally:
         _triggers(conn, True)
-        conn.execute("truncate metrics.server_metrics")
+        conn.execute("truncate metrics.server_samples")
         conn.execute("delete from tenancy.organizations where id = %s", (org,))
     result: dict = {"servers": servers, "rows": rows, "seconds": seconds, "mismatches_after_each_statement": mismatches}
     for op, sides in seconds.items():
@@ -241,7 +241,7 @@ def single_rows(conn: psycopg.Connection, servers: int, samples: int, statements
     ms: dict[str, list[float]] = {side: [] for side in SIDES if with_0011 or side != "with_0011_triggers"}
     mean: dict[str, float] = {}
     try:
-        conn.execute("truncate metrics.server_metrics")
+        conn.execute("truncate metrics.server_samples")
         conn.execute(SAMPLES.replace("interval '30 seconds'", "interval '10 minutes'"), (samples, org))
         conn.execute("analyze metrics.server_metrics, metrics.server_latest, metrics.organization_cpu_hourly, tenancy.servers")
         # with the triggers first (the derived tables are checked after them), then the other sides
@@ -258,7 +258,7 @@ def single_rows(conn: psycopg.Connection, servers: int, samples: int, statements
             + ", ".join(f"{side} {v}" for side, v in mean.items()))
     finally:
         _triggers(conn, True)
-        conn.execute("truncate metrics.server_metrics")
+        conn.execute("truncate metrics.server_samples")
         conn.execute("delete from tenancy.organizations where id = %s", (org,))
     result = {"servers": servers, "samples_per_server": samples, "statements_per_side": statements, "ms": ms,
               "median_ms": {side: statistics.median(v) for side, v in ms.items()},

@@ -77,7 +77,7 @@ def run(url: str, *, servers: int, hours: int, rounds: int, ticks: int, engine: 
         try:
             for r in range(rounds):
                 for side, on in (("with_triggers", True), ("without_triggers", False)):
-                    conn.execute("truncate metrics.server_metrics")
+                    conn.execute("truncate metrics.server_samples")
                     _triggers(conn, on)
                     seconds = _psql_copy(url, path)
                     bulk[side].append(round(seconds, 2))
@@ -95,7 +95,7 @@ def run(url: str, *, servers: int, hours: int, rounds: int, ticks: int, engine: 
                         f"in {live[side][-1]} s")
         finally:
             _triggers(conn, True)
-            conn.execute("truncate metrics.server_metrics")
+            conn.execute("truncate metrics.server_samples")
             conn.execute("delete from tenancy.organizations where id = any(%s)", (org_ids,))
     best = {side: min(v) for side, v in bulk.items()}
     best_live = {side: min(v) for side, v in live.items()}

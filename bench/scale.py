@@ -364,7 +364,7 @@ def run(url: str | None = None, *, servers: int = 10_000, hours: int = 24, live_
         if cleanup:     # a shared server: remove only the benchmark's rows
             conn.execute("delete from metrics.server_metrics where server_id = any(%s)", [ids])
         else:
-            conn.execute("truncate metrics.server_metrics")
+            conn.execute("truncate metrics.server_samples")
         _say(console, f"bulk: rmp ingest of {files[0].name} ...")
         t = time.perf_counter()
         subprocess.run([rmp_exe, "ingest", "-q", str(files[0])], check=True, env=env, stdout=subprocess.DEVNULL)

@@ -471,7 +471,7 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
             plan = _reschedule_jobs(conn, minutes * 60, job_every)
             chunks_before = conn.execute(
                 "select count(*), count(*) filter (where is_compressed) from timescaledb_information.chunks"
-                " where hypertable_name = 'server_metrics'").fetchone()
+                " where hypertable_name = 'server_samples'").fetchone()
         server, datadir = _server_processes(url, kind, workdir)
 
         ctx = mp.get_context("spawn")
@@ -537,7 +537,7 @@ def run(*, kind: str, minutes: float, writers: int, servers: int, interval: floa
                 " and job_id >= 1000", (datetime.fromtimestamp(start, UTC),)).fetchall()
             chunks_after = conn.execute(
                 "select count(*), count(*) filter (where is_compressed) from timescaledb_information.chunks"
-                " where hypertable_name = 'server_metrics'").fetchone()
+                " where hypertable_name = 'server_samples'").fetchone()
         log_problems = _server_log_problems(datadir, kind)
         t_checked = time.time()
     t_stopped = time.time()

@@ -223,7 +223,9 @@ def value_bounds(table: str) -> dict[str, Bounds]:
 
 SCHEMA = "metrics"
 # Raw hypertables with compression (after a day) and retention at RAW_RETENTION.
-RAW_HYPERTABLES = ("server_metrics", "metric_samples", "site_usage")
+# server_metrics' rows are in server_samples (a view over it from revision 0012 on:
+# rmp.migrations.raw_hypertables() names what a database at an older revision has).
+RAW_HYPERTABLES = ("server_samples", "metric_samples", "site_usage")
 # Every hypertable the migrations create (scaling_events keeps its events).
 HYPERTABLES = (*RAW_HYPERTABLES, "scaling_events")
 RAW_RETENTION = "90 days"

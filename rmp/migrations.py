@@ -226,12 +226,16 @@ def apply_idempotent(conn: sa.Connection) -> None:
 
 def configure_policies(conn: sa.Connection, policies: dict | None = None) -> None:
     """(Re)set refresh, compression and retention policies from the catalog."""
-    policies = policies or catalog.policies()
-    if is_compact(conn):     # server_metrics is a view: the policies go on the table under it
-        policies = {**policies, "raw_hypertables": [
-            compact_sql.TABLE if t == "server_metrics" else t for t in policies["raw_hypertables"]]}
+    policies = {**(policies or catalog.policies()), "raw_hypertables": raw_hypertables(conn)}
     with _driver_cursor(conn) as cur:
         cur.execute("select metrics.configure_policies(%s::jsonb)", (json.dumps(policies),))
+
+
+def raw_hypertables(conn: sa.Connection) -> list[str]:
+    """catalog.RAW_HYPERTABLES as this database has them: before revision 0012 server_metrics'
+    rows are in the hypertable server_metrics itself."""
+    compact = is_compact(conn)
+    return [t if compact or t != compact_sql.TABLE else "server_metrics" for t in catalog.RAW_HYPERTABLES]
 
 
 def publish_raw_layout(conn: sa.Connection) -> None:
@@ -295,24 +299,36 @@ def create_server_metrics_hypertable(conn: sa.Connection, name: str = "server_me
 
 
 def create_compact_view(conn: sa.Connection) -> None:
-    """The view metrics.server_metrics over server_samples, and the INSTEAD OF triggers that let
-    INSERT, COPY and UPDATE through it (DELETE needs none: PostgreSQL updates a simple view itself).
-    Not security_invoker: the rights on the view are what the rights on the table were (a tenant
-    view reads it with its owner's rights); the trigger writes with its caller's, so a writer
-    needs them on server_samples too (sql/idempotent/tenant-security.sql grants them)."""
+    """The view metrics.server_metrics over server_samples, and the triggers that let INSERT,
+    COPY and UPDATE through it (DELETE needs none: PostgreSQL updates a simple view itself).
+
+    INSERT and COPY are set-based, as into the table before: the INSTEAD OF row trigger only
+    appends the encoded row to a private buffer (``pg_temp.rmp_server_samples_pending``, on
+    commit delete rows), and one AFTER statement trigger moves the buffer into server_samples
+    with one INSERT, so the read path's statement triggers on server_samples run once per
+    statement, not once per row. A re-sent sample (same server and time) is ignored, as
+    ``rmp ingest`` ignores it. Not security_invoker: the rights on the view are what the rights
+    on the table were (a tenant view reads it with its owner's rights); the triggers write with
+    their caller's, so a writer needs them on server_samples too (tenant-security.sql grants them)."""
     names, values = compact_sql.encoded("new")
     interval = catalog.SAMPLE_INTERVALS["server_metrics"]
     assignments = ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
+    columns = ", ".join(names)
     with _driver_cursor(conn) as cur:
         cur.execute(f"create view metrics.server_metrics as select\n    "
                     f"{compact_sql.decoded('s')}\nfrom {compact_sql.QUALIFIED} as s")
         cur.execute(f"alter view metrics.server_metrics alter column {interval.name} set default {interval.default}")
+        # No security definer, no search_path: the buffer is the caller's own temporary table,
+        # and the per-row function must stay cheap (a few microseconds).
         cur.execute(f"""
-            create or replace function metrics.server_metrics_write() returns trigger
-            language plpgsql set search_path = pg_catalog, pg_temp as $f$
+            create or replace function metrics.server_metrics_write() returns trigger language plpgsql as $f$
             begin
                 if tg_op = 'INSERT' then
-                    insert into {compact_sql.QUALIFIED} ({', '.join(names)}) values ({', '.join(values)});
+                    if pg_catalog.to_regclass('pg_temp.rmp_server_samples_pending') is null then
+                        create temporary table rmp_server_samples_pending
+                            (like {compact_sql.QUALIFIED} including defaults) on commit delete rows;
+                    end if;
+                    insert into pg_temp.rmp_server_samples_pending ({columns}) values ({', '.join(values)});
                 else
                     update {compact_sql.QUALIFIED} as s set {assignments}
                     where s.server_id = old.server_id and s.collected_at = old.collected_at;
@@ -320,11 +336,26 @@ def create_compact_view(conn: sa.Connection) -> None:
                 return new;
             end
             $f$""")
+        cur.execute(f"""
+            create or replace function metrics.server_metrics_flush() returns trigger language plpgsql as $f$
+            begin
+                if pg_catalog.to_regclass('pg_temp.rmp_server_samples_pending') is not null then
+                    with pending as (delete from pg_temp.rmp_server_samples_pending returning *)
+                    insert into {compact_sql.QUALIFIED} ({columns})
+                    select {columns} from pending order by server_id, collected_at
+                    on conflict (server_id, collected_at) do nothing;
+                end if;
+                return null;
+            end
+            $f$""")
         cur.execute("create trigger server_metrics_write instead of insert or update on metrics.server_metrics"
                     " for each row execute function metrics.server_metrics_write()")
+        cur.execute("create trigger server_metrics_flush after insert on metrics.server_metrics"
+                    " for each statement execute function metrics.server_metrics_flush()")
         cur.execute("comment on view metrics.server_metrics is 'One row per server per sample, stored in "
-                    "metrics.server_samples (revision 0012). Bulk loads: rmp ingest / rmp collect write the "
-                    "table itself; INSERT, COPY and UPDATE here go through a row trigger.'")
+                    "metrics.server_samples (revision 0012) in a layout that compresses by over 90 %. INSERT, "
+                    "COPY, UPDATE and DELETE work here; a re-sent sample (same server and time) is ignored. "
+                    "ON CONFLICT and TRUNCATE: on metrics.server_samples.'")
 
 
 TIER_TEMPLATE = SQL_DIR / "templates" / "server-metrics-aggregate.sql"

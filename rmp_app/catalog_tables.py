@@ -25,13 +25,27 @@ def _window(span: timedelta | None) -> str:
     return "any longer" if span is None else f"≤ {catalog.span_text(span)}"
 
 
+def _stored(c: catalog.MetricColumn) -> str:
+    """How metrics.server_samples keeps the column (catalog.Stored)."""
+    s = c.stored
+    cols = ", ".join(f"`{name}`" for name, _ in c.storage_columns())
+    return {
+        "plain": "as is",
+        "hundredths": f"{cols}: hundredths (two decimals)",
+        "units": f"{cols}: {s.unit}-byte units + remainder",
+        "difference": f"{cols}: `{s.total}` − `{s.used}` + residual",
+        "percent_of": f"{cols}: `{s.used}` / `{s.total}` + residual",
+    }[s.kind]
+
+
 def server_metrics_columns() -> str:
-    rows = [f"| `{c.name}` | {c.sql_type} | {_bounds(c.bounds)} |" for c in catalog.SERVER_METRICS]
+    rows = [f"| `{c.name}` | {c.sql_type} | {_bounds(c.bounds)} | {_stored(c)} |" for c in catalog.SERVER_METRICS]
     interval = catalog.SAMPLE_INTERVALS["server_metrics"]
     rows.append(f"| `{interval.name}` | {interval.sql_type} | {_bounds(interval.bounds)}, not null,"
-                f" default {interval.default} (the seconds the sample covers) |")
-    return "\n".join(["| column | type | values |", "| --- | --- | --- |",
-                      "| `server_id` | bigint | → tenancy.servers |", "| `collected_at` | timestamptz | |", *rows])
+                f" default {interval.default} (the seconds the sample covers) | as is |")
+    return "\n".join(["| column | type | values | stored in metrics.server_samples |", "| --- | --- | --- | --- |",
+                      "| `server_id` | bigint | → tenancy.servers | as is |",
+                      "| `collected_at` | timestamptz | | as is |", *rows])
 
 
 def aggregate_tiers() -> str:

@@ -108,7 +108,7 @@ def aggregate_mismatches(conn: psycopg.Connection, since: datetime, until: datet
     out: dict[str, int] = {}
     views = conn.execute(
         "select view_schema, view_name, view_definition from timescaledb_information.continuous_aggregates"
-        " where hypertable_name = 'server_metrics' order by view_name").fetchall()
+        " where hypertable_name = 'server_samples' order by view_name").fetchall()
     for schema, view, definition in views:
         stored = _by_key(conn, sql.SQL("select * from {} where bucket >= %s and bucket < %s")
                          .format(sql.Identifier(schema, view)), (since, until))

@@ -4,7 +4,12 @@ metrics.server_metrics comes back exactly from it (no database)."""
 import pandas as pd
 import pytest
 
-from bench.compression_columns import _at_collector_precision, _frame, _lossless_compact, _lossless_decoded
+from bench.compression_columns import (
+    _at_collector_precision,
+    _frame,
+    _lossless_compact,
+    _lossless_decoded,
+)
 
 
 @pytest.mark.parametrize("collector_precision", [True, False])

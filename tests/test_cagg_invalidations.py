@@ -108,11 +108,11 @@ def test_copy_under_a_transition_table_trigger_logs_no_invalidation_without_the_
         a, _ = _fleet_with_history(db)
         lost, kept = day_start(2) + timedelta(hours=3, seconds=30), day_start(2) + timedelta(hours=9, seconds=30)
         try:
-            db.execute("drop trigger cagg_copy_invalidations on metrics.server_metrics")
+            db.execute("drop trigger cagg_copy_invalidations on metrics.server_samples")
             # the transition-table triggers alone: TimescaleDB logs nothing for this COPY
             load(db, sparse_rows(a, [lost], cpu=88.0))
-            db.execute("drop trigger server_latest_insert on metrics.server_metrics")
-            db.execute("drop trigger organization_cpu_insert on metrics.server_metrics")
+            db.execute("drop trigger server_latest_insert on metrics.server_samples")
+            db.execute("drop trigger organization_cpu_insert on metrics.server_samples")
             # no transition-table trigger left: TimescaleDB logs it itself
             load(db, sparse_rows(a, [kept], cpu=77.0))
         finally:

@@ -19,15 +19,22 @@ def test_server_metrics_columns_types_and_checks_are_the_catalogs(db):
     # in any order: a column a later revision adds stands after interval_seconds (0010)
     assert sorted(columns[2:]) == sorted([(c.name, c.sql_type) for c in catalog.SERVER_METRICS]
                                          + [(interval.name, interval.sql_type)])
+    # the checks are on the table that holds the rows (the view's are its): the same names,
+    # plus the range of each remainder (rmp/compact.py)
     checks = {r[0] for r in db.execute(
-        "select conname from pg_constraint where conrelid = 'metrics.server_metrics'::regclass and contype = 'c'")}
-    assert checks == {c.check_name for c in catalog.SERVER_METRICS} | {interval.check_name}
-    # not null, the catalog's default, its bounds
-    assert db.execute(
-        "select a.attnotnull, pg_get_expr(d.adbin, d.adrelid) from pg_attribute a"
-        " join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum"
-        " where a.attrelid = 'metrics.server_metrics'::regclass and a.attname = 'interval_seconds'"
-    ).fetchone() == (True, "30")
+        "select conname from pg_constraint where conrelid = 'metrics.server_samples'::regclass and contype = 'c'")}
+    remainders = {f"server_samples_{catalog.remainder_column(c.stored.stored)}_range"
+                  for c in catalog.SERVER_METRICS if c.stored.kind == "units"}
+    assert checks == {c.check_name for c in catalog.SERVER_METRICS} | {interval.check_name} | remainders
+    # not null, the catalog's default (on the view too), its bounds
+    for relation in ("server_metrics", "server_samples"):
+        assert db.execute(
+            "select pg_get_expr(d.adbin, d.adrelid) from pg_attribute a"
+            " join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum"
+            " where a.attrelid = %s::regclass and a.attname = 'interval_seconds'", (f"metrics.{relation}",)
+        ).fetchone() == ("30",)
+    assert db.execute("select attnotnull from pg_attribute where attrelid = 'metrics.server_samples'::regclass"
+                      " and attname = 'interval_seconds'").fetchone() == (True,)
     assert interval.bounds == (0.05, 86_400.0)
     site_interval = catalog.SAMPLE_INTERVALS["site_usage"]
     site_checks = {r[0] for r in db.execute(
@@ -112,8 +119,9 @@ def test_rmp_catalog_show_lists_every_column_and_aggregate_of_the_catalog():
         assert f"| `{column.name}` | {column.sql_type} |" in shown.output
     for aggregate in catalog.AGGREGATES:
         assert f"| `{aggregate.qualified}` |" in shown.output
-    assert "| `cpu_percent` | double precision | 0–100 |" in shown.output
-    assert "| `load_1m` | double precision | ≥ 0 |" in shown.output
+    assert "| `cpu_percent` | double precision | 0–100 | `cpu_percent_x100`: hundredths (two decimals) |" in shown.output
+    assert "| `load_1m` | double precision | 0–1e+12 |" in shown.output
+    assert "| `memory_used_bytes` | bigint | ≥ 0 | `memory_used_kib`, `memory_used_rem`: 1024-byte units" in shown.output
     assert ("| `metrics.server_metrics_1h` | 1h | server_metrics | 1 hour | 1 year | 3 days | 7 days | ≤ 90 d |"
             in shown.output)
     assert "| `metrics.site_usage_daily` |  | site_usage | 1 day | forever | 7 days | never |  |" in shown.output

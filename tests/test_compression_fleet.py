@@ -51,7 +51,7 @@ def test_generated_fleet_answers_identically_after_compression(db, migrated_url)
     for rel in relations:
         db.execute("select compress_chunk(c) from show_chunks(%s::regclass) c", (rel,))
     compressed = db.execute("select count(*) filter (where is_compressed), count(*)"
-                            " from timescaledb_information.chunks where hypertable_name = 'server_metrics'"
+                            " from timescaledb_information.chunks where hypertable_name = 'server_samples'"
                             ).fetchone()
     assert compressed[0] == compressed[1] >= 2
 

@@ -28,7 +28,7 @@ def test_doctor_passes_on_a_fresh_migrated_database(db, migrated_url, monkeypatc
                  "site_usage_daily"):
         assert f"refresh window metrics.{view}" in names
         assert f"refresh metrics.{view}" in names
-    assert "retention metrics.server_metrics" in names
+    assert "retention metrics.server_samples" in names
 
     monkeypatch.setenv("DATABASE_URL", migrated_url)
     result = CliRunner().invoke(cli, ["doctor"])

@@ -142,15 +142,15 @@ def test_logical_dump_restores_into_a_new_cluster_with_pre_and_post_restore(tmp_
         with psycopg.connect(url, autocommit=True) as conn:
             refresh_all(conn)
             chunk = conn.execute("select format('%I.%I', chunk_schema, chunk_name) from timescaledb_information.chunks"
-                                 " where hypertable_name = 'server_metrics' order by range_start limit 1").fetchone()[0]
+                                 " where hypertable_name = 'server_samples' order by range_start limit 1").fetchone()[0]
             conn.execute("select compress_chunk(%s, if_not_compressed => true)", (chunk,))   # through the dump
             # the compression policy compresses what it is due to now, not during the dump
             with migrations.policy_jobs_paused(url):
                 for (job,) in conn.execute("select job_id from timescaledb_information.jobs where proc_name ="
-                                           " 'policy_compression' and hypertable_name = 'server_metrics'").fetchall():
+                                           " 'policy_compression' and hypertable_name = 'server_samples'").fetchall():
                     conn.execute("call run_job(%s)", (job,))
             compressed = conn.execute("select count(*) from timescaledb_information.chunks"
-                                      " where hypertable_name = 'server_metrics' and is_compressed").fetchone()[0]
+                                      " where hypertable_name = 'server_samples' and is_compressed").fetchone()[0]
             version = conn.execute("select extversion from pg_extension where extname = 'timescaledb'").fetchone()[0]
         doctor = rmp(url, "doctor", "-q")                              # what to run before a backup
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
@@ -178,7 +178,7 @@ def test_logical_dump_restores_into_a_new_cluster_with_pre_and_post_restore(tmp_
             conn.execute("select _timescaledb_functions.restart_background_workers()")
             restored_at = conn.execute("select now()").fetchone()[0]
             assert conn.execute("select count(*) from timescaledb_information.chunks"
-                                " where hypertable_name = 'server_metrics' and is_compressed").fetchone()[0] == compressed
+                                " where hypertable_name = 'server_samples' and is_compressed").fetchone()[0] == compressed
             assert conn.execute("select count(*) from pg_roles where rolname like 'rmp\\_%'").fetchone()[0] >= 3
         _assert_restored(url, path, since=since, days=3)
         _jobs_run_again(url, restored_at)
@@ -196,7 +196,7 @@ def test_embedded_data_directory_copied_while_stopped_restores_everything(tmp_pa
         assert rmp(source.url, "ingest", str(path), "-q").returncode == 0
         with psycopg.connect(source.url, autocommit=True) as conn:
             chunk = conn.execute("select format('%I.%I', chunk_schema, chunk_name) from timescaledb_information.chunks"
-                                 " where hypertable_name = 'server_metrics' order by range_start limit 1").fetchone()[0]
+                                 " where hypertable_name = 'server_samples' order by range_start limit 1").fetchone()[0]
             conn.execute("select compress_chunk(%s)", (chunk,))
     shutil.copytree(source.settings.pgdata, tmp_path / "restored" / "pgdata")    # stopped: a plain copy
     shutil.rmtree(tmp_path / "source")                                          # the original is gone
@@ -204,7 +204,7 @@ def test_embedded_data_directory_copied_while_stopped_restores_everything(tmp_pa
     with EmbeddedServer(tmp_path / "restored") as restored:
         with psycopg.connect(restored.url, autocommit=True) as conn:
             assert conn.execute("select count(*) from timescaledb_information.chunks"
-                                " where hypertable_name = 'server_metrics' and is_compressed").fetchone()[0] == 1
+                                " where hypertable_name = 'server_samples' and is_compressed").fetchone()[0] == 1
             restored_at = conn.execute("select now()").fetchone()[0]
         _assert_restored(restored.url, path, since=since, days=2)
         _jobs_run_again(restored.url, restored_at)

@@ -131,7 +131,7 @@ def test_postmaster_killed_while_refresh_and_compression_jobs_run(cluster, tmp_p
         refresh_all(conn)                     # the refresh below then has only the new day to do
         chunks = [r[0] for r in conn.execute(
             "select format('%I.%I', chunk_schema, chunk_name) from timescaledb_information.chunks"
-            " where hypertable_name = 'server_metrics' and not is_compressed"
+            " where hypertable_name = 'server_samples' and not is_compressed"
             " and range_end < now() - interval '1 day' order by range_start")]
         mat = conn.execute(
             "select format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)"
@@ -155,7 +155,7 @@ def test_postmaster_killed_while_refresh_and_compression_jobs_run(cluster, tmp_p
                     (f"%[{compress}]%", f"%[{refresh}]%")).fetchone()[0]
             wait_until(both_waiting, 60, "the compression and refresh jobs to be running")
             compressed_before = conn.execute(
-                "select count(*) from timescaledb_information.chunks where hypertable_name = 'server_metrics'"
+                "select count(*) from timescaledb_information.chunks where hypertable_name = 'server_samples'"
                 " and is_compressed").fetchone()[0]
         cluster.kill()
     finally:
@@ -250,7 +250,7 @@ def test_embedded_engine_killed_while_its_job_runner_runs_compression_and_refres
             refresh = _job(conn, "policy_refresh_continuous_aggregate", "server_metrics_1h")
             before = {job: _runs(conn, job) for job in (compress, refresh)}
             eligible = conn.execute(
-                "select count(*) from timescaledb_information.chunks where hypertable_name = 'server_metrics'"
+                "select count(*) from timescaledb_information.chunks where hypertable_name = 'server_samples'"
                 " and not is_compressed and range_end < now() - interval '1 day'").fetchone()[0]
             assert eligible >= 2
             conn.execute("select alter_job(job_id, scheduled => false) from timescaledb_information.jobs"
@@ -275,7 +275,7 @@ def test_embedded_engine_killed_while_its_job_runner_runs_compression_and_refres
                 wait_until(lambda job=job: _runs(conn, job)[0] > before[job][0], 120, f"job {job} to run again")
                 assert _runs(conn, job)[1] is True
             assert conn.execute(
-                "select count(*) from timescaledb_information.chunks where hypertable_name = 'server_metrics'"
+                "select count(*) from timescaledb_information.chunks where hypertable_name = 'server_samples'"
                 " and not is_compressed and range_end < now() - interval '1 day'").fetchone()[0] == 0
         _assert_complete(url, path, since=since, until=since + timedelta(days=3), servers=6)
         doctor = rmp(url, "doctor", "-q")

@@ -67,7 +67,7 @@ def test_any_valid_batch_round_trips_exactly(db, migrated_url, tmp_path_factory)
         zone = (UTC if not offset else __import__("datetime").timezone(offset))
         records = [{"server_id": servers[s], "collected_at": (T0 + timedelta(seconds=sec)).astimezone(zone),
                     **values[i]} for i, (s, sec) in enumerate(keys)]
-        db.execute("truncate metrics.server_metrics")
+        db.execute("truncate metrics.server_samples")
         path = directory / f"batch.{fmt}"
         _write(path, fmt, records)
         r = load_file(path, migrated_url, batch_rows=17)

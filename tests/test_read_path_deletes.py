@@ -219,8 +219,9 @@ def test_deletes_mixed_with_inserts_and_upserts(db):
     assert _latest(db)[a1][:2] == (newest - timedelta(minutes=26), 12.5)
     assert _latest(db)[a2][0] == newest
     # an upsert: the conflicting row updated (row trigger and statement trigger of UPDATE), a new one inserted
-    db.execute("insert into metrics.server_metrics (server_id, collected_at, cpu_percent) values (%s, %s, 1.5), (%s, %s, 2.5)"
-               " on conflict (server_id, collected_at) do update set cpu_percent = excluded.cpu_percent",
+    # (on the table under the view: ON CONFLICT needs its unique index)
+    db.execute("insert into metrics.server_samples (server_id, collected_at, cpu_percent_x100) values (%s, %s, 150),"
+               " (%s, %s, 250) on conflict (server_id, collected_at) do update set cpu_percent_x100 = excluded.cpu_percent_x100",
                (b1, newest, b1, newest + STEP))
     after = _check(db)
     assert _latest(db)[b1][:2] == (newest + STEP, 2.5)
@@ -234,7 +235,7 @@ def test_compressed_chunks_and_a_server_silent_for_days(db):
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)
     load(db, sparse_rows(live, [hour + k * timedelta(minutes=10) for k in range(30)], cpu=8.5)
          + sparse_rows(quiet, [now - timedelta(days=4, hours=k) for k in range(3)], cpu=3.25))
-    db.execute("select compress_chunk(c, if_not_compressed => true) from show_chunks('metrics.server_metrics') c")
+    db.execute("select compress_chunk(c, if_not_compressed => true) from show_chunks('metrics.server_samples') c")
     _check(db)
     # by the segment-by column alone (TimescaleDB could drop whole compressed batches without
     # the rows reaching a row trigger: with the read path's triggers it decompresses them)

@@ -49,12 +49,15 @@ def test_a_value_outside_the_catalog_bounds_is_rejected_naming_the_column(db, co
 
 def test_resent_sample_is_deduplicated_on_server_and_time(db):
     server = _server(db, _org(db, "acme"))
+    # through the view: a re-sent sample is ignored (as `rmp ingest` ignores it)
     for cpu in (10.0, 20.0):
-        db.execute(
-            "insert into metrics.server_metrics (server_id, collected_at, cpu_percent) values (%s, %s, %s)"
-            " on conflict (server_id, collected_at) do update set cpu_percent = excluded.cpu_percent",
-            (server, T0, cpu),
-        )
+        db.execute("insert into metrics.server_metrics (server_id, collected_at, cpu_percent) values (%s, %s, %s)",
+                   (server, T0, cpu))
+    assert db.execute("select count(*), max(cpu_percent) from metrics.server_metrics").fetchone() == (1, 10.0)
+    # an upsert goes to the table under it (its key is the unique index)
+    db.execute("insert into metrics.server_samples (server_id, collected_at, cpu_percent_x100) values (%s, %s, 2000)"
+               " on conflict (server_id, collected_at) do update set cpu_percent_x100 = excluded.cpu_percent_x100",
+               (server, T0))
     assert db.execute("select count(*), max(cpu_percent) from metrics.server_metrics").fetchone() == (1, 20.0)
 
 

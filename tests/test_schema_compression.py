@@ -47,16 +47,16 @@ def test_compression_policy_compresses_old_chunks_and_answers_stay_identical(db,
     assert len(before["per_server"]) == 3
     assert len(before["one_hour_of_one_server"]) == 120
 
-    db.execute("call run_job(%s)", (_job(db, "policy_compression", "metrics", "server_metrics"),))
+    db.execute("call run_job(%s)", (_job(db, "policy_compression", "metrics", "server_samples"),))
 
     stats = db.execute(
         "select compression_status, before_compression_total_bytes, after_compression_total_bytes"
-        " from chunk_compression_stats('metrics.server_metrics')"
+        " from chunk_compression_stats('metrics.server_samples')"
     ).fetchall()
     assert [s[0] for s in stats] == ["Compressed"]  # the day fits one 1-day chunk
     total = db.execute(
         "select total_chunks, number_compressed_chunks, before_compression_total_bytes,"
-        " after_compression_total_bytes from hypertable_compression_stats('metrics.server_metrics')"
+        " after_compression_total_bytes from hypertable_compression_stats('metrics.server_samples')"
     ).fetchone()
     assert total[:2] == (1, 1)
     assert total[3] < total[2], f"compressed {total[3]} bytes is not smaller than {total[2]}"
@@ -65,10 +65,10 @@ def test_compression_policy_compresses_old_chunks_and_answers_stay_identical(db,
 
 def test_resent_sample_into_a_compressed_chunk_is_deduplicated(db, old_day):
     servers, start = old_day
-    db.execute("call run_job(%s)", (_job(db, "policy_compression", "metrics", "server_metrics"),))
+    db.execute("call run_job(%s)", (_job(db, "policy_compression", "metrics", "server_samples"),))
     db.execute(
         "insert into metrics.server_metrics (server_id, collected_at, cpu_percent) values (%s, %s, 99)"
-        " on conflict (server_id, collected_at) do nothing",
+        "",  # a re-sent sample is ignored (the view's INSERT trigger: on conflict do nothing)
         (servers[0], start),
     )
     assert db.execute(

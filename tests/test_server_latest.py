@@ -81,7 +81,7 @@ def test_delete_update_and_truncate_re_derive_it(db):
                (a, t0 + timedelta(minutes=8)))
     assert _last_points(db)[a][:2] == (t0 + timedelta(minutes=8), 81.25)
     assert _last_points(db) == _truth(db)
-    db.execute("truncate metrics.server_metrics")
+    db.execute("truncate metrics.server_samples")
     assert _last_points(db) == {}
     # a deleted server takes its last point along
     load(db, sparse_rows(c, [t0]))
@@ -94,7 +94,7 @@ def test_writes_into_compressed_chunks_are_seen(db):
     t0 = day_start(5)
     load(db, sparse_rows(a, [t0 + k * timedelta(hours=1) for k in range(48)], cpu=5.0)
          + sparse_rows(b, [t0 + k * timedelta(hours=1) for k in range(24)], cpu=6.0))
-    db.execute("select compress_chunk(c, if_not_compressed => true) from show_chunks('metrics.server_metrics') c")
+    db.execute("select compress_chunk(c, if_not_compressed => true) from show_chunks('metrics.server_samples') c")
     # a newer row of b into a compressed chunk, then a's newest rows deleted from one
     db.execute("insert into metrics.server_metrics (server_id, collected_at, cpu_percent) values (%s, %s, 7.5)",
                (b, t0 + timedelta(hours=30)))
@@ -160,7 +160,7 @@ def test_organization_cpu_hourly_follows_every_write(db):
     db.execute("delete from tenancy.servers where id = %s", (c,))
     assert _cpu_hourly(db) == _cpu_truth(db)
     assert _cpu_hourly(db)[(org_b, hour)] == (5 * 20.0, 5)
-    db.execute("truncate metrics.server_metrics")
+    db.execute("truncate metrics.server_samples")
     assert _cpu_hourly(db) == {}
 
 
@@ -170,7 +170,7 @@ def test_organization_cpu_hourly_sees_compressed_chunks(db):
     now = db.execute("select now()").fetchone()[0]
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)
     load(db, sparse_rows(a, [hour + k * timedelta(minutes=10) for k in range(30)], cpu=8.5))
-    db.execute("select compress_chunk(c, if_not_compressed => true) from show_chunks('metrics.server_metrics') c")
+    db.execute("select compress_chunk(c, if_not_compressed => true) from show_chunks('metrics.server_samples') c")
     db.execute("delete from metrics.server_metrics where server_id = %s and collected_at < %s",
                (a, hour + timedelta(minutes=30)))
     db.execute("update metrics.server_metrics set cpu_percent = 9.5 where collected_at = %s",
@@ -273,7 +273,7 @@ def test_organization_totals_equal_the_raw_rows_after_every_kind_of_write(db):
     # (their chunks end before the three recent hours start: those stay uncompressed)
     db.execute("select compress_chunk(format('%%I.%%I', chunk_schema, chunk_name)::regclass, true)"
                " from timescaledb_information.chunks where hypertable_schema = 'metrics'"
-               " and hypertable_name = 'server_metrics' and range_end <= %s", (recent[0],))
+               " and hypertable_name = 'server_samples' and range_end <= %s", (recent[0],))
     db.execute("insert into metrics.server_metrics (server_id, collected_at, cpu_percent) values (%s, %s, 6.5)",
                (p1, old[3] + timedelta(seconds=30)))
     db.execute("delete from metrics.server_metrics where server_id = %s and collected_at = %s", (o1, old[0]))

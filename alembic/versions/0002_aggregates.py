@@ -11,6 +11,7 @@ from rmp.migrations import (
     configure_policies,
     create_tier,
     drop_aggregate,
+    raw_hypertables,
 )
 
 revision = "0002_aggregates"
@@ -38,6 +39,6 @@ def downgrade() -> None:
     )
     for aggregate in (catalog.SITE_USAGE_DAILY, *(catalog.tier(r) for r in reversed(TIERS))):
         drop_aggregate(op.get_bind(), aggregate)
-    for name in catalog.RAW_HYPERTABLES:
+    for name in raw_hypertables(op.get_bind()):
         op.execute(f"select remove_retention_policy('metrics.{name}', if_exists => true)")
         op.execute(f"select remove_compression_policy('metrics.{name}', if_exists => true)")

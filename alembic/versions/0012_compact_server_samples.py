@@ -83,5 +83,6 @@ def downgrade() -> None:
     _warn(rebuild_aggregates(conn, interval_column=True, compact=False, site_usage=False))
     pg.execute(f"drop table {compact.QUALIFIED}")
     pg.execute("drop function if exists metrics.server_metrics_write()")
+    pg.execute("drop function if exists metrics.server_metrics_flush()")
     apply_idempotent(conn)
     configure_policies(conn)
