@@ -312,19 +312,19 @@ def create_compact_view(conn: sa.Connection, without: str | None = None) -> None
     """The view metrics.server_metrics over server_samples, and the triggers that let INSERT,
     COPY and UPDATE through it (DELETE needs none: PostgreSQL updates a simple view itself).
 
-    INSERT and COPY are set-based, as into the table before: the INSTEAD OF row trigger only
-    appends the encoded row to a private buffer (``pg_temp.rmp_server_samples_pending``, on
-    commit delete rows), and one AFTER statement trigger moves the buffer into server_samples
-    with one INSERT, so the read path's statement triggers on server_samples run once per
-    statement, not once per row. A re-sent sample (same server and time) is ignored, as
+    INSERT, COPY and UPDATE are set-based, as on the table before: the INSTEAD OF row trigger
+    only appends the encoded row to a private buffer (``pg_temp.rmp_server_samples_pending``,
+    ``..._changed``; on commit delete rows), and one AFTER statement trigger applies the buffer
+    to server_samples with one INSERT or UPDATE, so the read path's statement triggers on
+    server_samples run once per statement, not once per row. A re-sent sample (same server and time) is ignored, as
     ``rmp ingest`` ignores it. Not security_invoker: the rights on the view are what the rights
     on the table were (a tenant view reads it with its owner's rights); the triggers write with
     their caller's, so a writer needs them on server_samples too (tenant-security.sql grants them)."""
     metrics = [c for c in metric_columns_of(conn, compact_sql.QUALIFIED) if c.name != without]
     names, values = compact_sql.encoded("new", metrics)
     interval = catalog.SAMPLE_INTERVALS["server_metrics"]
-    assignments = ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
     columns = ", ".join(names)
+    changed_columns = ", ".join(f"changed.{n}" for n in names)
     with _driver_cursor(conn) as cur:
         cur.execute(f"create view metrics.server_metrics as select\n    "
                     f"{compact_sql.decoded('s', metrics)}\nfrom {compact_sql.QUALIFIED} as s")
@@ -341,8 +341,13 @@ def create_compact_view(conn: sa.Connection, without: str | None = None) -> None
                     end if;
                     insert into pg_temp.rmp_server_samples_pending ({columns}) values ({', '.join(values)});
                 else
-                    update {compact_sql.QUALIFIED} as s set {assignments}
-                    where s.server_id = old.server_id and s.collected_at = old.collected_at;
+                    if pg_catalog.to_regclass('pg_temp.rmp_server_samples_changed') is null then
+                        create temporary table rmp_server_samples_changed
+                            (old_server_id bigint, old_collected_at timestamptz,
+                             like {compact_sql.QUALIFIED} including defaults) on commit delete rows;
+                    end if;
+                    insert into pg_temp.rmp_server_samples_changed (old_server_id, old_collected_at, {columns})
+                    values (old.server_id, old.collected_at, {', '.join(values)});
                 end if;
                 return new;
             end
@@ -350,18 +355,25 @@ def create_compact_view(conn: sa.Connection, without: str | None = None) -> None
         cur.execute(f"""
             create or replace function metrics.server_metrics_flush() returns trigger language plpgsql as $f$
             begin
-                if pg_catalog.to_regclass('pg_temp.rmp_server_samples_pending') is not null then
-                    with pending as (delete from pg_temp.rmp_server_samples_pending returning *)
-                    insert into {compact_sql.QUALIFIED} ({columns})
-                    select {columns} from pending order by server_id, collected_at
-                    on conflict (server_id, collected_at) do nothing;
+                if tg_op = 'INSERT' then
+                    if pg_catalog.to_regclass('pg_temp.rmp_server_samples_pending') is not null then
+                        with pending as (delete from pg_temp.rmp_server_samples_pending returning *)
+                        insert into {compact_sql.QUALIFIED} ({columns})
+                        select {columns} from pending order by server_id, collected_at
+                        on conflict (server_id, collected_at) do nothing;
+                    end if;
+                elsif pg_catalog.to_regclass('pg_temp.rmp_server_samples_changed') is not null then
+                    with changed as (delete from pg_temp.rmp_server_samples_changed returning *)
+                    update {compact_sql.QUALIFIED} as s set ({columns}) = ({changed_columns})
+                    from changed
+                    where s.server_id = changed.old_server_id and s.collected_at = changed.old_collected_at;
                 end if;
                 return null;
             end
             $f$""")
         cur.execute("create trigger server_metrics_write instead of insert or update on metrics.server_metrics"
                     " for each row execute function metrics.server_metrics_write()")
-        cur.execute("create trigger server_metrics_flush after insert on metrics.server_metrics"
+        cur.execute("create trigger server_metrics_flush after insert or update on metrics.server_metrics"
                     " for each statement execute function metrics.server_metrics_flush()")
         cur.execute("comment on view metrics.server_metrics is 'One row per server per sample, stored in "
                     "metrics.server_samples (revision 0012) in a layout that compresses by over 90 %. INSERT, "
