@@ -27,6 +27,7 @@ from typing import Any
 import psutil
 import psycopg
 
+from ingest.compact import EncodeError
 from ingest.loader import load_rows
 from rmp import db
 from rmp.catalog import SAMPLE_INTERVAL_BOUNDS, SERVER_METRIC_COLUMNS
@@ -159,7 +160,7 @@ class Collector:
         try:
             with db.connect(self.url, autocommit=True, connect_timeout=5) as conn:
                 load_rows(conn, "server_metrics", COLUMNS, rows)
-        except (psycopg.Error, UserError) as exc:
+        except (psycopg.Error, UserError, EncodeError) as exc:
             self.stats.failed_flushes += 1
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.warning("database unavailable, %d sample(s) kept in the buffer: %s", len(self.buffer), first)

@@ -254,10 +254,12 @@ class FastCsvValidator:
                     bad |= ~np.isfinite(values)
                 if t.lo is not None:
                     bad |= (values < t.lo) | (values > t.hi)
-                if check is not None:
-                    bad |= values < 0
-                    if name.endswith("_percent"):
-                        bad |= values > 100
+                if check is not None:       # the catalog's bounds (a load's upper one too)
+                    lo, hi = self.rv.bounds[name]
+                    if lo is not None:
+                        bad |= values < lo
+                    if hi is not None:
+                        bad |= values > hi
                 fields.append(Field(t.wire, values, nulls if nulls.any() else None))
             elif t.kind == "ts":
                 us = values - PG_EPOCH_US

@@ -36,10 +36,15 @@ from ingest.fleet_model import (
     Site,
     User,
 )
+from rmp import catalog
 from rmp.catalog import COLLECTION_INTERVAL_SECONDS, SITE_COLLECTION_INTERVAL_SECONDS
 
 GIB = 1024**3
 GB = 1000**3
+# The units a Linux collector counts in (rmp.catalog SERVER_METRICS' ``units`` layouts).
+KIB = catalog.metric_column("memory_used_bytes").stored.unit          # /proc/meminfo: kB
+BLOCK = catalog.metric_column("disk_used_bytes").stored.unit          # statvfs: 4 KiB blocks
+SECTOR = catalog.metric_column("disk_read_bytes").stored.unit         # /proc/diskstats: sectors
 
 _ORG_NAMES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
               "tyrell", "cyberdyne", "soylent", "aperture", "oscorp", "vandelay", "dunder", "pied"]
@@ -284,14 +289,16 @@ def _server_series(fleet: Fleet, s: Server) -> pd.DataFrame:
             mem_pct[i0:i1] += lab.magnitude
     cpu = np.clip(cpu, 0, 100).round(2)
     mem_pct = np.clip(mem_pct, 1, 99)
-    mem_used = (mem_pct / 100 * s.memory_total_bytes).astype(np.int64)
+    # At the precision a Linux collector reports: /proc/meminfo in kB, statvfs in 4 KiB
+    # blocks, /proc/diskstats in 512-byte sectors (what server_samples stores as units).
+    mem_used = (mem_pct / 100 * s.memory_total_bytes).astype(np.int64) // KIB * KIB
     mem_pct = (mem_used / s.memory_total_bytes * 100).round(2)    # collectors report percents to 2 decimals
 
     # disk: positive increments (writes) accumulate from start to end percent
     steps = rng.gamma(0.5, 1.0, n) * (0.3 + load_shape)
     fill = np.cumsum(steps) / steps.sum()
     disk_pct = s.disk_start_percent + (s.disk_end_percent - s.disk_start_percent) * fill
-    disk_used = np.minimum(disk_pct / 100 * s.disk_total_bytes, s.disk_total_bytes).astype(np.int64)
+    disk_used = np.minimum(disk_pct / 100 * s.disk_total_bytes, s.disk_total_bytes).astype(np.int64) // BLOCK * BLOCK
     disk_pct = (disk_used / s.disk_total_bytes * 100).round(2)
 
     # Byte volumes are drawn per sample of the catalog's collection interval and
@@ -300,6 +307,7 @@ def _server_series(fleet: Fleet, s: Server) -> pd.DataFrame:
     interval = fleet.interval_seconds
     read = (rng.lognormal(13.5, 0.6, n) * busy * interval / COLLECTION_INTERVAL_SECONDS).astype(np.int64)
     write = (rng.lognormal(13.0, 0.6, n) * busy * interval / COLLECTION_INTERVAL_SECONDS).astype(np.int64)
+    read, write = read // SECTOR * SECTOR, write // SECTOR * SECTOR
     rx = (rng.lognormal(15.0, 0.5, n) * busy * interval / COLLECTION_INTERVAL_SECONDS).astype(np.int64)
     tx = (rng.lognormal(15.6 if s.role == "web" else 14.5, 0.5, n) * busy * interval
           / COLLECTION_INTERVAL_SECONDS).astype(np.int64)

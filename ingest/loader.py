@@ -14,6 +14,7 @@ database works on the current one.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -24,16 +25,18 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from ingest import compact
+from ingest.coltypes import col_type
 from ingest.errors import IngestSetupError
 from ingest.fastcsv import FastCsvValidator, data_start, fast_eligible, read_chunks
 from ingest.formats import CsvSource, Source, open_source
 from ingest.payload import Columns, Rows
 from ingest.quarantine import QuarantineFile, record_rejections
-from ingest.targets import Column, Target, detect_target, get_target, table_columns
+from ingest.targets import Column, Target, compact_target, detect_target, get_target, table_columns
 from ingest.validate import ColumnValidator, Rejection, Resolver, RowValidator
 from rmp import db
 
-Payload = Rows | Columns
+Payload = Rows | Columns | compact.Samples
 ByteRange = tuple[int, int, int]   # start byte, end byte, number of the first line
 # Errors a row's content can cause in the database (a value the checks let
 # through, a server deleted meanwhile): the batch is split to find the row.
@@ -89,6 +92,17 @@ class BatchWriter:
 
     def __init__(self, conn: psycopg.Connection, target: Target, columns: Sequence[Column]):
         self.conn, self.target, self.columns = conn, target, list(columns)
+        self.given = [c.name for c in columns]     # the input's columns, in payload order
+        # revision 0012 on, server_metrics is a view over the compact hypertable server_samples:
+        # rows are encoded (ingest.compact) and written to the table (COPY into the view would
+        # go through a row trigger); the same key, conflict clause and savepoints
+        self.compact = compact_target(conn, target)
+        if self.compact is not None:
+            target = self.compact
+            by_name = {c.name: c for c in table_columns(conn, target)}
+            columns = [by_name[name] for name in compact.physical_columns(self.given)]
+            self.wires = [col_type(c.type).wire for c in columns]
+        self.physical = list(columns)
         _require_unique_index(conn, target)
         self.oids = [c.oid for c in columns]
         col_list = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
@@ -118,13 +132,23 @@ class BatchWriter:
         self._constraint_columns: dict[str, str] | None = None
 
     def _copy(self, statement: sql.Composed, payload: Payload) -> None:
+        if isinstance(payload, compact.Samples):
+            payload.encoded()     # before the COPY starts: a value that cannot be encoded is a row error
         with self.conn.cursor().copy(statement) as copy:
             payload.write(copy, self.oids)
 
+    def prepare(self, payload: Payload) -> Payload:
+        """The payload as this writer COPYs it: encoded for server_samples when the rows live
+        there. Called in the reader thread too (``_validated_batches``), ahead of the database."""
+        if self.compact is not None and not isinstance(payload, compact.Samples):
+            payload = compact.Samples(payload, self.given, [c.name for c in self.physical], self.wires)
+        return payload
+
     def write(self, payload: Payload | Sequence[tuple]) -> int:
         """Rows inserted; the rest were already present (duplicates) or are in ``found``."""
-        if not isinstance(payload, Rows | Columns):
+        if not isinstance(payload, Rows | Columns | compact.Samples):
             payload = Rows(list(payload))
+        payload = self.prepare(payload)
         if not len(payload):
             return 0
         if self.optimistic:
@@ -168,15 +192,17 @@ class BatchWriter:
         field = "-"
         if diag is not None:
             if diag.column_name:
-                field = diag.column_name
+                field = compact.source_column(diag.column_name) if self.compact else diag.column_name
             elif diag.constraint_name:
                 field = self._constraint_column(diag.constraint_name) or "-"
             if field == "-" and diag.context:   # "COPY rmp_ingest_stage, line 1, column cpu_cores: ..."
-                for c in self.columns:
+                for c in sorted(self.physical, key=lambda c: -len(c.name)):   # load_15m_x100 before load_1m
                     if f"column {c.name}" in diag.context:
-                        field = c.name
+                        field = compact.source_column(c.name) if self.compact else c.name
                         break
             reason = diag.message_primary or str(exc)
+        elif isinstance(exc, compact.EncodeError):
+            field, reason = exc.column, exc.reason
         else:
             reason = str(exc)
         reason = (reason.strip().splitlines() or [type(exc).__name__])[0]
@@ -184,13 +210,21 @@ class BatchWriter:
 
     def _constraint_column(self, name: str) -> str | None:
         if self._constraint_columns is None:
+            table = (self.compact or self.target).qualified
             rows = self.conn.execute(
                 """
                 select c.conname, a.attname from pg_constraint c
                 join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
                 where c.conrelid = to_regclass(%s)
-                """, (self.target.qualified,)).fetchall()
-            self._constraint_columns = dict(rows)
+                """, (table,)).fetchall()
+            if self.compact:
+                # server_samples' checks are named for the column of server_metrics they guard
+                # (a derived column's reads several): the catalog says which, the first column
+                # of any other constraint is mapped back to the column it holds
+                self._constraint_columns = {**{con: compact.source_column(att) for con, att in rows},
+                                            **compact.constraint_columns()}
+            else:
+                self._constraint_columns = dict(rows)
         return self._constraint_columns.get(name)
 
 
@@ -260,8 +294,20 @@ class _Batch:
 _DONE = object()
 
 
+def _ahead(payloads: list[Payload], prepare: Callable[[Payload], Payload]) -> list[Payload]:
+    """Payloads in the shape the writer COPYs, binary-encoded here, in the reader thread, while
+    the database works; one that cannot be encoded is left for the writer to bisect."""
+    out = [prepare(p) for p in payloads]
+    for p in out:
+        if isinstance(p, Columns | compact.Samples):
+            with contextlib.suppress(compact.EncodeError):
+                p.encoded()
+    return out
+
+
 def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
-                       stop: threading.Event, byte_range: ByteRange | None = None) -> Iterator[_Batch]:
+                       stop: threading.Event, byte_range: ByteRange | None = None,
+                       prepare: Callable[[Payload], Payload] = lambda p: p) -> Iterator[_Batch]:
     # scaling events are few and have two optional references: the row-wise path
     rowwise = validator.target.table == "scaling_events"
     if byte_range is not None or (isinstance(source, CsvSource) and len(source.columns) > 1 and not rowwise
@@ -272,10 +318,7 @@ def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
             if stop.is_set():
                 return
             good, bad = fast.validate(chunk)
-            for p in good:
-                if isinstance(p, Columns):
-                    p.encoded()      # encode here, in the reader thread, while the database works
-            yield _Batch(good, bad, chunk.position)
+            yield _Batch(_ahead(good, prepare), bad, chunk.position)
         return
     if isinstance(source, CsvSource) and not rowwise:
         columns = ColumnValidator(validator, source.columns)
@@ -285,7 +328,7 @@ def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
             good, bad, lines, raws = columns.validate_located(rb.lines, rb.rows, rb.raws)
             bad.extend(validator.row(rec) for rec in rb.broken)
             bad.sort(key=lambda r: r.line)
-            yield _Batch([Rows(good, lines, raws)], bad, rb.position)
+            yield _Batch(_ahead([Rows(good, lines, raws)], prepare), bad, rb.position)
         return
     good: list[tuple] = []
     lines: list[int] = []
@@ -303,10 +346,10 @@ def _validated_batches(source: Source, validator: RowValidator, batch_rows: int,
             lines.append(record.line)
             records.append(record)
         if len(good) + len(bad) >= batch_rows:
-            yield _Batch([Rows(good, lines, records)], bad, source.position)
+            yield _Batch(_ahead([Rows(good, lines, records)], prepare), bad, source.position)
             good, lines, records, bad = [], [], [], []
     if good or bad:
-        yield _Batch([Rows(good, lines, records)], bad, source.position)
+        yield _Batch(_ahead([Rows(good, lines, records)], prepare), bad, source.position)
 
 
 def _prefetch(batches: Iterator[_Batch], stop: threading.Event, depth: int = 2) -> Iterator[_Batch]:
@@ -378,7 +421,7 @@ def load_file(path: str | Path, url: str | None = None, *, table: str | None = N
             writer = BatchWriter(conn, target, validator.columns)
             quarantine = QuarantineFile(path) if byte_range is None else None
             keep = 100 if byte_range is None else None
-            batches = _validated_batches(source, validator, batch_rows, stop, byte_range)
+            batches = _validated_batches(source, validator, batch_rows, stop, byte_range, writer.prepare)
             for batch in _prefetch(batches, stop):
                 with conn.transaction():
                     inserted = sum(writer.write(p) for p in batch.good)

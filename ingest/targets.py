@@ -11,6 +11,7 @@ import psycopg
 
 from ingest.errors import IngestFileError, IngestSetupError
 from rmp.catalog import SERVER_METRIC_COLUMNS
+from rmp.compact import TABLE as COMPACT_TABLE
 
 SCHEMA = "metrics"
 
@@ -102,8 +103,22 @@ class Column:
         return self.default is not None
 
 
+def compact_target(conn: psycopg.Connection, target: Target) -> Target | None:
+    """Where rows of ``target`` are written when that is not the relation itself: from revision
+    0012 on, ``metrics.server_metrics`` is a view and its rows live in ``metrics.server_samples``
+    (rmp/compact.py). None for every other target, and for server_metrics before 0012."""
+    if target.table != "server_metrics":
+        return None
+    if conn.execute("select to_regclass(%s) is null", (f"{SCHEMA}.{COMPACT_TABLE}",)).fetchone()[0]:
+        return None
+    return Target(table=COMPACT_TABLE, conflict=target.conflict, references=target.references,
+                  signature=target.signature)
+
+
 def table_columns(conn: psycopg.Connection, target: Target) -> list[Column]:
-    """Columns of the target hypertable in table order, from pg_attribute."""
+    """Columns of the target hypertable in table order, from pg_attribute. For server_metrics
+    as a view (revision 0012 on), NOT NULL is the table's where the view shows a column of it
+    as is (the key, interval_seconds): a row without them is still refused as before."""
     rows = conn.execute(
         """
         select a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid::int, a.attnotnull,
@@ -119,4 +134,9 @@ def table_columns(conn: psycopg.Connection, target: Target) -> list[Column]:
         raise IngestSetupError(
             f"table {target.qualified} does not exist; run the migrations first (alembic upgrade head)"
         )
-    return [Column(*r) for r in rows]
+    columns = [Column(*r) for r in rows]
+    if (stored := compact_target(conn, target)) is not None:
+        table = {c.name: c for c in table_columns(conn, stored)}
+        columns = [Column(c.name, c.type, c.oid, table[c.name].not_null, c.default or table[c.name].default)
+                   if c.name in table and table[c.name].type == c.type else c for c in columns]
+    return columns

@@ -49,6 +49,13 @@ def test_series_have_daily_and_weekly_seasonality_and_valid_ranges():
             assert df[col].between(0, 100).all()
         assert (df[[c for c in df.columns if c.endswith("_bytes")]] >= 0).all().all()
         assert (df["memory_used_bytes"] + df["memory_available_bytes"] == s.memory_total_bytes).all()
+        assert (df["disk_used_bytes"] + df["disk_available_bytes"] == s.disk_total_bytes).all()
+        # a Linux collector's precision: kB, 4 KiB blocks, 512-byte sectors; two-decimal percents
+        assert (df["memory_used_bytes"] % 1024 == 0).all() and (df["disk_used_bytes"] % 4096 == 0).all()
+        assert (df[["disk_read_bytes", "disk_write_bytes"]] % 512 == 0).all().all()
+        assert df["disk_write_bytes"].gt(0).mean() > 0.9                 # not floored to nothing
+        for col in ("cpu_percent", "memory_percent", "disk_percent", "load_1m", "load_5m", "load_15m"):
+            assert (df[col] == df[col].round(2)).all(), col
         hour = df["collected_at"].dt.hour
         weekday = df["collected_at"].dt.day_of_week < 5
         busy = df.loc[weekday & (hour == 15), "cpu_percent"].mean()
