@@ -27,6 +27,7 @@ import psycopg
 
 from bench.engine import bench_engine, describe
 from bench.results import RESULTS_DIR, write_json
+from rmp import compact
 from rmp.settings import SQL_DIR
 
 CHANGE_TRIGGERS = ("read_path_log_delete", "read_path_log_update", "read_path_apply")
@@ -73,11 +74,11 @@ begin
     select servers.organization_id, change.hour, sum(change.s), sum(change.n)
     from (
         select old.server_id, public.time_bucket(interval '1 hour', old.collected_at) as hour,
-               -coalesce(old.cpu_percent::numeric, 0) as s, -(old.cpu_percent is not null)::int as n
+               -coalesce({old_cpu}::numeric, 0) as s, -({old_cpu} is not null)::int as n
         where old.collected_at >= now() - interval '2 days'
         union all
         select new.server_id, public.time_bucket(interval '1 hour', new.collected_at),
-               coalesce(new.cpu_percent::numeric, 0), (new.cpu_percent is not null)::int
+               coalesce({new_cpu}::numeric, 0), ({new_cpu} is not null)::int
         where tg_op = 'UPDATE' and new.collected_at >= now() - interval '2 days'
     ) as change
     join tenancy.servers as servers on servers.id = change.server_id
@@ -117,18 +118,18 @@ begin
     return null;
 end
 $f$;
-create trigger bench_0011_delete after delete on metrics.server_metrics
+create trigger bench_0011_delete after delete on {raw}
     for each row when (old.collected_at >= now() - interval '2 days')
     execute function metrics.bench_0011_row_change();
-create trigger bench_0011_update after update on metrics.server_metrics
+create trigger bench_0011_update after update on {raw}
     for each row when (old.collected_at >= now() - interval '2 days' or new.collected_at >= now() - interval '2 days')
     execute function metrics.bench_0011_row_change();
-create trigger bench_0011_change after update or delete on metrics.server_metrics
+create trigger bench_0011_change after update or delete on {raw}
     for each statement execute function metrics.bench_0011_rederive();
 """
-DROP_0011 = ("drop trigger if exists bench_0011_delete on metrics.server_metrics;"
-             " drop trigger if exists bench_0011_update on metrics.server_metrics;"
-             " drop trigger if exists bench_0011_change on metrics.server_metrics;"
+DROP_0011 = ("drop trigger if exists bench_0011_delete on {raw};"
+             " drop trigger if exists bench_0011_update on {raw};"
+             " drop trigger if exists bench_0011_change on {raw};"
              " drop function if exists metrics.bench_0011_row_change();"
              " drop function if exists metrics.bench_0011_rederive();")
 SIDES = {"with_triggers": "on", "without_triggers": "off", "with_0011_triggers": "0011"}
@@ -164,14 +165,17 @@ $bench$
 def _triggers(conn: psycopg.Connection, on: bool | str) -> None:
     """The change triggers of sql/idempotent/read-path-changes.sql (True / "on"), none
     (False / "off"), or 0011's in their place ("0011")."""
-    conn.execute(DROP_0011)
+    raw = compact.QUALIFIED     # the hypertable under the view metrics.server_metrics
+    cpu = {side: compact.decoded_column("cpu_percent", side) for side in ("old", "new")}
+    conn.execute(DROP_0011.replace("{raw}", raw))
     if on in (True, "on"):
         conn.execute((SQL_DIR / "idempotent" / "read-path-changes.sql").read_text())
         return
     for name in CHANGE_TRIGGERS:
-        conn.execute(f"drop trigger if exists {name} on metrics.server_metrics")
+        conn.execute(f"drop trigger if exists {name} on {raw}")
     if on == "0011":
-        conn.execute(TRIGGERS_0011)
+        conn.execute(TRIGGERS_0011.replace("{raw}", raw).replace("{old_cpu}", cpu["old"])
+                     .replace("{new_cpu}", cpu["new"]))
 
 
 def _timed(conn: psycopg.Connection, statement: str, params=()) -> tuple[float, int]:

@@ -24,6 +24,7 @@ import psycopg
 
 from bench.engine import bench_engine, describe
 from bench.results import RESULTS_DIR, write_json
+from rmp import compact
 from rmp.settings import SQL_DIR
 
 INSERT_TRIGGERS = ("server_latest_insert", "organization_cpu_insert", "cagg_copy_invalidations")
@@ -43,7 +44,7 @@ def _triggers(conn: psycopg.Connection, on: bool) -> None:
             conn.execute((SQL_DIR / "idempotent" / name).read_text())
     else:
         for name in INSERT_TRIGGERS:
-            conn.execute(f"drop trigger if exists {name} on metrics.server_metrics")
+            conn.execute(f"drop trigger if exists {name} on {compact.QUALIFIED}")
 
 
 def _psql_copy(url: str, path: Path) -> float:

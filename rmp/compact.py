@@ -16,13 +16,22 @@ Core layer: the catalog only. Names come from the catalog, never from input.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rmp import catalog
 from rmp.catalog import MetricColumn
+
+# The metric columns a function renders: the catalog's by default; a revision passes those its
+# database has (a column a later revision adds is not there yet).
+Columns = Sequence[MetricColumn] | None
 
 TABLE = "server_samples"
 QUALIFIED = f"{catalog.SCHEMA}.{TABLE}"
 KEY = ("server_id", "collected_at")
-_BY_NAME = {c.name: c for c in catalog.SERVER_METRICS}
+
+
+def _by_name() -> dict[str, MetricColumn]:
+    return {c.name: c for c in catalog.SERVER_METRICS}
 
 
 def _q(alias: str, column: str) -> str:
@@ -31,7 +40,7 @@ def _q(alias: str, column: str) -> str:
 
 def _bytes(column: str, alias: str) -> str:
     """The value of a byte column of server_metrics, read from storage columns."""
-    c = _BY_NAME[column]
+    c = _by_name()[column]
     if c.stored.kind == "units":
         units, rem = _q(alias, c.stored.stored), _q(alias, catalog.remainder_column(c.stored.stored))
         return f"({units} * {c.stored.unit} + {rem})"
@@ -79,9 +88,9 @@ def _encode(c: MetricColumn, alias: str) -> list[str]:
     return [f"(round({value} * 100)::integer - {_share(used, total)})"]
 
 
-def storage_columns() -> list[tuple[str, str]]:
+def storage_columns(columns: Columns = None) -> list[tuple[str, str]]:
     """(name, type) of server_samples' metric columns, in table order (after the key)."""
-    return [col for c in catalog.SERVER_METRICS for col in c.storage_columns()]
+    return [col for c in columns or catalog.SERVER_METRICS for col in c.storage_columns()]
 
 
 def _check(c: MetricColumn, alias: str) -> str:
@@ -104,47 +113,52 @@ def _check(c: MetricColumn, alias: str) -> str:
     return f"{column} between {lo} and {hi}"
 
 
-def create_table_columns() -> str:
+def column_definitions(c: MetricColumn) -> list[str]:
+    """The storage columns of one metric column, with its CHECK (named as server_metrics' was) and
+    a remainder's range check: for ``create table`` and ``alter table ... add column``."""
+    cols = c.storage_columns()
+    out = [f"{cols[0][0]} {cols[0][1]} constraint {c.check_name} check ({_check(c, '')})"]
+    for extra, sql_type in cols[1:]:
+        out.append(f"{extra} {sql_type} constraint {TABLE}_{extra}_range check ({extra} between 0 and {c.stored.unit - 1})")
+    return out
+
+
+def create_table_columns(columns: Columns = None) -> str:
     """The column list of ``create table metrics.server_samples``: key, metric columns with
-    their CHECKs (named as server_metrics' were), the remainders' range checks."""
+    their CHECKs, the seconds the sample covers."""
     lines = ["server_id bigint not null references tenancy.servers (id) on delete cascade",
              "collected_at timestamptz not null"]
-    for c in catalog.SERVER_METRICS:
-        cols = c.storage_columns()
-        lines.append(f"{cols[0][0]} {cols[0][1]}")
-        for extra, sql_type in cols[1:]:
-            lines.append(f"{extra} {sql_type} constraint {TABLE}_{extra}_range "
-                         f"check ({extra} between 0 and {c.stored.unit - 1})")
+    for c in columns or catalog.SERVER_METRICS:
+        lines += column_definitions(c)
     interval = catalog.SAMPLE_INTERVALS["server_metrics"]
     lower, upper = interval.bounds
     lines.append(f"{interval.name} {interval.sql_type} not null default {interval.default} "
                  f"constraint {interval.check_name} check ({interval.name} between {lower} and {upper})")
-    # table constraints last: a derived column's check reads several columns
-    lines += [f"constraint {c.check_name} check ({_check(c, '')})" for c in catalog.SERVER_METRICS]
     return ",\n    ".join(lines)
 
 
-def decoded(alias: str = "s") -> str:
+def decoded(alias: str = "s", columns: Columns = None) -> str:
     """``server_id, collected_at, cpu_percent, ..., interval_seconds`` of server_metrics,
     read from server_samples aliased ``alias``."""
     interval = catalog.SAMPLE_INTERVALS["server_metrics"].name
     parts = [f"{alias}.{k}" for k in KEY]
-    parts += [f"{_decode(c, alias)} as {c.name}" for c in catalog.SERVER_METRICS]
+    parts += [f"{_decode(c, alias)} as {c.name}" for c in columns or catalog.SERVER_METRICS]
     parts.append(f"{alias}.{interval}")
     return ",\n    ".join(parts)
 
 
 def decoded_column(name: str, alias: str) -> str:
     """One column of server_metrics read from server_samples: a key, interval_seconds or a metric."""
-    return _decode(_BY_NAME[name], alias) if name in _BY_NAME else f"{alias}.{name}"
+    by_name = _by_name()
+    return _decode(by_name[name], alias) if name in by_name else f"{alias}.{name}"
 
 
-def encoded(alias: str) -> tuple[list[str], list[str]]:
+def encoded(alias: str, columns: Columns = None) -> tuple[list[str], list[str]]:
     """(server_samples' columns, the expressions over a server_metrics row ``alias`` that fill them)."""
     interval = catalog.SAMPLE_INTERVALS["server_metrics"].name
-    names = [*KEY, *(n for n, _ in storage_columns()), interval]
+    names = [*KEY, *(n for n, _ in storage_columns(columns)), interval]
     values = [f"{alias}.{k}" for k in KEY]
-    for c in catalog.SERVER_METRICS:
+    for c in columns or catalog.SERVER_METRICS:
         values += _encode(c, alias)
     values.append(f"{alias}.{interval}")
     return names, values

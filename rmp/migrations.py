@@ -274,10 +274,10 @@ def _create_hypertable(cur: psycopg.Cursor, name: str, columns: str) -> None:
                         " timescaledb.compress_orderby = 'collected_at desc')").format(table))
 
 
-def create_server_samples_hypertable(conn: sa.Connection) -> None:
-    """metrics.server_samples, from the catalog (rmp/compact.py)."""
+def create_server_samples_hypertable(conn: sa.Connection, columns: list[catalog.MetricColumn]) -> None:
+    """metrics.server_samples, from the catalog (rmp/compact.py), holding ``columns``."""
     with _driver_cursor(conn) as cur:
-        _create_hypertable(cur, compact_sql.TABLE, compact_sql.create_table_columns())
+        _create_hypertable(cur, compact_sql.TABLE, compact_sql.create_table_columns(columns))
         cur.execute(f"comment on table {compact_sql.QUALIFIED} is 'The rows of metrics.server_metrics (a view "
                     "over this table) in a layout that compresses by over 90 %: see rmp/catalog.py Stored.'")
 
@@ -286,7 +286,7 @@ def create_server_metrics_hypertable(conn: sa.Connection, name: str = "server_me
     """The hypertable metrics.server_metrics as it was before revision 0012, from the catalog."""
     columns = ["server_id bigint not null references tenancy.servers (id) on delete cascade",
                "collected_at timestamptz not null"]
-    for c in catalog.SERVER_METRICS:
+    for c in metric_columns_of(conn, compact_sql.QUALIFIED):
         lower, upper = c.bounds
         check = f"{c.name} >= {lower}" if upper is None else f"{c.name} between {lower} and {upper}"
         columns.append(f"{c.name} {c.sql_type} constraint {c.check_name} check ({check})")
@@ -298,25 +298,36 @@ def create_server_metrics_hypertable(conn: sa.Connection, name: str = "server_me
         _create_hypertable(cur, name, ", ".join(columns))
 
 
-def create_compact_view(conn: sa.Connection) -> None:
+def metric_columns_of(conn: sa.Connection, relation: str) -> list[catalog.MetricColumn]:
+    """The catalog's metric columns the relation has (server_metrics: by name; server_samples:
+    by the first column that stores it), in the catalog's order."""
+    have = set(conn.execute(sa.text(
+        "select attname from pg_attribute where attrelid = cast(:r as regclass) and attnum > 0 and not attisdropped"),
+        {"r": relation}).scalars())
+    stored = relation == compact_sql.QUALIFIED
+    return [c for c in catalog.SERVER_METRICS if (c.storage_columns()[0][0] if stored else c.name) in have]
+
+
+def create_compact_view(conn: sa.Connection, without: str | None = None) -> None:
     """The view metrics.server_metrics over server_samples, and the triggers that let INSERT,
     COPY and UPDATE through it (DELETE needs none: PostgreSQL updates a simple view itself).
 
-    INSERT and COPY are set-based, as into the table before: the INSTEAD OF row trigger only
-    appends the encoded row to a private buffer (``pg_temp.rmp_server_samples_pending``, on
-    commit delete rows), and one AFTER statement trigger moves the buffer into server_samples
-    with one INSERT, so the read path's statement triggers on server_samples run once per
-    statement, not once per row. A re-sent sample (same server and time) is ignored, as
+    INSERT, COPY and UPDATE are set-based, as on the table before: the INSTEAD OF row trigger
+    only appends the encoded row to a private buffer (``pg_temp.rmp_server_samples_pending``,
+    ``..._changed``; on commit delete rows), and one AFTER statement trigger applies the buffer
+    to server_samples with one INSERT or UPDATE, so the read path's statement triggers on
+    server_samples run once per statement, not once per row. A re-sent sample (same server and time) is ignored, as
     ``rmp ingest`` ignores it. Not security_invoker: the rights on the view are what the rights
     on the table were (a tenant view reads it with its owner's rights); the triggers write with
     their caller's, so a writer needs them on server_samples too (tenant-security.sql grants them)."""
-    names, values = compact_sql.encoded("new")
+    metrics = [c for c in metric_columns_of(conn, compact_sql.QUALIFIED) if c.name != without]
+    names, values = compact_sql.encoded("new", metrics)
     interval = catalog.SAMPLE_INTERVALS["server_metrics"]
-    assignments = ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
     columns = ", ".join(names)
+    changed_columns = ", ".join(f"changed.{n}" for n in names)
     with _driver_cursor(conn) as cur:
         cur.execute(f"create view metrics.server_metrics as select\n    "
-                    f"{compact_sql.decoded('s')}\nfrom {compact_sql.QUALIFIED} as s")
+                    f"{compact_sql.decoded('s', metrics)}\nfrom {compact_sql.QUALIFIED} as s")
         cur.execute(f"alter view metrics.server_metrics alter column {interval.name} set default {interval.default}")
         # No security definer, no search_path: the buffer is the caller's own temporary table,
         # and the per-row function must stay cheap (a few microseconds).
@@ -330,8 +341,13 @@ def create_compact_view(conn: sa.Connection) -> None:
                     end if;
                     insert into pg_temp.rmp_server_samples_pending ({columns}) values ({', '.join(values)});
                 else
-                    update {compact_sql.QUALIFIED} as s set {assignments}
-                    where s.server_id = old.server_id and s.collected_at = old.collected_at;
+                    if pg_catalog.to_regclass('pg_temp.rmp_server_samples_changed') is null then
+                        create temporary table rmp_server_samples_changed
+                            (old_server_id bigint, old_collected_at timestamptz,
+                             like {compact_sql.QUALIFIED} including defaults) on commit delete rows;
+                    end if;
+                    insert into pg_temp.rmp_server_samples_changed (old_server_id, old_collected_at, {columns})
+                    values (old.server_id, old.collected_at, {', '.join(values)});
                 end if;
                 return new;
             end
@@ -339,18 +355,25 @@ def create_compact_view(conn: sa.Connection) -> None:
         cur.execute(f"""
             create or replace function metrics.server_metrics_flush() returns trigger language plpgsql as $f$
             begin
-                if pg_catalog.to_regclass('pg_temp.rmp_server_samples_pending') is not null then
-                    with pending as (delete from pg_temp.rmp_server_samples_pending returning *)
-                    insert into {compact_sql.QUALIFIED} ({columns})
-                    select {columns} from pending order by server_id, collected_at
-                    on conflict (server_id, collected_at) do nothing;
+                if tg_op = 'INSERT' then
+                    if pg_catalog.to_regclass('pg_temp.rmp_server_samples_pending') is not null then
+                        with pending as (delete from pg_temp.rmp_server_samples_pending returning *)
+                        insert into {compact_sql.QUALIFIED} ({columns})
+                        select {columns} from pending order by server_id, collected_at
+                        on conflict (server_id, collected_at) do nothing;
+                    end if;
+                elsif pg_catalog.to_regclass('pg_temp.rmp_server_samples_changed') is not null then
+                    with changed as (delete from pg_temp.rmp_server_samples_changed returning *)
+                    update {compact_sql.QUALIFIED} as s set ({columns}) = ({changed_columns})
+                    from changed
+                    where s.server_id = changed.old_server_id and s.collected_at = changed.old_collected_at;
                 end if;
                 return null;
             end
             $f$""")
         cur.execute("create trigger server_metrics_write instead of insert or update on metrics.server_metrics"
                     " for each row execute function metrics.server_metrics_write()")
-        cur.execute("create trigger server_metrics_flush after insert on metrics.server_metrics"
+        cur.execute("create trigger server_metrics_flush after insert or update on metrics.server_metrics"
                     " for each statement execute function metrics.server_metrics_flush()")
         cur.execute("comment on view metrics.server_metrics is 'One row per server per sample, stored in "
                     "metrics.server_samples (revision 0012) in a layout that compresses by over 90 %. INSERT, "
@@ -457,7 +480,13 @@ def drop_aggregate(conn: sa.Connection, aggregate: catalog.Aggregate) -> None:
 
 
 def add_metric_column(conn: sa.Connection, column: catalog.MetricColumn) -> None:
-    """``alter table metrics.server_metrics add column`` with its CHECK, from the catalog entry."""
+    """A new metric column of server_metrics with its CHECK, from the catalog entry: on the table
+    before revision 0012; from it on, its storage columns on server_samples and the view and its
+    triggers re-rendered (what reads the view is kept: rmp/aggregate_rebuild.py restore_after)."""
+    if is_compact(conn):
+        _recreate_compact_view(conn, f"alter table {compact_sql.QUALIFIED} add column "
+                               + ", add column ".join(compact_sql.column_definitions(column)))
+        return
     lower, upper = column.bounds
     name = sql.Identifier(column.name)
     if upper is None:
@@ -470,9 +499,28 @@ def add_metric_column(conn: sa.Connection, column: catalog.MetricColumn) -> None
 
 
 def drop_metric_column(conn: sa.Connection, column: catalog.MetricColumn) -> None:
+    if is_compact(conn):
+        _recreate_compact_view(conn, f"alter table {compact_sql.QUALIFIED} "
+                               + ", ".join(f"drop column if exists {name}" for name, _ in column.storage_columns()),
+                               without=column.name)
+        return
     with _driver_cursor(conn) as cur:
         cur.execute(sql.SQL("alter table metrics.server_metrics drop column if exists {}").format(
             sql.Identifier(column.name)))
+
+
+def _recreate_compact_view(conn: sa.Connection, alter_table: str, without: str | None = None) -> None:
+    from rmp.aggregate_rebuild import restore_after
+
+    pg = conn.connection.dbapi_connection
+
+    def change() -> None:
+        pg.execute("drop view metrics.server_metrics cascade")
+        pg.execute(alter_table)
+        create_compact_view(conn, without=without)
+
+    for line in restore_after(pg, ["metrics.server_metrics"], change):
+        log.warning("not recreated (rebuild it, e.g. `rmp dbt run`): %s", line)
 
 
 def publish_catalog(conn: sa.Connection) -> None:

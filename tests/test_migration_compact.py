@@ -145,3 +145,45 @@ def test_upgrade_and_downgrade_keep_every_value(fresh_url):
                      (web,))
         assert conn.execute("select cpu_percent from metrics.server_latest where server_id = %s",
                             (web,)).fetchone()[0] == 7
+
+
+def test_a_new_metric_column_is_a_catalog_entry_and_one_call(migrated_url, monkeypatch):
+    """What a revision that adds a column does from 0012 on (issue 15: a column is a few lines):
+    add_metric_column() adds its storage columns to server_samples and re-renders the view and its
+    triggers; what reads the view is kept; drop_metric_column() undoes it."""
+    import sqlalchemy as sa
+
+    from rmp import db as rmp_db
+
+    swap = catalog.MetricColumn("swap_used_bytes", "bigint", catalog.NON_NEGATIVE,
+                                stored=catalog.Stored("units", unit=1024, stored="swap_used_kib"))
+    monkeypatch.setattr(catalog, "SERVER_METRICS", (*catalog.SERVER_METRICS, swap))
+    engine = rmp_db.engine(migrated_url)
+    with engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            conn.execute(sa.text("create view public.rmp_test_swap_reader as select server_id, collected_at"
+                                 " from metrics.server_metrics"))
+            migrations.add_metric_column(conn, swap)
+            org = conn.execute(sa.text("insert into tenancy.organizations (name, slug) values ('swap', 'swap')"
+                                       " returning id")).scalar()
+            sid = conn.execute(sa.text("insert into tenancy.servers (organization_id, name) values (:o, 'w')"
+                                       " returning id"), {"o": org}).scalar()
+            conn.execute(sa.text("insert into metrics.server_metrics (server_id, collected_at, swap_used_bytes)"
+                                 " values (:s, now(), 3073)"), {"s": sid})
+            assert conn.execute(sa.text("select swap_used_kib, swap_used_rem from metrics.server_samples"
+                                        " where server_id = :s"), {"s": sid}).one() == (3, 1)
+            assert conn.execute(sa.text("select swap_used_bytes from metrics.server_metrics where server_id = :s"),
+                                {"s": sid}).scalar() == 3073
+            assert conn.execute(sa.text("select count(*) from public.rmp_test_swap_reader"
+                                        " where server_id = :s"), {"s": sid}).scalar() == 1
+            with pytest.raises(sa.exc.IntegrityError, match="server_metrics_swap_used_bytes_nonnegative"), \
+                    conn.begin_nested():
+                conn.execute(sa.text("insert into metrics.server_samples (server_id, collected_at,"
+                                     " swap_used_kib, swap_used_rem) values (:s, now() - interval '1 h', -1, 0)"),
+                             {"s": sid})
+            migrations.drop_metric_column(conn, swap)
+            assert "swap_used_bytes" not in list(conn.execute(sa.text("select * from metrics.server_metrics limit 0")).keys())
+            assert conn.execute(sa.text("select count(*) from public.rmp_test_swap_reader")).scalar() >= 1
+        finally:
+            trans.rollback()

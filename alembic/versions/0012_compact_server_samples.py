@@ -31,6 +31,7 @@ from rmp.migrations import (
     create_compact_view,
     create_server_metrics_hypertable,
     create_server_samples_hypertable,
+    metric_columns_of,
     rebuild_aggregates,
 )
 
@@ -49,8 +50,10 @@ def upgrade() -> None:
     pg = conn.connection.dbapi_connection
     # nothing may write between the copy and the swap
     pg.execute("lock table metrics.server_metrics in share mode")
-    create_server_samples_hypertable(conn)
-    names, values = compact.encoded("m")
+    # the columns this database has (a column a later revision adds comes with that revision)
+    columns = metric_columns_of(conn, "metrics.server_metrics")
+    create_server_samples_hypertable(conn, columns)
+    names, values = compact.encoded("m", columns)
     copied = pg.execute(f"insert into {compact.QUALIFIED} ({', '.join(names)}) "
                         f"select {', '.join(values)} from metrics.server_metrics m").rowcount
     log.info("%d rows copied into %s", copied, compact.QUALIFIED)
@@ -73,6 +76,7 @@ def downgrade() -> None:
     def swap() -> None:
         create_server_metrics_hypertable(conn, "server_metrics_restored")
         copied = pg.execute("insert into metrics.server_metrics_restored select * from metrics.server_metrics")
+        # (the same columns in the same order: both rendered from the catalog's columns server_samples has)
         log.info("%d rows copied back into metrics.server_metrics", copied.rowcount)
         pg.execute("drop view metrics.server_metrics cascade")
         pg.execute("alter table metrics.server_metrics_restored rename to server_metrics")
