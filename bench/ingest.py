@@ -10,8 +10,8 @@ deleted before each method) by:
    revision 0012 on, server_metrics is a view over ``metrics.server_samples``
    and its rows are stored encoded (rmp/compact.py): ``psql \\copy`` then loads
    the same rows already encoded (a CSV of server_samples' columns, written by
-   ``ingest.compact``) into the table, the database's own speed; the view's row
-   trigger (``\\copy`` into the view) is timed apart on the slow rows;
+   ``ingest.compact``) into the table, the database's own speed; ``\\copy`` into
+   the view (its INSTEAD OF triggers encode the rows) is timed apart on the slow rows;
 4. row-by-row INSERT with psycopg 3's ``executemany`` (pipelined, one transaction);
 5. pandas ``read_csv`` + ``to_sql`` (SQLAlchemy, psycopg 3, default method, chunks of 2,000);
 6. ``rmp ingest --jobs 2`` — the CLI with the file split in two line ranges and two
@@ -218,7 +218,7 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 2
 
         if compact:
             _clear(url, ids)
-            say(f"psql \\copy of {slow_rows:,} rows into the view (its INSTEAD OF trigger encodes row by row) ...")
+            say(f"psql \\copy of {slow_rows:,} rows into the view (its INSTEAD OF triggers encode them) ...")
             t = time.perf_counter()
             subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
                             f"\\copy metrics.server_metrics ({cols}) from '{slow_path}' with (format csv, header true)"],
