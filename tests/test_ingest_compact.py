@@ -13,7 +13,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from ingest.compact import STORAGE, constraint_columns, encode_columns
+from ingest.compact import STORAGE, EncodeError, constraint_columns, encode_columns
 from ingest.loader import BatchWriter, load_file, load_rows
 from ingest.targets import get_target, table_columns
 from rmp import catalog
@@ -156,6 +156,15 @@ def test_trusted_rows_of_the_collector_and_fleet_path(db, servers, migrated_url)
         writer = BatchWriter(conn, get_target("server_metrics"), [
             c for c in table_columns(conn, get_target("server_metrics")) if c.name in columns])
         assert writer.compact is not None and writer.compact.table == "server_samples"
+        # COPY into the table itself, never into the view (whose triggers would encode again)
+        assert writer.copy_direct.as_string(conn).startswith('copy "metrics"."server_samples" (')
         assert load_rows(conn, "server_metrics", columns, rows, batch_rows=20) == (50, 0)
         assert load_rows(conn, "server_metrics", columns, rows[:30] + rows[:5], batch_rows=20) == (0, 35)
     assert [tuple(v.values()) for v in _view(db, servers["web-1"])] == [r[1:-1] for r in rows]
+    # a trusted row whose value cannot be encoded raises (nothing wraps, nothing is written)
+    bad = (servers["web-2"], T0, *(1e17 if c == "load_1m" else None for c in METRICS), 30.0)
+    with psycopg.connect(migrated_url, autocommit=True) as conn, pytest.raises(EncodeError) as err:
+        load_rows(conn, "server_metrics", columns, [bad])
+    assert err.value.column == "load_1m"
+    assert db.execute("select count(*) from metrics.server_samples where server_id = %s",
+                      (servers["web-2"],)).fetchone()[0] == 0
