@@ -31,6 +31,7 @@ import numpy as np
 
 from ingest.coltypes import col_type
 from ingest.copybinary import Field, encode
+from ingest.frames import Frame
 from rmp import catalog
 from rmp import compact as compact_sql
 
@@ -273,6 +274,8 @@ class Samples:
         """server_metrics' columns by name as (values, null mask); timestamps in PG microseconds."""
         src = self.source
         n = len(src)
+        if isinstance(src, Frame):          # trusted columns (the fleet writer)
+            return src.numbers()
         if hasattr(src, "fields"):          # Columns: already numpy, timestamps already converted
             return {name: (np.asarray(f.values), np.zeros(n, bool) if f.nulls is None else f.nulls)
                     for name, f in zip(self.columns, src.fields, strict=True)}

@@ -6,26 +6,19 @@ files that ``rmp ingest`` reads.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 import psycopg
 
 from ingest.fleet_model import AnomalyLabel
+from ingest.frames import frame_columns
 from ingest.generator import Fleet
-from ingest.loader import load_rows
+from ingest.loader import load_columns
 from rmp import db
 from rmp.catalog import SERVER_METRIC_COLUMNS, SITE_USAGE_COLUMNS
-
-
-def _frame_rows(entity_id: int, df: pd.DataFrame, columns: list[str]) -> Iterator[tuple]:
-    """Rows for COPY: (id, collected_at, *columns) as Python scalars."""
-    stamps = df["collected_at"].dt.to_pydatetime()
-    cols = [df[c].to_numpy().tolist() for c in columns]
-    ids = [entity_id] * len(df)
-    return zip(ids, stamps, *cols, strict=True)
 
 
 def write_tenancy(conn: psycopg.Connection, fleet: Fleet) -> None:
@@ -141,9 +134,12 @@ def write_fleet(fleet: Fleet, url: str | None = None, *, site_usage: bool = True
         def load(table: str, id_column: str, entities: list, ids: dict, frame: Callable, columns: list[str]) -> int:
             if entities and "interval_seconds" in frame(entities[0]):   # a fleet sampled off the default interval
                 columns = [*columns, "interval_seconds"]
-            rows = (row for e in entities for row in _frame_rows(ids[(e.organization, e.name)], frame(e), columns))
-            inserted, duplicates = load_rows(conn, table, [id_column, "collected_at", *columns], rows,
-                                             batch_rows=batch_rows, on_batch=progress)
+            # by column, no tuple per row: each entity's frame is one part of a batch
+            parts = ({id_column: np.full(len(df), ids[(e.organization, e.name)], dtype=np.int64),
+                      **frame_columns(df, ["collected_at", *columns])}
+                     for e in entities for df in (frame(e),))
+            inserted, duplicates = load_columns(conn, table, [id_column, "collected_at", *columns], parts,
+                                                batch_rows=batch_rows, on_batch=progress)
             summary.duplicates += duplicates
             return inserted
 

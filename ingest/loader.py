@@ -18,10 +18,11 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -30,13 +31,14 @@ from ingest.coltypes import col_type
 from ingest.errors import IngestSetupError
 from ingest.fastcsv import FastCsvValidator, data_start, fast_eligible, read_chunks
 from ingest.formats import CsvSource, Source, open_source
+from ingest.frames import Frame
 from ingest.payload import Columns, Rows
 from ingest.quarantine import QuarantineFile, record_rejections
 from ingest.targets import Column, Target, compact_target, detect_target, get_target, table_columns
 from ingest.validate import ColumnValidator, Rejection, Resolver, RowValidator
 from rmp import db
 
-Payload = Rows | Columns | compact.Samples
+Payload = Rows | Columns | Frame | compact.Samples
 ByteRange = tuple[int, int, int]   # start byte, end byte, number of the first line
 # Errors a row's content can cause in the database (a value the checks let
 # through, a server deleted meanwhile): the batch is split to find the row.
@@ -142,11 +144,13 @@ class BatchWriter:
         there. Called in the reader thread too (``_validated_batches``), ahead of the database."""
         if self.compact is not None and not isinstance(payload, compact.Samples):
             payload = compact.Samples(payload, self.given, [c.name for c in self.physical], self.wires)
+        elif isinstance(payload, Frame) and payload.wires is None:
+            payload.wires = [col_type(c.type).wire for c in self.physical]
         return payload
 
     def write(self, payload: Payload | Sequence[tuple]) -> int:
         """Rows inserted; the rest were already present (duplicates) or are in ``found``."""
-        if not isinstance(payload, Rows | Columns | compact.Samples):
+        if not isinstance(payload, Rows | Columns | Frame | compact.Samples):
             payload = Rows(list(payload))
         payload = self.prepare(payload)
         if not len(payload):
@@ -245,19 +249,63 @@ def _require_unique_index(conn: psycopg.Connection, target: Target) -> None:
                                "run the migrations (alembic upgrade head)")
 
 
+def _trusted_writer(conn: psycopg.Connection, table: str, columns: Sequence[str]) -> BatchWriter:
+    target = get_target(table)
+    by_name = {c.name: c for c in table_columns(conn, target)}
+    missing = [c for c in columns if c not in by_name]
+    if missing:
+        raise ValueError(f"{target.qualified} has no column(s) {missing}")
+    return BatchWriter(conn, target, [by_name[c] for c in columns])
+
+
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    if len(arrays) == 1:
+        return arrays[0]
+    if any(np.ma.isMaskedArray(a) for a in arrays):
+        return np.ma.concatenate(arrays)
+    return np.concatenate(arrays)
+
+
+def load_columns(conn: psycopg.Connection, table: str, columns: Sequence[str],
+                 parts: Iterable[Mapping[str, np.ndarray]], *, batch_rows: int = DEFAULT_BATCH_ROWS,
+                 on_batch: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Load already-valid rows given by column (the fleet writer): each part maps every name
+    of ``columns`` to an array (timestamps as UTC datetime64; ``frames.frame_columns``).
+    Parts are joined into batches of about ``batch_rows`` rows, each its own transaction.
+    Returns (inserted, duplicates); ``conn`` must be in autocommit mode."""
+    writer = _trusted_writer(conn, table, columns)
+    inserted = dupes = 0
+    pending: list[Mapping[str, np.ndarray]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal inserted, dupes, pending, size
+        frame = Frame({c: _join([p[c] for p in pending]) for c in columns})
+        with conn.transaction():
+            n = writer.write(frame)
+        inserted += n
+        dupes += len(frame) - n
+        if on_batch is not None:
+            on_batch(len(frame), n)
+        pending, size = [], 0
+
+    for part in parts:
+        pending.append(part)
+        size += len(part[columns[0]])
+        if size >= batch_rows:
+            flush()
+    if pending:
+        flush()
+    return inserted, dupes
+
+
 def load_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[tuple],
               *, batch_rows: int = DEFAULT_BATCH_ROWS,
               on_batch: Callable[[int, int], None] | None = None) -> tuple[int, int]:
     """Load already-valid rows (generator, collector): returns (inserted, duplicates).
 
     ``conn`` must be in autocommit mode; each batch is its own transaction."""
-    target = get_target(table)
-    by_name = {c.name: c for c in table_columns(conn, target)}
-    missing = [c for c in columns if c not in by_name]
-    if missing:
-        raise ValueError(f"{target.qualified} has no column(s) {missing}")
-    cols = [by_name[c] for c in columns]
-    writer = BatchWriter(conn, target, cols)
+    writer = _trusted_writer(conn, table, columns)
     inserted = dupes = 0
     batch: list[tuple] = []
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from ingest.compact import STORAGE, EncodeError, constraint_columns, encode_columns
-from ingest.loader import BatchWriter, load_file, load_rows
+from ingest.loader import BatchWriter, load_columns, load_file, load_rows
 from ingest.targets import get_target, table_columns
 from rmp import catalog
 
@@ -168,3 +168,21 @@ def test_trusted_rows_of_the_collector_and_fleet_path(db, servers, migrated_url)
     assert err.value.column == "load_1m"
     assert db.execute("select count(*) from metrics.server_samples where server_id = %s",
                       (servers["web-2"],)).fetchone()[0] == 0
+
+
+def test_columns_of_the_fleet_writer_with_nulls(db, servers, migrated_url):
+    """load_columns (write_fleet's path): arrays in, masked entries NULL, re-sent rows skipped."""
+    n = 100
+    stamps = np.array([np.datetime64("2024-01-01T00:00:00") + np.timedelta64(30 * i, "s") for i in range(n)])
+    cpu = np.ma.MaskedArray(np.arange(n) / 4, mask=np.arange(n) % 10 == 0)
+    used = np.arange(n, dtype=np.int64) * 4096 + 5
+    part = {"server_id": np.full(n, servers["web-2"]), "collected_at": stamps, "cpu_percent": cpu,
+            "memory_used_bytes": used}
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        assert load_columns(conn, "server_metrics", list(part), [part], batch_rows=30) == (n, 0)
+        assert load_columns(conn, "server_metrics", list(part), [part, part], batch_rows=150) == (0, 2 * n)
+    got = db.execute("select collected_at, cpu_percent, memory_used_bytes from metrics.server_metrics "
+                     "where server_id = %s order by collected_at", (servers["web-2"],)).fetchall()
+    assert got == [(T0 + timedelta(seconds=30 * i), None if i % 10 == 0 else i / 4, i * 4096 + 5) for i in range(n)]
+    assert db.execute("select sum(memory_used_kib), sum(memory_used_rem) from metrics.server_samples").fetchone() \
+        == (sum(i * 4 for i in range(n)), 5 * n)
