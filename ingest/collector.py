@@ -111,13 +111,16 @@ class Sampler:
             pd = pn = None   # counters read more than a day apart: no rate worth storing
         running, total = _containers()
         used = vm.total - vm.available
+        # two decimals, as /proc/loadavg prints loads and as server_samples keeps percents and
+        # loads: what is stored is what was sampled
         return {
-            "collected_at": at, "cpu_percent": min(max(cpu, 0.0), 100.0),
-            "load_1m": load1, "load_5m": load5, "load_15m": load15, "cpu_cores": psutil.cpu_count() or 1,
+            "collected_at": at, "cpu_percent": round(min(max(cpu, 0.0), 100.0), 2),
+            "load_1m": round(load1, 2), "load_5m": round(load5, 2), "load_15m": round(load15, 2),
+            "cpu_cores": psutil.cpu_count() or 1,
             "memory_total_bytes": vm.total, "memory_used_bytes": used, "memory_available_bytes": vm.available,
-            "memory_percent": round(used / vm.total * 100, 3),
+            "memory_percent": round(used / vm.total * 100, 2),
             "disk_total_bytes": du.total, "disk_used_bytes": du.used, "disk_available_bytes": du.free,
-            "disk_percent": round(du.percent, 3),
+            "disk_percent": round(du.percent, 2),
             "disk_read_bytes": self._delta(dio and dio.read_bytes, pd and pd.read_bytes),
             "disk_write_bytes": self._delta(dio and dio.write_bytes, pd and pd.write_bytes),
             "network_rx_bytes": self._delta(nio and nio.bytes_recv, pn and pn.bytes_recv),

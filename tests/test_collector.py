@@ -8,7 +8,8 @@ import psutil
 from click.testing import CliRunner
 
 from ingest.cli import collect
-from ingest.collector import Collector, register_host
+from ingest.collector import COLUMNS, Collector, register_host
+from rmp.catalog import SERVER_METRIC_COLUMNS
 from rmp.embedded import free_port
 
 
@@ -34,6 +35,26 @@ def test_collector_writes_plausible_rows(db, migrated_url):
         assert dread >= 0 and rx >= 0 and tx >= 0
     gaps = [(b[0] - a[0]).total_seconds() for a, b in zip(rows, rows[1:], strict=False)]
     assert all(0.1 < g < 2 for g in gaps)
+
+
+def test_samples_are_at_the_precision_server_samples_keeps(db, migrated_url):
+    """Loads and percents with two decimals, memory in whole KiB (/proc/meminfo): every sampled
+    value comes back from metrics.server_metrics exactly, whatever the storage layout."""
+    server_id = register_host(db, "local", "exact")
+    c = Collector(migrated_url, server_id, interval=0.05)
+    for _ in range(3):
+        c.collect_once()
+    sampled = list(c.buffer)
+    assert c.flush()
+    columns = ["collected_at", *SERVER_METRIC_COLUMNS, "interval_seconds"]
+    for row in sampled:
+        got = dict(zip(COLUMNS, row, strict=True))
+        for name in ("cpu_percent", "load_1m", "load_5m", "load_15m", "memory_percent", "disk_percent"):
+            assert got[name] == round(got[name], 2), name
+        assert got["memory_used_bytes"] % 1024 == 0 and got["memory_total_bytes"] % 1024 == 0
+    stored = db.execute(f"select {', '.join(columns)} from metrics.server_metrics where server_id = %s "
+                        "order by collected_at", (server_id,)).fetchall()
+    assert stored == [tuple(row[1:]) for row in sampled]
 
 
 def test_outage_keeps_samples_in_the_buffer_then_flushes(db, migrated_url):
