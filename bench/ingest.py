@@ -36,6 +36,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
+
 from bench.engine import rmp_command
 from bench.results import RESULTS_DIR, write_json
 from rmp import db
@@ -84,6 +86,11 @@ def _count(url: str, ids: list[int]) -> int:
     with db.connect(url, autocommit=True) as conn:
         return conn.execute("select count(*) from metrics.server_metrics where server_id = any(%s)",
                             (ids,)).fetchone()[0]
+
+
+def _ratio(ours: float, method: dict) -> float | None:
+    """ours / the method's rows/s; None when the method failed (its error is in the results)."""
+    return round(ours / method["rows_per_s"], 2) if "rows_per_s" in method else None
 
 
 def _compact(url: str) -> bool:
@@ -162,6 +169,11 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 2
             timings[name] = {"rows": n, "seconds": round(seconds, 3), "rows_per_s": round(n / seconds), **extra}
             say(f"  {name:<34} {n:>10,} rows {seconds:8.2f} s {n / seconds:>10,.0f} rows/s")
 
+        def failed(name: str, n: int, seconds: float, exc: Exception) -> None:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            timings[name] = {"rows": n, "seconds": round(seconds, 3), "error": first}
+            say(f"  {name:<34} {n:>10,} rows FAILED after {seconds:.2f} s: {first}")
+
         env = {**os.environ, "DATABASE_URL": url}
         rmp_exe = rmp_command()
         psql_cmd = ["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
@@ -233,21 +245,28 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 2
         # a view with an INSTEAD OF trigger takes no ON CONFLICT clause (the rows were cleared)
         insert = (f"insert into metrics.server_metrics ({cols}) values ({placeholders})"
                   + ("" if compact else " on conflict (server_id, collected_at) do nothing"))
-        with db.connect(url, autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(insert, data)
-        record("executemany_insert", slow_rows, time.perf_counter() - t)
+        try:
+            with db.connect(url, autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany(insert, data)
+            record("executemany_insert", slow_rows, time.perf_counter() - t)
+        except psycopg.Error as exc:     # kept as a finding, not a crash of the whole run
+            failed("executemany_insert", slow_rows, time.perf_counter() - t, exc)
 
         _clear(url, ids)
         say(f"pandas to_sql of {slow_rows:,} rows ...")
         import pandas as pd
+        import sqlalchemy as sa
 
         from rmp.db import engine
 
         t = time.perf_counter()
-        df = pd.read_csv(slow_path, parse_dates=["collected_at"])
-        df.to_sql("server_metrics", engine(url), schema="metrics", if_exists="append", index=False,
-                  chunksize=2_000)
-        record("pandas_to_sql", slow_rows, time.perf_counter() - t)
+        try:
+            df = pd.read_csv(slow_path, parse_dates=["collected_at"])
+            df.to_sql("server_metrics", engine(url), schema="metrics", if_exists="append", index=False,
+                      chunksize=2_000)
+            record("pandas_to_sql", slow_rows, time.perf_counter() - t)
+        except (psycopg.Error, sa.exc.DBAPIError) as exc:
+            failed("pandas_to_sql", slow_rows, time.perf_counter() - t, exc)
         engine(url).dispose()
 
         if cleanup:
@@ -276,14 +295,17 @@ def run(url: str, rows: int = 200_000, slow_rows: int = 20_000, servers: int = 2
         "speedup_jobs2_vs_jobs1": round(timings["rmp_ingest_cli_jobs2"]["rows_per_s"]
                                         / timings["rmp_ingest_cli"]["rows_per_s"], 2),
         "ratio_rmp_ingest_cli_vs_psql_copy": round(timings["rmp_ingest_cli"]["rows_per_s"] / base, 2),
-        "ratio_rmp_ingest_vs_executemany": round(ours / timings["executemany_insert"]["rows_per_s"], 2),
-        "ratio_rmp_ingest_vs_pandas_to_sql": round(ours / timings["pandas_to_sql"]["rows_per_s"], 2),
+        "ratio_rmp_ingest_vs_executemany": _ratio(ours, timings["executemany_insert"]),
+        "ratio_rmp_ingest_vs_pandas_to_sql": _ratio(ours, timings["pandas_to_sql"]),
         "targets": {"vs_psql_copy": 0.8 if engine_kind == "embedded" else 0.9, "vs_executemany": 3.0},
     }
     say("")
     vs = "vs psql \\copy"
     say(f"{'method':<22} {'rows':>10} {'rows/s':>10} {vs:>14}")
     for name, m in timings.items():
+        if "rows_per_s" not in m:
+            say(f"{name:<22} {m['rows']:>10,} {'failed':>10} {m['error'][:40]}")
+            continue
         say(f"{name:<22} {m['rows']:>10,} {m['rows_per_s']:>10,} {m['rows_per_s'] / base:>13.2f}x")
     say(f"rmp ingest vs psql \\copy: {result['ratio_rmp_ingest_vs_psql_copy']}x "
         f"(target >= {result['targets']['vs_psql_copy']}); --jobs 2 speed-up {result['speedup_jobs2_vs_jobs1']}x; "
