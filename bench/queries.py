@@ -227,6 +227,8 @@ def paused_jobs(conn: psycopg.Connection) -> Iterator[None]:
 
 
 def _job_id(conn: psycopg.Connection, proc: str, relation: str) -> int:
+    if relation == "server_metrics":       # a view from revision 0012 on: the jobs are its table's
+        relation = _storage_relation(conn, relation).removeprefix("metrics.")
     row = conn.execute(
         "select job_id from timescaledb_information.jobs "
         "where proc_name = %s and hypertable_schema = 'metrics' and hypertable_name = %s",

@@ -63,6 +63,23 @@ def sparse_rows(server_id: int, times: list[datetime], cpu: float = 50.0) -> lis
     return [(server_id, t, cpu, 2_000_000_000, 25.0, 100_000_000_000, 20.0, 3000, 1500, 1.0) for t in times]
 
 
+def load_samples(db: psycopg.Connection, rows: list[tuple]) -> int:
+    """COPY rows (SERVER_METRIC_COLUMNS order) straight into metrics.server_samples, encoded
+    (ingest.compact): the COPY `rmp ingest` runs, where ``load`` goes through the view's triggers."""
+    from ingest.compact import encode_columns
+
+    by_name = dict(zip(SERVER_METRIC_COLUMNS, zip(*rows, strict=True), strict=True))
+    encoded = encode_columns({k: list(v) for k, v in by_name.items() if k not in ("server_id", "collected_at")},
+                             n=len(rows))
+    with db.cursor() as cur, cur.copy(
+        f"copy metrics.server_samples (server_id, collected_at, {', '.join(encoded)}) from stdin"
+    ) as copy:
+        for i in range(len(rows)):
+            copy.write_row((by_name["server_id"][i], by_name["collected_at"][i],
+                            *(None if v.mask[i] else v.data[i].item() for v in encoded.values())))
+    return len(rows)
+
+
 def load(db: psycopg.Connection, rows: list[tuple]) -> int:
     """COPY rows (SERVER_METRIC_COLUMNS order) into metrics.server_metrics."""
     with db.cursor() as cur, cur.copy(

@@ -44,7 +44,7 @@ def test_generated_fleet_answers_identically_after_compression(db, migrated_url)
     assert len(exact_before["server_metrics_1m"]) == 3 * 2 * 1440
     assert len(exact_before["server_metrics_1d"]) == 3 * 2
 
-    relations = ["metrics.server_metrics"] + [
+    relations = ["metrics.server_samples"] + [
         f"{s}.{t}" for s, t in db.execute(
             "select materialization_hypertable_schema, materialization_hypertable_name"
             " from timescaledb_information.continuous_aggregates where view_name = any(%s)", (list(TIERS),))]

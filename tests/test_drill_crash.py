@@ -121,7 +121,7 @@ def test_postmaster_killed_while_refresh_and_compression_jobs_run(cluster, tmp_p
     old = make_fleet(url, tmp_path / "old", servers=3, days=3, start=since)
     new = make_fleet(url, tmp_path / "new", servers=3, days=2, start=since + timedelta(days=3))
     with psycopg.connect(url, autocommit=True) as conn:
-        compress = _job(conn, "policy_compression", "server_metrics")
+        compress = _job(conn, "policy_compression", "server_samples")
         refresh = _job(conn, "policy_refresh_continuous_aggregate", "server_metrics_1h")
         # the compression policy's first run comes when the scheduler gets to it, which
         # under load can be after the load below: held back until the drill starts it
@@ -246,7 +246,7 @@ def test_embedded_engine_killed_while_its_job_runner_runs_compression_and_refres
         path = make_fleet(url, tmp_path / "files", servers=6, days=3, start=since)
         assert rmp(url, "ingest", str(path), "-q").returncode == 0
         with psycopg.connect(url, autocommit=True) as conn:
-            compress = _job(conn, "policy_compression", "server_metrics")
+            compress = _job(conn, "policy_compression", "server_samples")
             refresh = _job(conn, "policy_refresh_continuous_aggregate", "server_metrics_1h")
             before = {job: _runs(conn, job) for job in (compress, refresh)}
             eligible = conn.execute(

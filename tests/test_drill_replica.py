@@ -118,7 +118,7 @@ def _make_chunks(conn: psycopg.Connection, since: datetime, days: int) -> None:
     for day in range(days):
         start = since + timedelta(days=day)
         slices = {"collected_at": [int(t.timestamp() * 1_000_000) for t in (start, start + timedelta(days=1))]}
-        conn.execute("select _timescaledb_functions.create_chunk('metrics.server_metrics', %s::jsonb)",
+        conn.execute("select _timescaledb_functions.create_chunk('metrics.server_samples', %s::jsonb)",
                      (json.dumps(slices),))
 
 

@@ -40,7 +40,7 @@ def test_raw_retention_drops_old_chunks_and_hourly_and_daily_history_survives(db
     assert len(hourly_before) == 480 and len(daily_before) == 120
 
     now = datetime.now(UTC)
-    db.execute("call run_job(%s)", (_job(db, "policy_retention", "server_metrics"),))
+    db.execute("call run_job(%s)", (_job(db, "policy_retention", "server_samples"),))
 
     # Whole 1-day chunks go once their end is older than the horizon.
     cutoff = (now - timedelta(days=90)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -104,7 +104,7 @@ def test_organization_override_trims_only_that_organizations_raw_rows(db):
     db.execute("insert into tenancy.organization_settings (organization_id, metrics_retention)"
                " values (%s, '30 days'), (%s, '200 days')", (short, longer))
     # Old chunks are compressed first: the override must delete from compressed chunks too.
-    db.execute("call run_job(%s)", (_job(db, "policy_compression", "server_metrics"),))
+    db.execute("call run_job(%s)", (_job(db, "policy_compression", "server_samples"),))
 
     db.execute("call run_job(%s)", (_org_retention_job(db),))
 
