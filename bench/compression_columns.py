@@ -1,24 +1,18 @@
-"""Where the compressed bytes of ``metrics.server_metrics`` go, column by column, and
-what other column types would save, on the generator's fleet.
+"""Where the compressed bytes of server_metrics' rows go, column by column, and what
+other layouts save, on the generator's fleet.
 
-The same generated rows are loaded into scratch hypertables shaped like
-``metrics.server_metrics`` (same indexes, chunk interval, segment-by and
-order-by) in a scratch schema: one with the table's own column types, one per
-variant (``double precision`` -> ``real``, small counts -> ``smallint``, the
-derived columns ``*_available_bytes`` and ``*_percent`` left out; percents and
-loads as integer hundredths; byte columns in the unit a Linux collector reads
-them in: KiB, 4 KiB blocks, 512-byte sectors). Every
-chunk is compressed; reported per variant: bytes per row before and after
-(``hypertable_size``), the reduction, and the compressed bytes per row of
-each column (``pg_column_size`` over the compressed chunks). Writes
-``bench/results/compression_columns.json``.
-
-Why a measurement and not a migration: TimescaleDB refuses ``ALTER COLUMN
-... TYPE`` on a hypertable with compression enabled ("operation not supported
-on hypertables that have columnstore enabled"), and PostgreSQL refuses it for
-columns the continuous aggregates read; changing a type means decompressing
-all history and rebuilding the aggregates (losing the buckets older than the
-raw retention). These figures tell whether that is worth it.
+The same generated rows are loaded into scratch hypertables shaped like the raw
+hypertable (same indexes, 1-day chunks, segment-by ``server_id``, order-by
+``collected_at desc``) in a scratch schema: ``as_is`` with the column types of
+``metrics.server_metrics`` (the table before revision 0012; a view from it on),
+one per variant (``double precision`` -> ``real``, small counts -> ``smallint``,
+the derived columns left out, percents and loads as integer hundredths, byte
+columns in a Linux collector's units), and ``collector_precision_lossless_compact``:
+revision 0012's ``metrics.server_samples`` (units + remainder, derivation +
+residual; lossless). Every chunk is compressed; reported per variant: bytes per row
+before and after (``hypertable_size``), the reduction, and the compressed bytes per
+row of each column (``pg_column_size`` over the compressed chunks). Writes
+``bench/results/compression_columns.json`` (``--out``).
 """
 
 from __future__ import annotations
@@ -80,7 +74,8 @@ def _derived_hundredths(used, total):
     return (used * 10000 + total // 2) // total
 
 
-# A lossless compact layout: every value of today's columns can be recomputed exactly from it
+# A lossless compact layout (revision 0012's metrics.server_samples): every value of server_metrics'
+# columns can be recomputed exactly from it
 # (bytes = units * unit + remainder; a derived column = its derivation + a stored residual), and
 # the parts that real collectors make constant (remainders, residuals) cost almost nothing.
 LOSSLESS: dict[str, str] = {
@@ -227,14 +222,15 @@ def run(url: str, *, servers: int = 40, days: int = 2, only: list[str] | None = 
                 if only and name != "as_is" and name not in only:
                     continue
                 r = _measure(conn, name, variant, data if transform is None else transform(data))
-                # against the table as it is today, uncompressed: what a design saves overall
+                # against the table before revision 0012 (as_is: server_metrics' own column types),
+                # uncompressed: what a design saves overall
                 r["reduction_vs_as_is_uncompressed"] = round(
                     1 - r["bytes_per_row_after"] / result["variants"]["as_is"]["bytes_per_row_before"], 4) \
                     if "as_is" in result["variants"] else r["reduction"]
                 result["variants"][name] = r
                 say(f"  {name:<38} {r['bytes_per_row_before']:>6} -> {r['bytes_per_row_after']:>5} bytes/row "
                     f"({100 * r['reduction']:.1f} % smaller; {100 * r['reduction_vs_as_is_uncompressed']:.1f} % "
-                    "vs today's table uncompressed)")
+                    "vs the table before revision 0012, uncompressed)")
         finally:
             conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(SCHEMA)))
     write_json(out_dir, out_name, result)
