@@ -315,8 +315,9 @@ def create_compact_view(conn: sa.Connection, without: str | None = None) -> None
     INSERT, COPY and UPDATE are set-based, as on the table before: the INSTEAD OF row trigger
     only appends the encoded row to a private buffer (``pg_temp.rmp_server_samples_pending``,
     ``..._changed``; on commit delete rows), and one AFTER statement trigger applies the buffer
-    to server_samples with one INSERT or UPDATE, so the read path's statement triggers on
-    server_samples run once per statement, not once per row. A re-sent sample (same server and time) is ignored, as
+    to server_samples with one INSERT (an UPDATE: one DELETE of the old rows, one INSERT of the
+    new), so the read path's statement triggers on server_samples run once per statement, not
+    once per row. A re-sent sample (same server and time) is ignored, as
     ``rmp ingest`` ignores it. Not security_invoker: the rights on the view are what the rights
     on the table were (a tenant view reads it with its owner's rights); the triggers write with
     their caller's, so a writer needs them on server_samples too (tenant-security.sql grants them)."""
@@ -324,7 +325,6 @@ def create_compact_view(conn: sa.Connection, without: str | None = None) -> None
     names, values = compact_sql.encoded("new", metrics)
     interval = catalog.SAMPLE_INTERVALS["server_metrics"]
     columns = ", ".join(names)
-    changed_columns = ", ".join(f"changed.{n}" for n in names)
     with _driver_cursor(conn) as cur:
         cur.execute(f"create view metrics.server_metrics as select\n    "
                     f"{compact_sql.decoded('s', metrics)}\nfrom {compact_sql.QUALIFIED} as s")
@@ -363,10 +363,14 @@ def create_compact_view(conn: sa.Connection, without: str | None = None) -> None
                         on conflict (server_id, collected_at) do nothing;
                     end if;
                 elsif pg_catalog.to_regclass('pg_temp.rmp_server_samples_changed') is not null then
-                    with changed as (delete from pg_temp.rmp_server_samples_changed returning *)
-                    update {compact_sql.QUALIFIED} as s set ({columns}) = ({changed_columns})
-                    from changed
+                    -- old rows out, new rows in, in two statements: one UPDATE of the whole set would
+                    -- check each new key against rows not yet moved (set collected_at = collected_at
+                    -- + 10 minutes collides or not depending on the join's order)
+                    delete from {compact_sql.QUALIFIED} as s using pg_temp.rmp_server_samples_changed as changed
                     where s.server_id = changed.old_server_id and s.collected_at = changed.old_collected_at;
+                    insert into {compact_sql.QUALIFIED} ({columns})
+                    select {columns} from pg_temp.rmp_server_samples_changed order by server_id, collected_at;
+                    delete from pg_temp.rmp_server_samples_changed;
                 end if;
                 return null;
             end

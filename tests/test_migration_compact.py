@@ -187,3 +187,21 @@ def test_a_new_metric_column_is_a_catalog_entry_and_one_call(migrated_url, monke
             assert conn.execute(sa.text("select count(*) from public.rmp_test_swap_reader")).scalar() >= 1
         finally:
             trans.rollback()
+
+
+def test_an_update_through_the_view_may_shift_keys_onto_each_other(db):
+    """One UPDATE that moves every sample of a server 30 s later, then back: each new key is an
+    old key of another row of the same statement, which a row-at-a-time UPDATE checks in
+    whatever order the rows come (the view applies it as one DELETE and one INSERT)."""
+    org = organization(db, "shift")
+    sid = server(db, org, "s")
+    t0 = day_start(0) - timedelta(hours=2)
+    db.execute("insert into metrics.server_metrics (server_id, collected_at, cpu_percent, memory_used_bytes)"
+               " select %s, %s::timestamptz + i * interval '30 s', i, 1000 + i from generate_series(0, 9) i",
+               (sid, t0))
+    for step in ("+ interval '30 s'", "- interval '30 s'"):
+        assert db.execute(f"update metrics.server_metrics set collected_at = collected_at {step}"
+                          " where server_id = %s", (sid,)).rowcount == 10
+    assert db.execute("select collected_at, cpu_percent, memory_used_bytes from metrics.server_metrics"
+                      " where server_id = %s order by 1", (sid,)).fetchall() == [
+        (t0 + timedelta(seconds=30 * i), float(i), 1000 + i) for i in range(10)]
