@@ -9,6 +9,10 @@
 -- trigger cannot tell COPY from INSERT, and logging a range twice only makes a
 -- refresh look at it once more.
 --
+-- The triggers are on the hypertable that holds server_metrics' rows: metrics.raw_table(),
+-- metrics.server_samples from revision 0012 on (server_metrics is then a view over it),
+-- and read its columns through metrics.raw_column() (rmp/migrations.py publish_raw_layout).
+--
 -- What it logs is what TimescaleDB would: the inserted rows' [lowest, greatest]
 -- time, only when it starts below the hypertable's invalidation threshold (rows
 -- above it are materialized by the next refresh anyway), for every continuous

@@ -2,6 +2,10 @@
 -- read path (revision 0011): metrics.organization_cpu_hourly and
 -- metrics.server_latest follow them once per statement.
 --
+-- The triggers are on the hypertable that holds server_metrics' rows: metrics.raw_table(),
+-- metrics.server_samples from revision 0012 on (server_metrics is then a view over it),
+-- and read its columns through metrics.raw_column() (rmp/migrations.py publish_raw_layout).
+--
 -- TimescaleDB refuses DELETE and UPDATE transition tables on a hypertable with
 -- compression, so the changed rows are only seen by row triggers. Each changed
 -- row of the last two days (and each row an UPDATE moves to another server) is

@@ -1,6 +1,10 @@
 -- server-last-point: the latest sample of every server (its "current" state),
 -- one row per server that has reported: metrics.server_last_point.
 --
+-- The triggers are on the hypertable that holds server_metrics' rows: metrics.raw_table(),
+-- metrics.server_samples from revision 0012 on (server_metrics is then a view over it),
+-- and read its columns through metrics.raw_column() (rmp/migrations.py publish_raw_layout).
+--
 -- From revision 0011 on it reads metrics.server_latest (one row per server,
 -- sql/preinstall/011-server-latest.sql), which triggers on
 -- metrics.server_metrics keep equal to the raw rows:
