@@ -1,6 +1,6 @@
 -- organization-cpu-hourly: the triggers that keep metrics.organization_cpu_hourly
 -- (sql/preinstall/012-organization-cpu-hourly.sql) equal to the raw rows of the
--- last two days, per organization and hour, whatever writes them:
+-- last two days, per organization and hour, whatever writes them.
 -- The triggers are on the hypertable that holds server_metrics' rows: metrics.raw_table(),
 -- metrics.server_samples from revision 0012 on (server_metrics is then a view over it),
 -- and read its columns through metrics.raw_column() (rmp/migrations.py publish_raw_layout).
