@@ -513,6 +513,12 @@ def drop_metric_column(conn: sa.Connection, column: catalog.MetricColumn) -> Non
             sql.Identifier(column.name)))
 
 
+def warn_not_recreated(failed: list[str]) -> None:
+    """What a revision that rebuilt objects could not recreate (rmp/aggregate_rebuild.py), one warning each."""
+    for line in failed:
+        log.warning("not recreated (rebuild it, e.g. `rmp dbt run`): %s", line)
+
+
 def _recreate_compact_view(conn: sa.Connection, alter_table: str, without: str | None = None) -> None:
     from rmp.aggregate_rebuild import restore_after
 
@@ -523,8 +529,7 @@ def _recreate_compact_view(conn: sa.Connection, alter_table: str, without: str |
         pg.execute(alter_table)
         create_compact_view(conn, without=without)
 
-    for line in restore_after(pg, ["metrics.server_metrics"], change):
-        log.warning("not recreated (rebuild it, e.g. `rmp dbt run`): %s", line)
+    warn_not_recreated(restore_after(pg, ["metrics.server_metrics"], change))
 
 
 def publish_catalog(conn: sa.Connection) -> None:

@@ -17,8 +17,6 @@ Downgrade recreates the aggregates with rates over the constant intervals
 
 from __future__ import annotations
 
-import logging
-
 from alembic import op
 from psycopg import sql
 
@@ -29,31 +27,25 @@ from rmp.migrations import (
     apply_idempotent,
     configure_policies,
     rebuild_aggregates,
+    warn_not_recreated,
 )
 
 revision = "0010_interval_true_rates"
 down_revision = "0009_catalog"
-
-log = logging.getLogger(__name__)
-
-
-def _warn(failed: list[str]) -> None:
-    for line in failed:
-        log.warning("not recreated (rebuild it, e.g. `rmp dbt run`): %s", line)
 
 
 def upgrade() -> None:
     conn = op.get_bind()
     for interval in catalog.SAMPLE_INTERVALS.values():
         add_interval_column(conn, interval)
-    _warn(rebuild_aggregates(conn, interval_column=True))
+    warn_not_recreated(rebuild_aggregates(conn, interval_column=True))
     apply_idempotent(conn)     # tenant views of the raw tables and aggregates show the new columns
     configure_policies(conn)   # the recreated aggregates' policies, from the catalog
 
 
 def downgrade() -> None:
     conn = op.get_bind()
-    _warn(rebuild_aggregates(conn, interval_column=False))
+    warn_not_recreated(rebuild_aggregates(conn, interval_column=False))
     pg = conn.connection.dbapi_connection
     tables = [f"{catalog.SCHEMA}.{t}" for t in catalog.SAMPLE_INTERVALS]
 
@@ -63,5 +55,5 @@ def downgrade() -> None:
                 sql.Identifier(catalog.SCHEMA, interval.table), sql.Identifier(interval.name)))
         apply_idempotent(conn)
 
-    _warn(restore_after(pg, tables, drop_columns))
+    warn_not_recreated(restore_after(pg, tables, drop_columns))
     configure_policies(conn)

@@ -33,16 +33,13 @@ from rmp.migrations import (
     create_server_samples_hypertable,
     metric_columns_of,
     rebuild_aggregates,
+    warn_not_recreated,
 )
 
 revision = "0012_compact_server_samples"
 down_revision = "0011_fleet_read_path"
 
 log = logging.getLogger(__name__)
-
-def _warn(failed: list[str]) -> None:
-    for line in failed:
-        log.warning("not recreated (rebuild it, e.g. `rmp dbt run`): %s", line)
 
 
 def upgrade() -> None:
@@ -57,13 +54,13 @@ def upgrade() -> None:
     copied = pg.execute(f"insert into {compact.QUALIFIED} ({', '.join(names)}) "
                         f"select {', '.join(values)} from metrics.server_metrics m").rowcount
     log.info("%d rows copied into %s", copied, compact.QUALIFIED)
-    _warn(rebuild_aggregates(conn, interval_column=True, compact=True, site_usage=False))
+    warn_not_recreated(rebuild_aggregates(conn, interval_column=True, compact=True, site_usage=False))
 
     def swap() -> None:
         pg.execute("drop table metrics.server_metrics cascade")
         create_compact_view(conn)
 
-    _warn(restore_after(pg, ["metrics.server_metrics"], swap))
+    warn_not_recreated(restore_after(pg, ["metrics.server_metrics"], swap))
     apply_idempotent(conn)     # the read path's triggers on server_samples, the tenant views, grants
     configure_policies(conn)
 
@@ -83,8 +80,8 @@ def downgrade() -> None:
         for index in ("server_time_uidx", "time_idx"):
             pg.execute(f"alter index metrics.server_metrics_restored_{index} rename to server_metrics_{index}")
 
-    _warn(restore_after(pg, ["metrics.server_metrics"], swap))
-    _warn(rebuild_aggregates(conn, interval_column=True, compact=False, site_usage=False))
+    warn_not_recreated(restore_after(pg, ["metrics.server_metrics"], swap))
+    warn_not_recreated(rebuild_aggregates(conn, interval_column=True, compact=False, site_usage=False))
     pg.execute(f"drop table {compact.QUALIFIED}")
     pg.execute("drop function if exists metrics.server_metrics_write()")
     pg.execute("drop function if exists metrics.server_metrics_flush()")
