@@ -96,16 +96,14 @@ def storage_columns(columns: Columns = None) -> list[tuple[str, str]]:
 def _check(c: MetricColumn, alias: str) -> str:
     s = c.stored
     lower, upper = c.bounds
+    if s.kind == "units":
+        return f"{s.stored} >= 0"      # bytes >= 0 exactly when the unit count is (remainder in [0, unit))
     if s.kind == "hundredths":
         column, scale = f"{c.name}_x100", 100
-    elif s.kind == "units":
-        column, scale = s.stored, 0     # bytes >= 0 exactly when the unit count is
     elif s.kind == "plain":
         column, scale = c.name, 1
     else:
         column, scale = _decode(c, alias), 1
-    if scale == 0:
-        return f"{column} >= 0"
     lo = f"{lower * scale:g}" if scale != 1 else repr(lower)
     if upper is None:
         return f"{column} >= {lo}"
